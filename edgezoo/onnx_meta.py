@@ -1,0 +1,77 @@
+"""The metadata edgezoo embeds in every ONNX file it writes (``metadata_props``), read without PyTorch.
+
+A device with only onnxruntime learns from the file itself what it needs to feed it: input size, mean/std,
+labels, precision. Keys are prefixed ``edgezoo.``; values are JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PREFIX = "edgezoo."
+
+
+@dataclass
+class ModelMetadata:
+    model: str = ""
+    input_size: tuple[int, int, int] | None = None  # (C, H, W)
+    mean: tuple[float, ...] | None = None  # of 0..1 pixel values, per channel
+    std: tuple[float, ...] | None = None
+    num_classes: int | None = None
+    labels: list[str] | None = None
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    passes: list[str] = field(default_factory=list)
+    version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_props(self) -> dict[str, str]:
+        d = asdict(self)
+        extra = d.pop("extra")
+        props = {PREFIX + k: json.dumps(v) for k, v in d.items() if v is not None}
+        props.update({PREFIX + k: json.dumps(v) for k, v in extra.items()})
+        return props
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> "ModelMetadata":
+        known = set(cls.__dataclass_fields__) - {"extra"}
+        kw: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, raw in props.items():
+            if not key.startswith(PREFIX):
+                continue
+            k = key[len(PREFIX):]
+            try:
+                v = json.loads(raw)
+            except (json.JSONDecodeError, TypeError):
+                v = raw
+            (kw if k in known else extra)[k] = v
+        for k in ("input_size", "mean", "std"):
+            if isinstance(kw.get(k), list):
+                kw[k] = tuple(kw[k])
+        return cls(**kw, extra=extra)
+
+
+def set_metadata(model_proto, meta: ModelMetadata) -> None:
+    """Replace edgezoo's keys in an ``onnx.ModelProto``'s metadata_props, keeping anyone else's."""
+    keep = [(p.key, p.value) for p in model_proto.metadata_props if not p.key.startswith(PREFIX)]
+    del model_proto.metadata_props[:]
+    for k, v in keep + sorted(meta.to_props().items()):
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def get_metadata(model_proto) -> ModelMetadata:
+    return ModelMetadata.from_props({p.key: p.value for p in model_proto.metadata_props})
+
+
+def read_metadata(path: str | os.PathLike) -> ModelMetadata:
+    """Metadata of an ONNX file, read through onnxruntime (no need to parse the weights with onnx)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
+    return ModelMetadata.from_props(dict(sess.get_modelmeta().custom_metadata_map))

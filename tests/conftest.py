@@ -1,0 +1,55 @@
+"""Shared fixtures. torchvision and timm are references only, imported through ``reference_libs``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_tv_lib = None  # keep the torch.library handle alive, or the schemas vanish
+
+
+def _define_torchvision_ops() -> None:
+    """torchvision 0.28's C++ ops cannot load beside the CPU torch build; defining the two schemas that its
+    Python side registers fake kernels for makes its model code importable (see shared/DESIGN.md)."""
+    global _tv_lib
+    if _tv_lib is not None:
+        return
+    import torch
+
+    try:
+        torch.ops.torchvision.nms  # noqa: B018  (already loaded: nothing to do)
+        return
+    except (AttributeError, RuntimeError):
+        pass
+    _tv_lib = torch.library.Library("torchvision", "DEF")
+    _tv_lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _tv_lib.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
+
+
+@pytest.fixture(scope="session")
+def torchvision():
+    pytest.importorskip("torch", reason="PyTorch (edgezoo[torch]) is not installed")
+    _define_torchvision_ops()
+    return pytest.importorskip("torchvision", reason="torchvision (edgezoo[test]) is not installed")
+
+
+@pytest.fixture(scope="session")
+def timm(torchvision):
+    return pytest.importorskip("timm", reason="timm (edgezoo[test]) is not installed")
+
+
+def run_edgezoo(*args: str, block_torch: bool = False, timeout: float = 300, env: dict | None = None,
+                cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m edgezoo ...` in a subprocess; with block_torch, `import torch` fails there."""
+    full_env = {**os.environ, **(env or {})}
+    if block_torch:
+        blocker = ROOT / "tests" / "no_torch"
+        full_env["PYTHONPATH"] = os.pathsep.join([str(blocker), str(ROOT), full_env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "edgezoo", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=cwd)
