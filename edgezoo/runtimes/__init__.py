@@ -1,0 +1,1 @@
+"""Runtimes: one small interface (open, describe, infer, close), one module per backend."""

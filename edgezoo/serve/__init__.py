@@ -1,0 +1,1 @@
+"""Serving exported ONNX files: an HTTP server on onnxruntime, and a Triton model repository writer."""
