@@ -86,7 +86,7 @@ def list_command(
     table = Table(title="edgezoo model zoo", header_style="bold")
     for col, justify in (("name", "left"), ("aliases", "left"), ("params", "right"), ("MACs", "right"),
                          ("input", "right"), ("top-1 %", "right")):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, no_wrap=col != "aliases")
     rows = []
     for s in specs:
         p = s.paper
@@ -138,7 +138,7 @@ def info_command(
     console.print(f"  weights: {spec.weights or '-'}")
     table = Table(header_style="bold")
     for col in ("stage", "output", "params", "MACs"):
-        table.add_column(col, justify="left" if col == "stage" else "right")
+        table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
     for st in stages:
         table.add_row(st.name, "x".join(map(str, st.output_shape)), f"{st.params:,}", fmt_count(st.macs))
     console.print(table)

@@ -12,9 +12,13 @@ from torch import nn
 
 
 @torch.no_grad()
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+def randomize_bn(model: nn.Module, seed: int = 0, linear: bool = True) -> nn.Module:
+    """Random BatchNorm affine parameters and running stats; with ``linear``, Linear weights ~ N(0, 1/fan_in)
+    instead of the N(0, 0.01) init, so that logits are O(1)."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
+        if linear and isinstance(m, nn.Linear):
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features ** 0.5)
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             n = m.num_features
             if m.affine:
