@@ -160,9 +160,11 @@ _register_commands()
 
 
 def report_error(e: EdgezooError) -> None:
-    err_console.print(f"[bold red]error:[/bold red] {e.message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape  # messages quote user input and "pkg[extra]" hints: not markup
+
+    err_console.print(f"[bold red]error:[/bold red] {escape(e.message)}", highlight=False, soft_wrap=True)
     if e.hint:
-        err_console.print(f"  {e.hint}", highlight=False, soft_wrap=True)
+        err_console.print(f"  {escape(e.hint)}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -62,3 +62,12 @@ def test_info_input_too_small_is_a_clear_error(capsys):
 def test_unknown_family(capsys):
     code, _, err = run(capsys, "list", "--family", "resnet")
     assert code == 2 and "no models in family" in err
+
+
+def test_registry_commands_without_torch_say_what_to_install():
+    from conftest import run_edgezoo
+
+    r = run_edgezoo("list", block_torch=True)
+    assert r.returncode == 2
+    assert "PyTorch is not installed" in r.stderr and "edgezoo[torch]" in r.stderr
+    assert "Traceback" not in r.stderr
