@@ -1,0 +1,539 @@
+"""Static profile of an ONNX graph: per node MACs, element-wise work, params, bytes and memory access cost.
+
+Works on any ONNX file (ours, torchvision's, a user's) with onnx and numpy alone: no PyTorch.
+
+Counting rules (the same as the papers' and as ``reference/models.md`` section 0):
+  * MACs = multiply-accumulates of Conv / ConvTranspose / Gemm / MatMul (and their int8 forms), without the
+    bias term. Conv: ``N*Cout*Hout*Wout * (Cin/groups)*kh*kw``; Gemm/MatMul: ``M*N*K``.
+    (onnx-tool adds element-wise ops and one MAC per output for the bias, which puts it 2-12% above the
+    published figures; see reference/baseline-int8.md.)
+  * Element-wise, pooling and reduction work is counted separately, in ``ops`` (one op per output element;
+    pooling: one per window element).
+  * Bytes are counted at each tensor's stored dtype. In a QDQ graph, ``DequantizeLinear -> Conv ->
+    QuantizeLinear`` is one int8 conv (what onnxruntime runs as QLinearConv): it reads int8 activations and
+    int8 weights and writes int8; the Q/DQ nodes it absorbs are not reported on their own.
+  * Memory access cost ("MAC" in the ShuffleNet V2 paper, here ``mem_access``, in elements) = input
+    activations + outputs + weights. For a 1x1 conv: ``hw(c1 + c2) + c1*c2`` (paper Eq. 1).
+  * CIO (HarDNet, paper Eq. 1) = sum over conv layers of ``c_in*h_in*w_in + c_out*h_out*w_out``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from edgezoo.errors import InputError, MissingDependencyError
+
+# Ops whose MACs we count, and which input holds the weight (the reduction dimension comes from it).
+CONV_OPS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose": 1}
+GEMM_OPS = {"Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"}
+
+ELEMENTWISE_OPS = {
+    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal", "Max", "Min", "Sum",
+    "Mean", "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Erf", "Gelu",
+    "Elu", "Selu", "Softplus", "Mish", "Where", "Equal", "Greater", "Less", "Not", "And", "Or", "Cast",
+    "BatchNormalization", "InstanceNormalization", "LayerNormalization", "QuantizeLinear", "DequantizeLinear",
+    "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu", "Dropout", "Floor", "Ceil", "Round",
+}
+POOL_OPS = {
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "ReduceSum",
+    "ReduceMin", "Softmax", "LogSoftmax", "QLinearAveragePool", "QLinearGlobalAveragePool", "LpPool",
+}
+DATA_OPS = {
+    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose", "Concat", "Split", "Slice", "Gather",
+    "Pad", "Expand", "Tile", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "QLinearConcat",
+}
+# Ops that only change a tensor's shape: runtimes alias the buffer, so they move no bytes.
+VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
+# Ops onnxruntime runs in int8 when a QDQ graph wraps them in DequantizeLinear/QuantizeLinear (its QDQ
+# selectors); any other op between a DQ and a Q stays a float island (DQ -> op -> Q run separately).
+INT8_CAPABLE = {
+    "Conv", "MatMul", "Gemm", "Add", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Reshape",
+    "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Relu", "Clip", "Sigmoid", "LeakyRelu", "Split", "Resize",
+    "Gather", "Softmax", "Slice", "Pad", "ConvTranspose", "Where", "ArgMax",
+}
+QUANT_PARAM_INPUTS = {  # inputs of the QOperator ops that are scales / zero points, not weights
+    "QLinearConv": {1, 2, 4, 5, 6, 7}, "QLinearMatMul": {1, 2, 4, 5, 6, 7}, "QuantizeLinear": {1, 2},
+    "DequantizeLinear": {1, 2}, "ConvInteger": {2, 3}, "MatMulInteger": {2, 3},
+}
+
+
+@dataclass
+class NodeProfile:
+    name: str
+    op_type: str
+    category: str  # conv | depthwise | group_conv | gemm | elementwise | pool | data | other
+    input_shapes: list[list[int]]
+    output_shapes: list[list[int]]
+    dtype: str  # stored dtype of the main output ("float32", "int8", ...)
+    macs: int = 0
+    ops: int = 0  # element-wise / pooling / reduction work, not in macs
+    params: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    mem_access: int = 0  # ShuffleNet V2's memory access cost, in elements
+    cio: int = 0  # HarDNet's CIO contribution (convs only)
+    kernel: tuple[int, ...] = ()
+    group: int = 1
+    int8: bool = False  # runs as an int8 kernel (QDQ-wrapped or QOperator)
+    scope: tuple[str, ...] = ()  # name components, e.g. ("features", "features.3", "block")
+
+    @property
+    def flops(self) -> int:
+        """Arithmetic operations: a MAC is two (multiply and add)."""
+        return 2 * self.macs + self.ops
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_read + self.bytes_written
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity, FLOPs per byte moved (the roofline's x axis)."""
+        return self.flops / self.bytes if self.bytes else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "op_type": self.op_type, "category": self.category,
+            "input_shapes": self.input_shapes, "output_shapes": self.output_shapes, "dtype": self.dtype,
+            "macs": self.macs, "ops": self.ops, "flops": self.flops, "params": self.params,
+            "bytes_read": self.bytes_read, "bytes_written": self.bytes_written, "mem_access": self.mem_access,
+            "intensity": round(self.intensity, 4), "cio": self.cio, "kernel": list(self.kernel),
+            "group": self.group, "int8": self.int8, "block": block_of(self, 2), "stage": block_of(self, 1),
+        }
+
+
+TOTAL_FIELDS = ("macs", "ops", "flops", "params", "bytes_read", "bytes_written", "mem_access", "cio")
+
+
+@dataclass
+class GroupTotals:
+    name: str
+    nodes: list[NodeProfile] = field(default_factory=list)
+
+    def total(self, key: str) -> int:
+        return sum(getattr(n, key) for n in self.nodes)
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "nodes": len(self.nodes)}
+        d.update({k: self.total(k) for k in TOTAL_FIELDS})
+        d["bytes"] = d["bytes_read"] + d["bytes_written"]
+        return d
+
+
+@dataclass
+class GraphProfile:
+    source: str
+    inputs: dict[str, list[int]]
+    nodes: list[NodeProfile]
+    skipped_constant: int = 0  # nodes that only compute constants (folded by any runtime)
+    absorbed_qdq: int = 0  # Q/DQ nodes folded into int8 kernels
+
+    def total(self, key: str) -> int:
+        return sum(getattr(n, key) for n in self.nodes)
+
+    @property
+    def macs(self) -> int:
+        return self.total("macs")
+
+    @property
+    def cio_without_depthwise(self) -> int:
+        return sum(n.cio for n in self.nodes if n.category != "depthwise")
+
+    def totals(self) -> dict:
+        d = {k: self.total(k) for k in TOTAL_FIELDS}
+        d["bytes"] = d["bytes_read"] + d["bytes_written"]
+        d["intensity"] = round(d["flops"] / d["bytes"], 4) if d["bytes"] else 0.0
+        d["cio_without_depthwise"] = self.cio_without_depthwise
+        d["conv_macs"] = sum(n.macs for n in self.nodes if n.category in ("conv", "depthwise", "group_conv"))
+        d["gemm_macs"] = sum(n.macs for n in self.nodes if n.category == "gemm")
+        d["nodes"] = len(self.nodes)
+        d["int8_nodes"] = sum(n.int8 for n in self.nodes)
+        return d
+
+    def groups(self, depth: int = 2) -> list[GroupTotals]:
+        """Totals per block (depth 2) or stage (depth 1), from the node names' scopes, in graph order."""
+        out: dict[str, GroupTotals] = {}
+        for n in self.nodes:
+            key = block_of(n, depth)
+            out.setdefault(key, GroupTotals(key)).nodes.append(n)
+        return list(out.values())
+
+    def by_op_type(self) -> list[GroupTotals]:
+        out: dict[str, GroupTotals] = {}
+        for n in self.nodes:
+            out.setdefault(n.op_type, GroupTotals(n.op_type)).nodes.append(n)
+        return sorted(out.values(), key=lambda g: (-g.total("bytes_read") - g.total("bytes_written"), g.name))
+
+    def heaviest(self, n: int = 10, key: str = "macs") -> list[NodeProfile]:
+        return sorted(self.nodes, key=lambda x: -getattr(x, key))[:n]
+
+    def to_dict(self, depth: int = 2) -> dict:
+        return {
+            "source": self.source, "inputs": self.inputs, "totals": self.totals(),
+            "skipped_constant_nodes": self.skipped_constant, "absorbed_qdq_nodes": self.absorbed_qdq,
+            "blocks": [g.to_dict() for g in self.groups(depth)],
+            "stages": [g.to_dict() for g in self.groups(1)],
+            "op_types": [g.to_dict() for g in self.by_op_type()],
+            "nodes": [n.to_dict() for n in self.nodes],
+        }
+
+
+def scope_of(name: str) -> tuple[str, ...]:
+    """Exporter scopes: '/features/features.3/block/block.0/Conv' -> ('features', 'features.3', 'block', 'block.0')."""
+    if "/" in name:
+        parts = [p for p in name.split("/") if p]
+        return tuple(parts[:-1])
+    if "." in name:  # "layer1.0.conv1" style
+        return tuple(name.split(".")[:-1])
+    return ()
+
+
+def block_of(node: NodeProfile, depth: int) -> str:
+    return "/".join(node.scope[:depth]) or "(top)"
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+def load_model(source) -> "onnx.ModelProto":  # noqa: F821
+    """An ONNX ModelProto from a path, bytes or a ModelProto; bad files raise InputError (one clear line)."""
+    try:
+        import onnx
+    except ImportError:
+        raise MissingDependencyError("onnx", "pip install onnx", "the profiler reads ONNX graphs") from None
+    if isinstance(source, onnx.ModelProto):
+        return source
+    if isinstance(source, (bytes, bytearray)):
+        data, label = bytes(source), "the ONNX bytes"
+    else:
+        path = Path(source)
+        label = str(path)
+        if not path.exists():
+            raise InputError(f"no such file: {path}", "give an .onnx file or a model name from `edgezoo list`")
+        if path.is_dir():
+            raise InputError(f"{path} is a folder, not an ONNX file")
+        data = path.read_bytes()
+    if not data:
+        raise InputError(f"{label} is empty, not an ONNX model")
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as e:  # protobuf's DecodeError and friends: truncated or not ONNX at all
+        raise InputError(f"{label} is not a readable ONNX model ({type(e).__name__})",
+                         "is the file complete? re-export or re-copy it") from None
+    if not proto.graph.node or not proto.graph.output:
+        raise InputError(f"{label} is not a valid ONNX model: the graph has no nodes or no outputs",
+                         "is the file complete? re-export or re-copy it")
+    produced = {o for n in proto.graph.node for o in n.output}
+    known = produced | {i.name for i in proto.graph.input} | {t.name for t in proto.graph.initializer}
+    missing = [o.name for o in proto.graph.output if o.name not in known]
+    if missing:
+        raise InputError(f"{label} is not a valid ONNX model: output '{missing[0]}' is never computed",
+                         "is the file complete? re-export or re-copy it")
+    return proto
+
+
+def _dims(type_proto) -> list | None:
+    tt = type_proto.tensor_type
+    if not tt.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+
+
+def _fix_input_shapes(proto, input_size: Sequence[int] | None, batch: int) -> dict[str, list[int]]:
+    """Replace symbolic input dims: batch -> ``batch``; others from input_size (C,H,W) or edgezoo metadata."""
+    from edgezoo.onnx_meta import get_metadata
+
+    if input_size is None:
+        meta = get_metadata(proto)
+        input_size = meta.input_size
+    inits = {t.name for t in proto.graph.initializer}
+    fixed = {}
+    for vi in proto.graph.input:
+        if vi.name in inits:
+            continue
+        dims = _dims(vi.type)
+        if dims is None:
+            raise InputError(f"graph input '{vi.name}' has no shape", "pass --input-size")
+        new = []
+        for i, d in enumerate(dims):
+            if isinstance(d, int) and d > 0:
+                new.append(d)
+            elif i == 0:
+                new.append(batch)
+            elif input_size is not None and len(dims) == len(input_size) + 1:
+                new.append(int(input_size[i - 1]))
+            else:
+                raise InputError(f"graph input '{vi.name}' has an unknown dimension {i} ({d or '?'})",
+                                 "pass --input-size C,H,W")
+        if input_size is not None and len(new) == len(input_size) + 1 and list(new[1:]) != list(input_size):
+            new = [new[0], *map(int, input_size)]
+        for d, v in zip(vi.type.tensor_type.shape.dim, new):
+            d.Clear()
+            d.dim_value = v
+        fixed[vi.name] = new
+    return fixed
+
+
+def _itemsize(elem_type: int) -> int:
+    import onnx
+
+    try:
+        return int(onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize)
+    except Exception:  # int4, float8 and other exotic types: count a byte
+        return 1
+
+
+def _dtype_name(elem_type: int) -> str:
+    import onnx
+
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
+    except Exception:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def _infer_shapes(proto) -> dict[str, tuple[list[int] | None, int]]:
+    """name -> (static shape or None, elem_type) for every tensor, by onnx shape inference (data propagation on)."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception as e:
+        raise InputError(f"ONNX shape inference failed: {str(e).splitlines()[0][:200]}",
+                         "is this a valid ONNX model? `python -m onnx.checker` says more") from None
+    g = inferred.graph
+    info: dict[str, tuple[list[int] | None, int]] = {}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        dims = _dims(vi.type)
+        static = dims if dims is not None and all(isinstance(d, int) and d > 0 or d == 0 for d in dims) else None
+        if static is not None and any(d is None for d in static):
+            static = None
+        info[vi.name] = (static, vi.type.tensor_type.elem_type)
+    for t in g.initializer:
+        info[t.name] = (list(t.dims), t.data_type)
+    for n in g.node:  # Constant nodes: inference sometimes leaves them out
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    info.setdefault(n.output[0], (list(a.t.dims), a.t.data_type))
+    return info
+
+
+def _shapes_by_running(proto, inputs: dict[str, list[int]], info: dict) -> None:
+    """Fallback when static inference leaves shapes unknown: run onnxruntime once on zeros, read every shape."""
+    import onnx
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingDependencyError("onnxruntime", "pip install onnxruntime",
+                                     "this graph's shapes need a run to resolve") from None
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    have = {o.name for o in m.graph.output}
+    for n in m.graph.node:
+        for o in n.output:
+            if o and o not in have:
+                m.graph.output.add().name = o
+                have.add(o)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feed = {}
+        for i in sess.get_inputs():
+            np_type = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
+                       "tensor(int8)": np.int8, "tensor(int64)": np.int64}.get(i.type, np.float32)
+            feed[i.name] = np.zeros(inputs[i.name], dtype=np_type)
+        outs = sess.run(None, feed)
+    except Exception as e:
+        raise InputError(f"cannot resolve this graph's tensor shapes: {str(e).splitlines()[0][:200]}",
+                         "pass --input-size, or simplify the model with onnxsim") from None
+    for o, v in zip(sess.get_outputs(), outs):
+        elem = info.get(o.name, (None, 1))[1]
+        info[o.name] = (list(np.shape(v)), elem)
+
+
+# --------------------------------------------------------------------------------------------- profiling
+
+def profile_onnx(source, input_size: Sequence[int] | None = None, batch: int = 1) -> GraphProfile:
+    """Profile an ONNX model (path, bytes or ModelProto) at ``batch`` and input_size (C,H,W; default: the
+    file's static shape or edgezoo metadata)."""
+    import onnx
+
+    proto = load_model(source)
+    label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<model>"
+    work = onnx.ModelProto()
+    work.CopyFrom(proto)
+    inputs = _fix_input_shapes(work, input_size, batch)
+    info = _infer_shapes(work)
+    graph = work.graph
+    nodes = list(graph.node)
+    if any(info.get(o, (None, 0))[0] is None for n in nodes for o in n.output if o):
+        _shapes_by_running(work, inputs, info)
+
+    producer = {o: n for n in nodes for o in n.output if o}
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            if i:
+                consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in graph.output}
+
+    # Tensors that depend on no graph input: the weights and whatever a runtime folds at load time.
+    const = {t.name for t in graph.initializer}
+    const_nodes = set()
+    for n in nodes:
+        real_inputs = [i for i in n.input if i]
+        if n.op_type in ("Constant", "Shape", "Size") or (real_inputs and all(i in const for i in real_inputs)):
+            const.update(o for o in n.output if o)
+            const_nodes.add(id(n))
+
+    # QDQ: a node runs in int8 when onnxruntime can fuse it (INT8_CAPABLE) and every activation input comes
+    # through a DequantizeLinear. The DQs that feed only such nodes, and the Qs right after them, vanish.
+    def via_dq(t: str) -> bool:
+        p = producer.get(t)
+        return p is not None and p.op_type == "DequantizeLinear"
+
+    quantized = set()
+    for n in nodes:
+        if id(n) in const_nodes or n.op_type not in INT8_CAPABLE:
+            continue
+        data = [i for i in n.input if i and i not in const]
+        dq_any = any(via_dq(i) for i in n.input if i)
+        if dq_any and data and all(via_dq(i) for i in data):
+            quantized.add(id(n))
+    absorbed = set()
+    for n in nodes:
+        if n.op_type == "DequantizeLinear" and id(n) not in const_nodes:
+            cons = consumers.get(n.output[0], [])
+            if cons and n.output[0] not in graph_outputs and all(id(c) in quantized for c in cons):
+                absorbed.add(id(n))
+    q_out_dtype: dict[str, int] = {}  # tensor written by a quantized node -> its int8 dtype
+    for n in nodes:
+        if id(n) not in quantized:
+            continue
+        for o in n.output:
+            cons = consumers.get(o, [])
+            if cons and o not in graph_outputs and all(c.op_type == "QuantizeLinear" for c in cons):
+                q_out_dtype[o] = info.get(cons[0].output[0], (None, 3))[1]
+                absorbed.update(id(c) for c in cons)
+
+    def stored(t: str, consumer_quantized: bool) -> tuple[list[int], int, bool]:
+        """Shape, bytes per element and constness of tensor t as the consuming kernel reads it."""
+        shape, elem = info.get(t, (None, 1))
+        if consumer_quantized and via_dq(t):
+            src = producer[t].input[0]
+            s_shape, s_elem = info.get(src, (shape, 3))
+            return list(shape or s_shape or []), _itemsize(s_elem), t in const
+        if t in q_out_dtype:
+            return list(shape or []), _itemsize(q_out_dtype[t]), False
+        return list(shape or []), _itemsize(elem), t in const
+
+    profiles = []
+    for n in nodes:
+        if id(n) in const_nodes or id(n) in absorbed:
+            continue
+        profiles.append(_profile_node(n, stored, info, id(n) in quantized, q_out_dtype))
+    return GraphProfile(label, inputs, profiles, skipped_constant=len(const_nodes), absorbed_qdq=len(absorbed))
+
+
+def _numel(shape: Iterable[int]) -> int:
+    return int(math.prod(shape)) if shape is not None else 0
+
+
+def _attr(node, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            import onnx
+
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _profile_node(n, stored, info, quantized: bool, q_out_dtype: dict) -> NodeProfile:
+    op = n.op_type
+    ins = [(i, *stored(i, quantized)) for i in n.input if i]  # (name, shape, itemsize, const)
+    skip_params = QUANT_PARAM_INPUTS.get(op, set())
+    outs = []
+    for o in n.output:
+        if not o:
+            continue
+        shape, elem = info.get(o, (None, 1))
+        size = _itemsize(q_out_dtype[o]) if o in q_out_dtype else _itemsize(elem)
+        outs.append((o, list(shape or []), size, q_out_dtype.get(o, elem)))
+    out_elems = sum(_numel(s) for _, s, _, _ in outs)
+    act_in = [(s, b) for k, (_, s, b, c) in enumerate(ins) if not c]
+    weights = []  # (shape, itemsize) of constant inputs that are parameters
+    for k, (name, s, b, c) in enumerate(ins):
+        if not c or k in skip_params:
+            continue
+        elem = info.get(name, (None, 1))[1]
+        if elem == 7:  # int64 constants are shapes, axes and indices, not parameters
+            continue
+        if op not in CONV_OPS and op not in GEMM_OPS and _numel(s) <= 1:
+            continue  # scalar constants of element-wise ops (x + 3, x / 6)
+        weights.append((s, b))
+
+    macs = ops = 0
+    kernel: tuple[int, ...] = ()
+    group = 1
+    category = "other"
+    if op in CONV_OPS:
+        w_shape = ins[CONV_OPS[op]][1] if len(ins) > CONV_OPS[op] else []
+        group = int(_attr(n, "group", 1))
+        kernel = tuple(w_shape[2:])
+        if op == "ConvTranspose":  # each input element meets (Cout/g)*kh*kw weights
+            macs = _numel(ins[0][1]) * _numel(w_shape[1:])
+        else:  # each output element is a dot product of length (Cin/g)*kh*kw
+            macs = out_elems * _numel(w_shape[1:])
+        cin = ins[0][1][1] if len(ins[0][1]) > 1 else 0
+        category = "conv" if group == 1 else ("depthwise" if group == cin else "group_conv")
+    elif op in GEMM_OPS:
+        a = ins[0][1]
+        if op == "Gemm":
+            k = a[0] if _attr(n, "transA", 0) else (a[1] if len(a) > 1 else a[0])
+        else:
+            k = a[-1] if a else 0
+        macs = out_elems * int(k)
+        category = "gemm"
+    elif op in ELEMENTWISE_OPS:
+        ops = out_elems
+        category = "elementwise"
+    elif op in POOL_OPS:
+        if op in ("MaxPool", "AveragePool", "LpPool", "QLinearAveragePool"):
+            kernel = tuple(_attr(n, "kernel_shape", ()))
+            ops = out_elems * _numel(kernel)
+        else:  # global pools and reductions touch every input element once
+            ops = _numel(ins[0][1])
+        category = "pool"
+    elif op in DATA_OPS:
+        category = "data"
+
+    if op in VIEW_OPS:
+        bytes_read = bytes_written = 0
+        mem_access = 0
+    else:
+        # constant int64 inputs (shapes, axes, pads) are not data the kernel streams through
+        bytes_read = sum(_numel(s) * b for name, s, b, c in ins
+                         if not (c and info.get(name, (None, 1))[1] == 7))
+        bytes_written = sum(_numel(s) * size for _, s, size, _ in outs)
+        mem_access = sum(_numel(s) for s, _ in act_in) + out_elems + sum(_numel(s) for s, _ in weights)
+    cio = 0
+    if op in CONV_OPS:  # HarDNet: input + output feature maps of every conv
+        cio = _numel(ins[0][1]) + out_elems
+    main_elem = outs[0][3] if outs else 1
+    return NodeProfile(
+        name=n.name or (n.output[0] if n.output else op), op_type=op, category=category,
+        input_shapes=[s for _, s, _, _ in ins], output_shapes=[s for _, s, _, _ in outs],
+        dtype=_dtype_name(main_elem), macs=int(macs), ops=int(ops),
+        params=sum(_numel(s) for s, _ in weights), bytes_read=int(bytes_read), bytes_written=int(bytes_written),
+        mem_access=int(mem_access), cio=int(cio), kernel=tuple(int(k) for k in kernel), group=group,
+        int8=quantized or op.startswith("QLinear") or op.endswith("Integer"), scope=scope_of(n.name or ""),
+    )
