@@ -1,0 +1,196 @@
+"""TensorRT: run a serialized engine (or build one from ONNX) with TensorRT's own Python API (10.x).
+
+``tensorrt`` and ``cuda-python`` are imported lazily: neither is a dependency of edgezoo, and both need an
+NVIDIA GPU. When they are missing the runner says so in one line at construction, before any work.
+Untested here (no GPU, no TensorRT in this environment); the tests cover the missing-dependency path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgezoo.errors import InputError, MissingDependencyError
+from edgezoo.runtimes.base import Runner, TensorInfo, first_line, shape_of
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+GPU_NOTE = "TensorRT needs an NVIDIA GPU with a CUDA driver"
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise MissingDependencyError("TensorRT", "pip install tensorrt cuda-python", GPU_NOTE) from None
+    return tensorrt
+
+
+def import_cudart():
+    """cuda-python's runtime bindings (the module moved in cuda-python 12.6)."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError:
+            raise MissingDependencyError("cuda-python", "pip install cuda-python",
+                                         "the TensorRT runner moves buffers with it") from None
+    return cudart
+
+
+def _cuda(result):
+    """cuda-python returns (error, *values); raise on error, return the values."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise InputError(f"CUDA call failed: {err}", GPU_NOTE)
+    return values[0] if len(values) == 1 else values
+
+
+class TrtRunner(Runner):
+    """A TensorRT engine. ``path`` is a serialized engine, or an .onnx file that is built into one first
+    (``fp16`` / ``int8`` allow those precisions; int8 needs the explicit Q/DQ nodes of an edgezoo int8 export).
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, path: str | os.PathLike, fp16: bool = False, int8: bool = False,
+                 workspace_mb: int = 1024) -> None:
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(f"no such file: {self.path}")
+        self._trt = import_tensorrt()
+        self._cudart = import_cudart()
+        self.fp16, self.int8, self.workspace_mb = fp16, int8, workspace_mb
+        self.engine = self.context = self.stream = None
+        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+        self._serialized: bytes | None = None
+
+    def _engine_bytes(self) -> bytes:
+        if self.path.suffix.lower() == ".onnx":
+            return build_engine(self.path, fp16=self.fp16, int8=self.int8, workspace_mb=self.workspace_mb)
+        return self.path.read_bytes()
+
+    def _activate(self) -> None:
+        trt = self._trt
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._serialized = self._engine_bytes()
+        runtime = trt.Runtime(self._logger)
+        self.engine = runtime.deserialize_cuda_engine(self._serialized)
+        if self.engine is None:
+            raise InputError(f"TensorRT cannot load {self.path} as an engine",
+                             "engines only load with the TensorRT version and GPU that built them")
+        self.context = self.engine.create_execution_context()
+        self.stream = _cuda(self._cudart.cudaStreamCreate())
+
+    def _deactivate(self) -> None:
+        for ptr, _ in self._buffers.values():
+            self._cudart.cudaFree(ptr)
+        self._buffers.clear()
+        if self.stream is not None:
+            self._cudart.cudaStreamDestroy(self.stream)
+        self.engine = self.context = self.stream = None
+
+    def _io(self, mode) -> list[TensorInfo]:
+        trt = self._trt
+        out = []
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            if self.engine.get_tensor_mode(name) == mode:
+                dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+                out.append(TensorInfo(name, shape_of(list(self.engine.get_tensor_shape(name))), dtype))
+        return out
+
+    def _inputs(self) -> list[TensorInfo]:
+        return self._io(self._trt.TensorIOMode.INPUT)
+
+    def _outputs(self) -> list[TensorInfo]:
+        return self._io(self._trt.TensorIOMode.OUTPUT)
+
+    def _buffer(self, name: str, nbytes: int) -> int:
+        ptr, size = self._buffers.get(name, (0, 0))
+        if size < nbytes:  # grow only: benchmarks call infer thousands of times with one shape
+            if ptr:
+                self._cudart.cudaFree(ptr)
+            ptr = _cuda(self._cudart.cudaMalloc(nbytes))
+            self._buffers[name] = (ptr, nbytes)
+        return ptr
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        cudart, ctx = self._cudart, self.context
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        for info in self._inputs():
+            arr = np.ascontiguousarray(feeds[info.name], dtype=info.dtype)
+            if not ctx.set_input_shape(info.name, arr.shape):
+                raise InputError(f"the engine cannot take input '{info.name}' of shape {arr.shape}",
+                                 "rebuild it with an optimisation profile that covers this shape")
+            ptr = self._buffer(info.name, arr.nbytes)
+            _cuda(cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self.stream))
+            ctx.set_tensor_address(info.name, ptr)
+        results = []
+        for info in self._outputs():
+            shape = tuple(ctx.get_tensor_shape(info.name))
+            host = np.empty(shape, dtype=info.dtype)
+            ptr = self._buffer(info.name, host.nbytes)
+            ctx.set_tensor_address(info.name, ptr)
+            results.append((host, ptr))
+        if not ctx.execute_async_v3(self.stream):
+            raise InputError("TensorRT failed to run the engine")
+        for host, ptr in results:
+            _cuda(cudart.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, d2h, self.stream))
+        _cuda(cudart.cudaStreamSynchronize(self.stream))
+        return [h for h, _ in results]
+
+    def model_size_bytes(self) -> int | None:
+        return len(self._serialized) if self._serialized is not None else self.path.stat().st_size
+
+    def describe(self) -> str:
+        return f"TensorRT {self._trt.__version__}"
+
+
+def build_engine(onnx_path: str | os.PathLike, fp16: bool = False, int8: bool = False, workspace_mb: int = 1024,
+                 max_batch: int = 32) -> bytes:
+    """ONNX -> serialized engine, with one optimisation profile from batch 1 to ``max_batch`` at the file's size.
+
+    TensorRT 10 builds int8 from the explicit Q/DQ nodes in the ONNX; there is no calibrator here.
+    """
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise InputError(f"TensorRT cannot parse {onnx_path}: {errors or 'unknown error'}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if int8:
+        config.set_flag(trt.BuilderFlag.INT8)
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        inp = network.get_input(i)
+        dims = list(inp.shape)
+        if any(d < 0 for d in dims[1:]):
+            raise InputError(f"input '{inp.name}' of {onnx_path} has a dynamic size {dims}",
+                             "export it with a fixed input size for TensorRT")
+        lo, opt, hi = ([1 if d < 0 else d for d in dims[:1]] + dims[1:],
+                       [1 if d < 0 else d for d in dims[:1]] + dims[1:],
+                       [max_batch if d < 0 else d for d in dims[:1]] + dims[1:])
+        profile.set_shape(inp.name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    except Exception as e:  # noqa: BLE001  (TensorRT raises plain RuntimeErrors with long messages)
+        raise InputError(f"TensorRT failed to build an engine from {onnx_path}: {first_line(e)}") from None
+    if serialized is None:
+        raise InputError(f"TensorRT failed to build an engine from {onnx_path}", "run with --debug for its log")
+    return bytes(serialized)
+
+
+def is_engine_path(path: Any) -> bool:
+    return Path(str(path)).suffix.lower() in ENGINE_SUFFIXES
