@@ -1,0 +1,99 @@
+"""`edgezoo serve MODEL.onnx ...`: an HTTP server for exported ONNX files (no PyTorch needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _floats(text: Optional[str], what: str, n: Optional[int] = None) -> Optional[tuple]:
+    from edgezoo.errors import InputError
+
+    if text is None:
+        return None
+    try:
+        vals = tuple(float(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise InputError(f"--{what} must be comma-separated numbers; got '{text}'") from None
+    if not vals or (n is not None and len(vals) != n):
+        raise InputError(f"--{what} needs {n or 'some'} comma-separated numbers; got '{text}'")
+    return vals
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve_command(
+        models: List[Path] = typer.Argument(..., help="ONNX files to serve (each under its file name)."),
+        host: str = typer.Option("127.0.0.1", help="Address to bind. 0.0.0.0 exposes the server to the network."),
+        port: int = typer.Option(8000, help="Port (0 picks a free one and prints it)."),
+        max_batch: int = typer.Option(16, "--max-batch", help="Most rows in one onnxruntime run."),
+        max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="How long a request may wait for others."),
+        no_batching: bool = typer.Option(False, "--no-batching", help="Run every request alone."),
+        max_queue: int = typer.Option(256, "--max-queue", help="Waiting requests per model before 503."),
+        max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="Largest request body (413 beyond)."),
+        request_timeout: float = typer.Option(30.0, "--request-timeout", help="Seconds from body to answer (504)."),
+        decode_timeout: float = typer.Option(5.0, "--decode-timeout", help="Seconds to decode one image."),
+        max_connections: int = typer.Option(256, "--max-connections", help="Open connections before 503."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime threads (default: all cores)."),
+        api_key: Optional[str] = typer.Option(
+            None, "--api-key", help="Require this key on every route but /health (or set EDGEZOO_API_KEY; "
+                                    "the variable keeps it out of `ps`)."),
+        input_size: Optional[str] = typer.Option(
+            None, "--input-size", help="C,H,W for image preprocessing, when the file does not carry it."),
+        mean: Optional[str] = typer.Option(None, "--mean", help="Per-channel mean of 0..1 pixels (e.g. 0.485,0.456,0.406)."),
+        std: Optional[str] = typer.Option(None, "--std", help="Per-channel std of 0..1 pixels."),
+        labels: Optional[Path] = typer.Option(None, "--labels", help="Text file, one class label per line."),
+        allow_nan: bool = typer.Option(False, "--allow-nan", help="Pass NaN/inf inputs to the model (422 otherwise)."),
+        log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+    ) -> None:
+        """Serve ONNX files over HTTP: /health, /v1/models, /v1/models/NAME/predict, /metrics."""
+        from edgezoo.cli import console
+        from edgezoo.errors import InputError
+        from edgezoo.serve.app import API_KEY_ENV, ServeConfig
+        from edgezoo.serve.batching import BatchConfig
+        from edgezoo.serve.model import load_model
+        from edgezoo.serve.server import run_server
+
+        if max_batch < 1 or max_queue < 1 or max_body_mb <= 0 or max_wait_ms < 0 or max_connections < 1:
+            raise InputError("--max-batch, --max-queue, --max-body-mb and --max-connections must be positive")
+        if request_timeout <= 0 or decode_timeout <= 0:
+            raise InputError("timeouts must be positive")
+        size = _floats(input_size, "input-size", 3)
+        override = {
+            "input_size": tuple(int(x) for x in size) if size else None,
+            "mean": _floats(mean, "mean"), "std": _floats(std, "std"),
+            "labels": _read_labels(labels) if labels else None,
+        }
+        loaded, names = [], set()
+        for path in models:
+            m = load_model(path, threads=threads, override=override, check_batching=not no_batching)
+            if m.name in names:
+                raise InputError(f"two models would be served as '{m.name}'", "rename one of the files")
+            names.add(m.name)
+            loaded.append(m)
+            how = "batched" if m.fixed_batch is None and m.batchable and not no_batching else "one by one"
+            img = "images + tensors" if m.preprocessing else "tensors only (no preprocessing metadata)"
+            console.print(f"  {m.name}: {m.path}  [{how}; {img}]", highlight=False, markup=False)
+            for note in m.notes:
+                console.print(f"    note: {note}", highlight=False, markup=False)
+        config = ServeConfig(
+            batch=BatchConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                              enabled=not no_batching),
+            max_body_bytes=int(max_body_mb * 1024 * 1024), request_timeout_s=request_timeout,
+            decode_timeout_s=decode_timeout, allow_nan=allow_nan,
+            api_key=api_key or os.environ.get(API_KEY_ENV) or None,
+        )
+        run_server(loaded, config, host=host, port=port, log_level=log_level, max_connections=max_connections)
+
+
+def _read_labels(path: Path) -> list[str]:
+    from edgezoo.errors import InputError
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read labels from {path}: {e}") from None
+    return [ln.strip() for ln in lines if ln.strip()]

@@ -1,0 +1,215 @@
+"""One ONNX file loaded for serving: its session, what its inputs and outputs look like, how to feed it.
+
+Everything the server needs to know about a model is worked out here once, at start-up, so that the request
+path only checks arrays against plain Python values. No PyTorch: onnxruntime and numpy only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgezoo.errors import EdgezooError, InputError, MissingDependencyError
+from edgezoo.onnx_meta import ModelMetadata
+
+# onnxruntime's type strings -> numpy dtypes (only the ones a tensor body can carry).
+ORT_DTYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16, "tensor(uint16)": np.uint16,
+    "tensor(int32)": np.int32, "tensor(uint32)": np.uint32, "tensor(int64)": np.int64,
+    "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
+}
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | str | None, ...]  # ints are fixed, str/None are free (symbolic) dimensions
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": str(self.dtype), "shape": [d if isinstance(d, int) else (d or "?")
+                                                                      for d in self.shape]}
+
+
+@dataclass
+class Preprocessing:
+    """How an image becomes this model's input: (C, H, W), per-channel mean/std of 0..1 pixels, crop ratio."""
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float = 0.875  # resize so the crop is this fraction of the short side (ImageNet evaluation)
+    layout: str = "NCHW"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
+                "crop_pct": self.crop_pct, "layout": self.layout}
+
+
+@dataclass
+class ServedModel:
+    name: str
+    path: Path
+    session: Any  # onnxruntime.InferenceSession
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    metadata: ModelMetadata
+    preprocessing: Preprocessing | None
+    fixed_batch: int | None  # the input's static batch size, or None when the batch dimension is free
+    batchable: bool = True  # False when the free batch dimension does not work beyond 1 (checked at load)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.metadata.labels
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One onnxruntime run (called from the batcher's worker thread; onnxruntime releases the GIL)."""
+        return self.session.run(None, feeds)
+
+    def describe(self) -> dict[str, Any]:
+        m = self.metadata
+        return {
+            "name": self.name,
+            "file": self.path.name,
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+            "precision": m.precision or "fp32",
+            "batching": "dynamic" if self.fixed_batch is None and self.batchable else "one by one",
+            "fixed_batch": self.fixed_batch,
+            "preprocessing": self.preprocessing.to_json() if self.preprocessing else None,
+            "labels": m.labels,
+            "num_classes": m.num_classes,
+            "source_model": m.model or None,
+            "edgezoo_version": m.version or None,
+            "notes": self.notes,
+        }
+
+
+def model_name_for(path: Path) -> str:
+    """A URL-safe model name from the file name (``mobilenet_v3_small.int8.onnx`` -> ``mobilenet_v3_small.int8``)."""
+    stem = path.name[:-5] if path.name.lower().endswith(".onnx") else path.stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "model"
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    # Spinning worker threads keep both cores busy between runs and starve the event loop that parses the
+    # next requests; a server shares its cores with its own HTTP handling, so let them sleep.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+def load_model(path: str | os.PathLike, name: str | None = None, threads: int | None = None,
+               override: dict[str, Any] | None = None, providers: Sequence[str] | None = None,
+               check_batching: bool = True) -> ServedModel:
+    """Open an ONNX file for serving. ``override`` may set input_size/mean/std/labels missing from its metadata."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingDependencyError("onnxruntime", "pip install onnxruntime") from None
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model file not found: {path}")
+    try:
+        sess = ort.InferenceSession(os.fspath(path), session_options(threads),
+                                    providers=list(providers or ["CPUExecutionProvider"]))
+    except Exception as e:  # onnxruntime raises its own exception types for corrupt or unsupported files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"cannot load {path} with onnxruntime: {first[:300]}",
+                         "is it an ONNX file? (`edgezoo export NAME` writes one)") from None
+    meta = ModelMetadata.from_props(dict(sess.get_modelmeta().custom_metadata_map))
+    for k, v in (override or {}).items():
+        if v is not None:
+            setattr(meta, k, tuple(v) if k in ("input_size", "mean", "std") else v)
+    inputs = [_spec(a) for a in sess.get_inputs()]
+    outputs = [_spec(a) for a in sess.get_outputs()]
+    unsupported = [t for t in inputs if t.dtype is None]
+    if unsupported:
+        raise InputError(f"{path.name}: input '{unsupported[0].name}' has a type the server cannot take")
+    model = ServedModel(
+        name=name or model_name_for(path), path=path, session=sess, inputs=inputs, outputs=outputs,
+        metadata=meta, preprocessing=_preprocessing(inputs, meta), fixed_batch=_fixed_batch(inputs),
+    )
+    _warm_up(model, check_batching)
+    return model
+
+
+def _spec(arg) -> TensorSpec:
+    dims = tuple(d if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) else None) for d in arg.shape)
+    dtype = ORT_DTYPES.get(arg.type)
+    return TensorSpec(arg.name, np.dtype(dtype) if dtype is not None else None, dims)
+
+
+def _fixed_batch(inputs: list[TensorSpec]) -> int | None:
+    """Batch along dim 0 only when every input has a free first dimension; otherwise its static size."""
+    firsts = [t.shape[0] if t.shape else 1 for t in inputs]
+    if all(not isinstance(d, int) for d in firsts):
+        return None
+    return next(d for d in firsts if isinstance(d, int))
+
+
+def _preprocessing(inputs: list[TensorSpec], meta: ModelMetadata) -> Preprocessing | None:
+    """Images are served only for one 4-D float input whose size, mean and std are known."""
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].dtype.kind != "f":
+        return None
+    if not (meta.input_size and meta.mean and meta.std):
+        return None
+    c, h, w = (int(x) for x in meta.input_size)
+    if len(meta.mean) != c or len(meta.std) != c or any(s == 0 for s in meta.std):
+        return None
+    shape = inputs[0].shape
+    layout = "NHWC" if shape[3] == c and shape[1] != c else "NCHW"
+    crop = meta.extra.get("crop_pct", 0.875)
+    crop = float(crop) if isinstance(crop, (int, float)) and 0 < crop <= 1 else 0.875
+    return Preprocessing((c, h, w), tuple(map(float, meta.mean)), tuple(map(float, meta.std)), crop, layout)
+
+
+def example_feeds(model: ServedModel, batch: int) -> dict[str, np.ndarray]:
+    """Zeros of a valid shape (free dimensions: the preprocessing size where known, else 1)."""
+    feeds = {}
+    pre = model.preprocessing
+    for t in model.inputs:
+        dims = []
+        for i, d in enumerate(t.shape):
+            if i == 0:
+                dims.append(batch if model.fixed_batch is None else model.fixed_batch)
+            elif isinstance(d, int):
+                dims.append(d)
+            elif pre is not None and len(t.shape) == 4:
+                chw = pre.input_size if pre.layout == "NCHW" else (pre.input_size[1], pre.input_size[2],
+                                                                   pre.input_size[0])
+                dims.append(chw[i - 1])
+            else:
+                dims.append(1)
+        feeds[t.name] = np.zeros(dims, dtype=t.dtype)
+    return feeds
+
+
+def _warm_up(model: ServedModel, check_batching: bool) -> None:
+    """Run once (first runs allocate), and check that a free batch dimension really takes a batch of 2:
+    some exports name the dimension but hard-code 1 inside (a Reshape), and would fail every batched run."""
+    try:
+        model.run(example_feeds(model, 1))
+    except Exception as e:
+        model.notes.append(f"warm-up run failed ({str(e).splitlines()[0][:200]}); free input dimensions "
+                           "must be given in each request")
+        return
+    if model.fixed_batch is None and check_batching:
+        try:
+            outs = model.run(example_feeds(model, 2))
+            if any(o.ndim == 0 or o.shape[0] != 2 for o in outs):
+                raise EdgezooError("outputs do not follow the batch dimension")
+        except Exception:
+            model.batchable = False
+            model.notes.append("the batch dimension is free but a batch of 2 fails; served one by one")

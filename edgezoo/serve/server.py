@@ -1,0 +1,66 @@
+"""Run the app on uvicorn: bind the socket ourselves (clear errors, ``--port 0`` reports the port it got),
+and let uvicorn's graceful shutdown answer in-flight requests on SIGINT/SIGTERM before the batchers drain.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Callable
+
+from edgezoo.errors import InputError, MissingDependencyError
+from edgezoo.serve.app import ServeConfig, create_app
+from edgezoo.serve.model import ServedModel
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise InputError(f"cannot resolve host '{host}': {e.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {e.strerror}",
+                         "choose another --port (0 picks a free one)") from None
+    # Listen now: a client that connects before uvicorn has started waits in the backlog, not refused.
+    sock.listen(2048)
+    return sock
+
+
+def run_server(models: list[ServedModel], config: ServeConfig, host: str = "127.0.0.1", port: int = 8000,
+               log_level: str = "warning", graceful_timeout_s: float = 30.0, max_connections: int = 256,
+               announce: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; then stop accepting, finish in-flight requests, drain the queues."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise MissingDependencyError("uvicorn", "pip install 'edgezoo[serve]'", "edgezoo serve needs it") from None
+    sock = bind_socket(host, port)
+    app = create_app(models, config)
+    uconfig = uvicorn.Config(
+        app, log_level=log_level, access_log=False, lifespan="on",
+        timeout_graceful_shutdown=graceful_timeout_s,
+        # Connections beyond this get 503 from uvicorn itself: together with the body limit this bounds the
+        # memory that request bodies can take.
+        limit_concurrency=max_connections,
+        timeout_keep_alive=15,
+    )
+    server = uvicorn.Server(uconfig)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    url = f"http://{shown}:{bound_port}"
+    (announce or _print)(url)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _print(url: str) -> None:
+    print(f"edgezoo serve: listening on {url} (Ctrl+C stops, answering requests in flight)", flush=True)
+    sys.stdout.flush()
