@@ -114,6 +114,11 @@ class OrtRunner(Runner):
         self.session = None
         self.profile_file: str | None = None
 
+    @property
+    def model_source(self) -> str | bytes:
+        """The path or bytes this runner was opened with (to open a second session on the same model)."""
+        return self._model
+
     def _options(self):
         ort = self._ort
         opts = self.session_options if self.session_options is not None else ort.SessionOptions()
