@@ -520,9 +520,10 @@ def _profile_node(n, stored, info, quantized: bool, q_out_dtype: dict) -> NodePr
         bytes_read = bytes_written = 0
         mem_access = 0
     else:
-        # constant int64 inputs (shapes, axes, pads) are not data the kernel streams through
-        bytes_read = sum(_numel(s) * b for name, s, b, c in ins
-                         if not (c and info.get(name, (None, 1))[1] == 7))
+        # constant int64 inputs (shapes, axes, pads) and quantization scales / zero points are not data the
+        # kernel streams through
+        bytes_read = sum(_numel(s) * b for k, (name, s, b, c) in enumerate(ins)
+                         if k not in skip_params and not (c and info.get(name, (None, 1))[1] == 7))
         bytes_written = sum(_numel(s) * size for _, s, size, _ in outs)
         mem_access = sum(_numel(s) for s, _ in act_in) + out_elems + sum(_numel(s) for s, _ in weights)
     cio = 0
