@@ -1,0 +1,97 @@
+"""Calibration inputs: a folder of real images with the model's own preprocessing, or a synthetic set.
+
+No torch here: calibration arrays are numpy (N, C, H, W) float32, as onnxruntime takes them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgezoo.errors import InputError, MissingDependencyError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+# The usual ImageNet evaluation transform: resize the short side to size / 0.875, center-crop size.
+CROP_FRACTION = 0.875
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursively, so class sub-folders work), sorted for determinism."""
+    root = Path(folder)
+    if not root.exists():
+        raise InputError(f"calibration folder {root} does not exist", "pass --calib DIR with images in it")
+    if not root.is_dir():
+        raise InputError(f"calibration path {root} is not a folder", "pass --calib DIR with images in it")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise InputError(f"calibration folder {root} has no images",
+                         f"put JPEG/PNG files in it (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def preprocess_image(img, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """PIL image -> (C, H, W) float32: RGB (or L for 1 channel), resize short side, center crop, normalise."""
+    from PIL import Image
+
+    c, h, w = input_size
+    img = img.convert("L" if c == 1 else "RGB")
+    short = min(h, w) / CROP_FRACTION
+    scale = short / min(img.size)
+    new = (max(w, round(img.size[0] * scale)), max(h, round(img.size[1] * scale)))
+    img = img.resize(new, Image.BILINEAR)
+    left, top = (new[0] - w) // 2, (new[1] - h) // 2
+    img = img.crop((left, top, left + w, top + h))
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    a = a[:, :, None] if a.ndim == 2 else a
+    a = (a - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(a.transpose(2, 0, 1))
+
+
+def load_image_folder(path: str | os.PathLike, input_size: Sequence[int], mean: Sequence[float],
+                      std: Sequence[float], count: int | None = None, seed: int = 0) -> np.ndarray:
+    """Up to ``count`` images of ``path`` (a fixed-seed sample when there are more), preprocessed, stacked.
+
+    Files that are not decodable images are an error naming the first one, not a silent skip: a calibration
+    set that is half garbage gives a bad int8 model.
+    """
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise MissingDependencyError("Pillow", "pip install pillow", "needed to read calibration images") from None
+    files = list_images(path)
+    if count is not None:
+        if count < 1:
+            raise InputError(f"calibration count must be at least 1, got {count}")
+        if len(files) > count:
+            idx = np.sort(np.random.default_rng(seed).choice(len(files), size=count, replace=False))
+            files = [files[i] for i in idx]
+    out = np.empty((len(files), *input_size), dtype=np.float32)
+    for i, f in enumerate(files):
+        try:
+            with Image.open(f) as img:
+                out[i] = preprocess_image(img, input_size, mean, std)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise InputError(f"cannot read calibration image {f}: {type(e).__name__}: {e}",
+                             "remove it or use a folder of JPEG/PNG images") from None
+    return out
+
+
+def synthetic_images(count: int, input_size: Sequence[int], seed: int = 0) -> np.ndarray:
+    """Smooth random images, already normalised: blurry colour blobs with edges, not white noise.
+
+    Noise calibrates activation ranges that real images never reach (and misses the ones they do), so this
+    is only a stand-in: the pipeline warns that accuracy needs real images (--calib DIR).
+    """
+    rng = np.random.default_rng(seed)
+    c, h, w = input_size
+    out = np.empty((count, c, h, w), dtype=np.float32)
+    for i in range(count):
+        coarse = rng.standard_normal((c, max(2, h // 16), max(2, w // 16))).astype(np.float32)
+        img = np.repeat(np.repeat(coarse, -(-h // coarse.shape[1]), axis=1), -(-w // coarse.shape[2]), axis=2)
+        img = img[:, :h, :w] + 0.3 * rng.standard_normal((c, h, w)).astype(np.float32)
+        out[i] = np.clip(img, -2.5, 2.5)
+    return out

@@ -1,0 +1,333 @@
+"""Model-to-model passes that prepare a network for export and quantization.
+
+Every pass has the shape ``fn(model, ...) -> PassResult``: it deep-copies its input (the caller's model is
+never touched), returns the new module and human-readable lines saying what it changed. ``check_pass``
+measures how far a pass moved the outputs, so each step of the pipeline is verified numerically.
+
+The function-preserving passes here:
+
+- ``fold_batchnorm``: Conv{1,2,3}d / ConvTranspose / Linear followed by BatchNorm in an ``nn.Sequential``
+  (the zoo's convention) becomes one layer with rescaled weights and a bias. Grouped and depthwise convs,
+  with or without a bias, are handled per output channel (the mistakes of pitfalls.md #12 are tested).
+- ``rewrite_activations``: ReLU6 as Clip (or ReLU, which changes the function above 6); h-swish and
+  h-sigmoid as single ops or decomposed into Add/Mul/Clip that every int8 runtime quantizes.
+- ``fold_hardsigmoid_gates``: hardsigmoid(W x + b) == clip((W/6) x + (b + 3)/6, 0, 1), so an SE gate's
+  h-sigmoid folds into the conv before it and leaves a Clip that int8 folds into the conv's output range.
+- ``rewrite_channel_shuffle``: the shuffle as Reshape(-1, g, C/g, H*W) -> Transpose -> Reshape(-1, C, H, W)
+  with constant shapes: dynamic batch, no Shape/Gather chain, TensorRT parses it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+
+from edgezoo.models import layers as zoo_layers
+
+
+@dataclass
+class PassResult:
+    name: str
+    model: nn.Module
+    changes: list[str] = field(default_factory=list)
+    # True when the pass keeps the function exactly (up to float rounding); lite passes set False.
+    exact: bool = True
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).eval()
+
+
+# ----------------------------------------------------------------------------------------------- BN folding
+
+_FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+             nn.Linear)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@torch.no_grad()
+def fold_bn_into(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
+    """A new layer computing bn(layer(x)) in eval mode.
+
+    y = gamma * (W x + b - mean) / sqrt(var + eps) + beta: scale each OUTPUT channel's weights by
+    s = gamma / sqrt(var + eps) and set bias = (b - mean) * s + beta. Output channels sit on weight axis 0
+    for Conv/Linear whatever the groups; for ConvTranspose the weight is (in, out/groups, k...) so the output
+    channel of group g, column j is g * out/groups + j.
+    """
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("cannot fold a BatchNorm without running statistics")
+    fused = copy.deepcopy(layer)
+    w = fused.weight
+    out_ch = bn.num_features
+    scale = (bn.weight if bn.affine else torch.ones(out_ch)) / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias if bn.affine else torch.zeros(out_ch)
+    bias = fused.bias if fused.bias is not None else torch.zeros(out_ch, dtype=w.dtype)
+    if isinstance(fused, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        g = fused.groups
+        shape = w.shape  # (in, out/g, k...)
+        wg = w.reshape(g, shape[0] // g, shape[1], *shape[2:])
+        s = scale.reshape(g, 1, shape[1], *([1] * (len(shape) - 2)))
+        new_w = (wg * s).reshape(shape)
+    else:
+        new_w = w * scale.reshape(-1, *([1] * (w.dim() - 1)))
+    fused.weight = nn.Parameter(new_w.detach().clone())
+    fused.bias = nn.Parameter(((bias - bn.running_mean) * scale + shift).detach().clone())
+    return fused
+
+
+def fold_batchnorm(model: nn.Module) -> PassResult:
+    """Fold every (conv/linear, BatchNorm) pair of adjacent ``nn.Sequential`` children; BN becomes Identity."""
+    model = _copy(model)
+    changes: list[str] = []
+    for seq_name, seq in model.named_modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            layer, bn = seq._modules[a], seq._modules[b]
+            if isinstance(layer, _FOLDABLE) and isinstance(bn, _BN) and _bn_matches(layer, bn):
+                seq._modules[a] = fold_bn_into(layer, bn)
+                seq._modules[b] = nn.Identity()
+                where = f"{seq_name}.{a}" if seq_name else a
+                kind = type(layer).__name__
+                groups = getattr(layer, "groups", 1)
+                tag = "depthwise " if groups > 1 and groups == getattr(layer, "in_channels", 0) else (
+                    f"groups={groups} " if groups > 1 else "")
+                changes.append(f"{where}: {tag}{kind} + {type(bn).__name__} folded")
+    return PassResult("fold_batchnorm", model, changes)
+
+
+def _bn_matches(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> bool:
+    out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    return out == bn.num_features and bn.track_running_stats and bn.running_mean is not None
+
+
+# ----------------------------------------------------------------------------------------- activations
+
+class ClipAct(nn.Module):
+    """clamp(x, lo, hi): exports as one ONNX Clip, which int8 runtimes fold into the previous conv's range."""
+
+    def __init__(self, lo: float, hi: float):
+        super().__init__()
+        self.lo, self.hi = float(lo), float(hi)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x, self.lo, self.hi)
+
+    def extra_repr(self) -> str:
+        return f"{self.lo:g}, {self.hi:g}"
+
+
+class HardSigmoidDecomposed(nn.Module):
+    """clip(x / 6 + 0.5, 0, 1) as Mul, Add, Clip: ops every int8 runtime has."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x * (1.0 / 6.0) + 0.5, 0.0, 1.0)
+
+
+class HardSwishMulHardSigmoid(nn.Module):
+    """x * hardsigmoid(x): HardSigmoid + Mul."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * nn.functional.hardsigmoid(x)
+
+
+class HardSwishMulRelu6(nn.Module):
+    """x * relu6(x + 3) / 6 as Add, Clip, Mul, Mul: every op quantizable (onnxruntime, TensorRT, TFLite)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (torch.clamp(x + 3.0, 0.0, 6.0) * (1.0 / 6.0))
+
+
+Relu6Form = Literal["keep", "clip", "relu"]
+HardSwishForm = Literal["keep", "mul_hardsigmoid", "mul_relu6"]
+HardSigmoidForm = Literal["keep", "clip"]
+
+
+def rewrite_activations(model: nn.Module, relu6: Relu6Form = "clip", hardswish: HardSwishForm = "keep",
+                        hardsigmoid: HardSigmoidForm = "keep") -> PassResult:
+    """Swap activation modules for the chosen export forms.
+
+    ``relu6="relu"`` is exact only where inputs stay below 6 (the check says by how much it moved);
+    every other form is exact up to float rounding.
+    """
+    makers: dict[type, Callable[[], nn.Module]] = {}
+    if relu6 == "clip":
+        makers[nn.ReLU6] = lambda: ClipAct(0.0, 6.0)
+    elif relu6 == "relu":
+        makers[nn.ReLU6] = nn.ReLU
+    if hardswish == "mul_hardsigmoid":
+        makers[nn.Hardswish] = HardSwishMulHardSigmoid
+    elif hardswish == "mul_relu6":
+        makers[nn.Hardswish] = HardSwishMulRelu6
+    if hardsigmoid == "clip":
+        makers[nn.Hardsigmoid] = HardSigmoidDecomposed
+    model = _copy(model)
+    counts: dict[str, int] = {}
+    for parent in list(model.modules()):
+        for child_name, child in list(parent._modules.items()):
+            make = makers.get(type(child))
+            if make is not None:
+                new = make()
+                parent._modules[child_name] = new
+                key = f"{type(child).__name__} -> {type(new).__name__}"
+                counts[key] = counts.get(key, 0) + 1
+    changes = [f"{n} x {k}" for k, n in counts.items()]
+    exact = relu6 != "relu"
+    return PassResult("rewrite_activations", model, changes, exact=exact)
+
+
+@torch.no_grad()
+def fold_hardsigmoid_gates(model: nn.Module) -> PassResult:
+    """Fold a gate's h-sigmoid into the 1x1 conv before it: hardsigmoid(Wx + b) = clip(W/6 x + (b+3)/6, 0, 1).
+
+    Applies to the zoo's ``SqueezeExcitation`` (``fc2`` then ``scale_activation``) and to any adjacent
+    (Conv/Linear, Hardsigmoid) pair of an ``nn.Sequential``. The int8 graph then has a conv whose output
+    range is [0, 1]: the Clip disappears into it and no float HardSigmoid remains.
+    """
+    model = _copy(model)
+    changes: list[str] = []
+
+    def fold(layer: nn.Module) -> nn.Module:
+        new = copy.deepcopy(layer)
+        new.weight.mul_(1.0 / 6.0)
+        b = new.bias if new.bias is not None else torch.zeros(new.weight.shape[0])
+        new.bias = nn.Parameter((b + 3.0) / 6.0)
+        return new
+
+    for name, m in model.named_modules():
+        if isinstance(m, zoo_layers.SqueezeExcitation) and isinstance(m.scale_activation, nn.Hardsigmoid) \
+                and isinstance(m.fc2, (nn.Conv2d, nn.Linear)):
+            m.fc2 = fold(m.fc2)
+            m.scale_activation = ClipAct(0.0, 1.0)
+            changes.append(f"{name}: SE gate h-sigmoid folded into fc2 (now Clip(0, 1))")
+        elif isinstance(m, nn.Sequential):
+            keys = list(m._modules)
+            for a, b in zip(keys, keys[1:]):
+                if isinstance(m._modules[a], (nn.Conv2d, nn.Linear)) and isinstance(m._modules[b], nn.Hardsigmoid):
+                    m._modules[a] = fold(m._modules[a])
+                    m._modules[b] = ClipAct(0.0, 1.0)
+                    changes.append(f"{name}.{a}: h-sigmoid folded into the layer (now Clip(0, 1))")
+    return PassResult("fold_hardsigmoid_gates", model, changes)
+
+
+# ------------------------------------------------------------------------------------- channel shuffle
+
+def static_channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """The paper's shuffle with the batch as -1 and C, H, W as constants when exporting.
+
+    Tracing ``x.shape`` records Shape -> Gather -> Concat chains that freeze or confuse the batch (pitfall 11)
+    and that TensorRT rejects around grouped convs (pitfall 10); Python ints here become constant shapes.
+    A 4-D view (-1, g, C/g, H*W) is enough: TensorRT and every runtime handle it.
+    """
+    c, h, w = (int(d) for d in x.shape[1:])
+    x = x.reshape(-1, groups, c // groups, h * w).transpose(1, 2)
+    return x.reshape(-1, c, h, w)
+
+
+class StaticChannelShuffle(nn.Module):
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return static_channel_shuffle(x, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+def rewrite_channel_shuffle(model: nn.Module) -> PassResult:
+    """Swap ``ChannelShuffle`` modules for ``StaticChannelShuffle`` and reroute functional uses.
+
+    Families that call ``channel_shuffle(x, g)`` from their forward (ShuffleNet v2, as torchvision does) get
+    their module-level name pointed at the static form while the model is exported: see
+    ``export_friendly_shuffle``. Here we count those call sites so the report says what happened.
+    """
+    model = _copy(model)
+    changes: list[str] = []
+    for parent in list(model.modules()):
+        for child_name, child in list(parent._modules.items()):
+            if isinstance(child, zoo_layers.ChannelShuffle):
+                parent._modules[child_name] = StaticChannelShuffle(child.groups)
+                changes.append(f"{child_name}: ChannelShuffle(groups={child.groups}) -> constant-shape Reshape")
+    functional = sorted({type(m).__module__ for m in model.modules() if _uses_functional_shuffle(m)})
+    for mod in functional:
+        changes.append(f"{mod}: channel_shuffle() calls -> constant-shape Reshape while exporting")
+    return PassResult("rewrite_channel_shuffle", model, changes)
+
+
+def _uses_functional_shuffle(m: nn.Module) -> bool:
+    import sys
+
+    module = sys.modules.get(type(m).__module__)
+    return (module is not None and getattr(module, "channel_shuffle", None) is zoo_layers.channel_shuffle
+            and "channel_shuffle" in getattr(type(m).forward, "__code__", compile("", "", "exec")).co_names)
+
+
+class export_friendly_shuffle:
+    """Context manager: while active, family modules' ``channel_shuffle`` name is the static form.
+
+    The traced function is then Reshape(-1, ...) with constants; eager results are identical (tested).
+    """
+
+    def __init__(self, model: nn.Module):
+        import sys
+
+        self._targets = [sys.modules[type(m).__module__] for m in model.modules() if _uses_functional_shuffle(m)]
+        self._saved: list = []
+
+    def __enter__(self):
+        for mod in self._targets:
+            self._saved.append((mod, mod.channel_shuffle))
+            mod.channel_shuffle = static_channel_shuffle
+        return self
+
+    def __exit__(self, *exc):
+        for mod, fn in reversed(self._saved):
+            mod.channel_shuffle = fn
+        self._saved.clear()
+        return False
+
+
+# ------------------------------------------------------------------------------------------- checking
+
+@dataclass
+class PassCheck:
+    name: str
+    max_abs_diff: float
+    max_abs_ref: float
+    tolerance: float | None
+    exact: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.tolerance is None or self.max_abs_diff <= self.tolerance
+
+    def to_dict(self) -> dict:
+        return {"pass": self.name, "max_abs_diff": self.max_abs_diff, "max_abs_ref": self.max_abs_ref,
+                "tolerance": self.tolerance, "exact": self.exact, "ok": self.ok}
+
+
+@torch.no_grad()
+def check_pass(before: nn.Module, result: PassResult, input_size: tuple[int, int, int], batch: int = 2,
+               seed: int = 0, tolerance: float | None = None) -> PassCheck:
+    """Max |before(x) - after(x)| on a fixed random batch (eval mode); tolerance None for inexact passes."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, *input_size, generator=g)
+    ref = before.eval()(x)
+    with export_friendly_shuffle(result.model):
+        out = result.model.eval()(x)
+    diff = float((out - ref).abs().max())
+    scale = float(ref.abs().max())
+    if tolerance is None and result.exact:
+        tolerance = 1e-4 * max(1.0, scale)
+    return PassCheck(result.name, diff, scale, tolerance if result.exact else None, result.exact)

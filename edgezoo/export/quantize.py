@@ -1,0 +1,311 @@
+"""int8 (QDQ, U8S8) and fp16 from an fp32 ONNX file, and the numbers that say how close they stay.
+
+- ``quantize_int8``: onnxruntime static quantization in QDQ format, uint8 activations with int8 weights
+  (signed activations run slowly on x86), per-channel weights by default, MinMax / Entropy / Percentile
+  calibration. Every op type in the graph that has a quantized form is listed for quantization, HardSwish
+  and HardSigmoid included (onnxruntime leaves them out by default: pitfalls.md #1).
+- ``float_islands``: nodes that still compute in float between DequantizeLinear and QuantizeLinear after
+  onnxruntime has fused what it can: what an int8 graph really runs in float.
+- ``to_fp16``: float16 weights and compute, fp32 inputs/outputs unless asked.
+- ``compare_models``: top-1 agreement, cosine, SQNR of the outputs; ``layer_sqnr``: per-tensor SQNR of the
+  int8 model's quantized activations against the fp32 model's, worst first.
+
+No torch import: this runs wherever onnxruntime does.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import onnx
+
+from edgezoo.errors import EdgezooError, InputError
+
+METHODS = ("minmax", "entropy", "percentile")
+# Ops that int8 runtimes can take quantized in QDQ form; onnxruntime's default list misses the hard ones.
+EXTRA_QUANTIZABLE = ("HardSigmoid", "HardSwish", "ReduceMean")
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# Ops that only move or select bytes: running them on uint8 between Q/DQ is not "float compute".
+DATA_MOVEMENT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Concat",
+                 "Gather", "Identity", "MaxPool", "Pad", "Resize", "Shape", "Cast"}
+
+
+class _ArrayReader:
+    """onnxruntime's CalibrationDataReader protocol over an (N, C, H, W) array, one image per batch."""
+
+    def __init__(self, input_name: str, data: np.ndarray):
+        self.input_name = input_name
+        self.data = data
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.data):
+            return None
+        x = self.data[self.i: self.i + 1]
+        self.i += 1
+        return {self.input_name: x}
+
+    def rewind(self):
+        self.i = 0
+
+
+def _input_name(model: onnx.ModelProto) -> str:
+    inits = {i.name for i in model.graph.initializer}
+    return next(i.name for i in model.graph.input if i.name not in inits)
+
+
+def quantize_int8(
+    fp32_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    calibration: np.ndarray,
+    per_channel: bool = True,
+    method: str = "minmax",
+    op_types: Iterable[str] | None = None,
+    exclude_nodes: Sequence[str] = (),
+    percentile: float = 99.999,
+    extra_options: dict | None = None,
+) -> dict:
+    """Static QDQ U8S8 quantization of ``fp32_path`` into ``out_path``; returns a JSON-able report.
+
+    ``op_types``: op types to quantize (default: every type in the graph onnxruntime can quantize, plus
+    HardSwish/HardSigmoid). ``exclude_nodes``: node names left in float (mixed precision).
+    """
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_static)
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    if method not in METHODS:
+        raise InputError(f"unknown calibration method '{method}'", f"use one of {', '.join(METHODS)}")
+    calibration = np.asarray(calibration, dtype=np.float32)
+    if calibration.ndim != 4 or len(calibration) == 0:
+        raise InputError(f"calibration data must be a non-empty (N, C, H, W) array, got shape {calibration.shape}")
+    model = onnx.load(os.fspath(fp32_path))
+    graph_ops = {n.op_type for n in model.graph.node}
+    if op_types is None:
+        known = set(QDQRegistry) | set(QLinearOpsRegistry) | set(EXTRA_QUANTIZABLE)
+        op_types = sorted(graph_ops & known)
+    else:
+        op_types = sorted(set(op_types))
+    calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                    "percentile": CalibrationMethod.Percentile}[method]
+    options = {
+        "ActivationSymmetric": False,  # uint8 activations with a zero point
+        "WeightSymmetric": True,  # int8 weights, zero point 0 (what VNNI and TensorRT want)
+        "CalibMovingAverage": False,
+    }
+    if method == "percentile":
+        options["CalibPercentile"] = percentile
+    options.update(extra_options or {})
+    reader = _ArrayReader(_input_name(model), calibration)
+    with tempfile.TemporaryDirectory(prefix="edgezoo-quant-") as tmp:
+        # Calibration writes augmented models beside the temporary file, never next to the user's files.
+        src = Path(tmp) / "fp32.onnx"
+        onnx.save(model, src)
+        dst = Path(tmp) / "int8.onnx"
+        try:
+            quantize_static(
+                str(src), str(dst), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
+                per_channel=per_channel, reduce_range=False, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude_nodes), calibrate_method=calib_method,
+                extra_options=options,
+            )
+        except Exception as e:  # onnxruntime raises plain exceptions; say which step failed
+            raise EdgezooError(f"int8 quantization failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        q = onnx.load(str(dst))
+    _copy_metadata(model, q)
+    data = q.SerializeToString()
+    from edgezoo.fileio import atomic_write_bytes
+
+    atomic_write_bytes(out_path, data)
+    return {
+        "format": "QDQ", "activations": "uint8", "weights": "int8",
+        "per_channel": per_channel, "method": method, "calibration_images": int(len(calibration)),
+        "op_types": list(op_types), "excluded_nodes": list(exclude_nodes),
+        "size_bytes": len(data),
+    }
+
+
+def _copy_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
+    have = {p.key for p in dst.metadata_props}
+    for p in src.metadata_props:
+        if p.key not in have:
+            entry = dst.metadata_props.add()
+            entry.key, entry.value = p.key, p.value
+
+
+# ---------------------------------------------------------------------------------------- float islands
+
+def optimized_graph(path_or_bytes: str | os.PathLike | bytes, threads: int = 1) -> onnx.ModelProto:
+    """The graph onnxruntime actually runs on this CPU (all optimizations, QDQ fused into QLinear ops)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgezoo-opt-") as tmp:
+        out = os.path.join(tmp, "optimized.onnx")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = out
+        so.intra_op_num_threads = threads
+        src = path_or_bytes if isinstance(path_or_bytes, bytes) else os.fspath(path_or_bytes)
+        ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        return onnx.load(out)
+
+
+def float_islands(model: onnx.ModelProto) -> list[dict]:
+    """Compute nodes that take a dequantized (float) activation and whose result is quantized again.
+
+    Run it on ``optimized_graph(...)`` to see what onnxruntime runs in float; on the QDQ file itself it lists
+    every op that has Q/DQ around it (which a runtime may or may not fuse). Data-movement ops are not
+    counted: they work on bytes whatever the type.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    islands = []
+    for n in model.graph.node:
+        if n.op_type in QDQ_OPS or n.op_type in DATA_MOVEMENT:
+            continue
+        from_dq = any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)
+        to_q = any(c.op_type == "QuantizeLinear" for o in n.output for c in consumers.get(o, []))
+        if from_dq and to_q:
+            islands.append({"name": n.name, "op_type": n.op_type})
+    return islands
+
+
+def island_summary(islands: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for i in islands:
+        counts[i["op_type"]] = counts.get(i["op_type"], 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+# ---------------------------------------------------------------------------------------------- fp16
+
+def to_fp16(fp32_path: str | os.PathLike, out_path: str | os.PathLike, keep_io_types: bool = True) -> dict:
+    """float16 weights and activations; inputs/outputs stay float32 unless ``keep_io_types`` is False."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(os.fspath(fp32_path))
+    half = convert_float_to_float16(model, keep_io_types=keep_io_types, disable_shape_infer=False)
+    _copy_metadata(model, half)
+    data = half.SerializeToString()
+    from edgezoo.fileio import atomic_write_bytes
+
+    atomic_write_bytes(out_path, data)
+    return {"keep_io_types": keep_io_types, "size_bytes": len(data)}
+
+
+# ------------------------------------------------------------------------------------------ agreement
+
+def _session(path_or_model, threads: int = 0):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    src = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) else os.fspath(path_or_model)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def _run_batches(sess, inputs: np.ndarray, batch: int = 8, outputs=None) -> list[np.ndarray]:
+    name = sess.get_inputs()[0].name
+    fixed = sess.get_inputs()[0].shape[0]
+    step = fixed if isinstance(fixed, int) and fixed > 0 else batch
+    parts: list[list[np.ndarray]] = []
+    for i in range(0, len(inputs), step):
+        parts.append(sess.run(outputs, {name: inputs[i:i + step].astype(np.float32)}))
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    """10 log10(signal power / noise power); inf when identical."""
+    ref = ref.astype(np.float64)
+    noise = float(np.mean((ref - test.astype(np.float64)) ** 2))
+    signal = float(np.mean(ref ** 2))
+    if noise == 0:
+        return float("inf")
+    if signal == 0:
+        return float("-inf")
+    return 10.0 * np.log10(signal / noise)
+
+
+def output_agreement(ref: np.ndarray, test: np.ndarray) -> dict:
+    ref2, test2 = ref.reshape(len(ref), -1), test.reshape(len(test), -1)
+    num = np.sum(ref2 * test2, axis=1)
+    den = np.linalg.norm(ref2, axis=1) * np.linalg.norm(test2, axis=1)
+    cos = np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)
+    return {
+        "images": int(len(ref)),
+        "top1_agreement": float(np.mean(ref2.argmax(1) == test2.argmax(1))),
+        "cosine_mean": float(np.mean(cos)),
+        "cosine_min": float(np.min(cos)),
+        "sqnr_db": sqnr_db(ref, test),
+        "max_abs_diff": float(np.max(np.abs(ref - test))),
+    }
+
+
+def compare_models(ref_path, test_path, inputs: np.ndarray, worst_layers: int = 10) -> dict:
+    """Outputs of ``test`` against ``ref`` on ``inputs``; plus the worst per-layer SQNR when ``test`` has Q/DQ."""
+    inputs = np.asarray(inputs, dtype=np.float32)
+    ref = _run_batches(_session(ref_path), inputs)[0]
+    test = _run_batches(_session(test_path), inputs)[0]
+    result = output_agreement(ref, test)
+    if worst_layers:
+        try:
+            result["worst_layers"] = layer_sqnr(ref_path, test_path, inputs[: min(len(inputs), 16)])[:worst_layers]
+        except Exception as e:  # a diagnosis that fails must not fail the export; say so in the report
+            result["worst_layers_error"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    return result
+
+
+def layer_sqnr(ref_path, qdq_path, inputs: np.ndarray) -> list[dict]:
+    """SQNR of every quantized activation of a QDQ model against the same tensor of the fp32 model.
+
+    The QDQ quantizer keeps the float tensor's name X on the input of its QuantizeLinear; the matching
+    DequantizeLinear output is what the int8 model carries forward. Both become extra graph outputs.
+    Worst first.
+    """
+    ref_model = onnx.load(os.fspath(ref_path))
+    q_model = onnx.load(os.fspath(qdq_path))
+    ref_names = {o for n in ref_model.graph.node for o in n.output}
+    producer = {o: n for n in q_model.graph.node for o in n.output}
+    pairs: list[tuple[str, str, str]] = []  # (float name, dequantized name, producing op in fp32)
+    ref_producer = {o: n for n in ref_model.graph.node for o in n.output}
+    for n in q_model.graph.node:
+        if n.op_type != "DequantizeLinear":
+            continue
+        q = producer.get(n.input[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        x = q.input[0]
+        if x in ref_names:
+            pairs.append((x, n.output[0], ref_producer[x].op_type))
+    if not pairs:
+        return []
+    seen = set()
+    pairs = [p for p in pairs if not (p[0] in seen or seen.add(p[0]))]
+    _add_outputs(ref_model, [p[0] for p in pairs])
+    _add_outputs(q_model, [p[1] for p in pairs])
+    ref_out = _run_batches(_session(ref_model), inputs, outputs=[p[0] for p in pairs])
+    q_out = _run_batches(_session(q_model), inputs, outputs=[p[1] for p in pairs])
+    rows = [{"tensor": x, "op_type": op, "sqnr_db": round(sqnr_db(r, t), 2)}
+            for (x, _, op), r, t in zip(pairs, ref_out, q_out)]
+    return sorted(rows, key=lambda r: r["sqnr_db"])
+
+
+def _add_outputs(model: onnx.ModelProto, names: list[str]) -> None:
+    have = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in have:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
