@@ -82,6 +82,8 @@ class NodeProfile:
     group: int = 1
     int8: bool = False  # runs as an int8 kernel (QDQ-wrapped or QOperator)
     scope: tuple[str, ...] = ()  # name components, e.g. ("features", "features.3", "block")
+    inputs: tuple[str, ...] = ()  # tensor names, with folded Q/DQ nodes looked through (graph edges)
+    outputs: tuple[str, ...] = ()
 
     @property
     def flops(self) -> int:
@@ -436,11 +438,25 @@ def profile_onnx(source, input_size: Sequence[int] | None = None, batch: int = 1
             return list(shape or []), _itemsize(q_out_dtype[t]), False
         return list(shape or []), _itemsize(elem), t in const
 
+    # Edges through the folded Q/DQ nodes, so that a QDQ graph keeps its connectivity (G3 needs it).
+    alias = {}
+    for n in nodes:
+        if id(n) in absorbed:
+            alias[n.output[0]] = n.input[0]
+
+    def resolve(t: str) -> str:
+        while t in alias:
+            t = alias[t]
+        return t
+
     profiles = []
     for n in nodes:
         if id(n) in const_nodes or id(n) in absorbed:
             continue
-        profiles.append(_profile_node(n, stored, info, id(n) in quantized, q_out_dtype))
+        prof = _profile_node(n, stored, info, id(n) in quantized, q_out_dtype)
+        prof.inputs = tuple(resolve(i) for i in n.input if i and i not in const)
+        prof.outputs = tuple(o for o in n.output if o)
+        profiles.append(prof)
     return GraphProfile(label, inputs, profiles, skipped_constant=len(const_nodes), absorbed_qdq=len(absorbed))
 
 
