@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from edgezoo.errors import InputError
 from edgezoo.onnx_meta import ModelMetadata, set_metadata
 from edgezoo.serve.triton import write_triton_repository
-from tests.conftest import run_edgezoo
+from conftest import run_edgezoo
 
 
 def _model_config_pb2():
