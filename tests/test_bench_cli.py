@@ -1,0 +1,149 @@
+"""`edgezoo bench` in a subprocess: JSON schema, ratio mode, --ops, the device side without torch, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import ROOT, run_edgezoo
+
+LATENCY_KEYS = {"n", "mean", "std", "p50", "p90", "p99", "min", "max"}
+
+
+def tiny_onnx(path, hw=(8, 8)):
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["y"], name="gap")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, *hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 1, 1])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return tiny_onnx(tmp_path / "tiny.onnx")
+
+
+def no_traceback(proc):
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_bench_json_schema(tiny, tmp_path):
+    out = tmp_path / "r" / "bench.json"
+    proc = run_edgezoo("bench", str(tiny), "-n", "5", "--warmup", "1", "-b", "1,3", "-t", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "p50 ms" in proc.stdout and "items/s" in proc.stdout
+    rep = json.loads(out.read_text())
+    assert rep["schema"] == "edgezoo.bench/1" and rep["mode"] == "latency" and rep["interrupted"] is False
+    assert {"cpus", "platform", "onnxruntime"} <= set(rep["machine"])
+    assert rep["settings"]["threads"] == 1 and rep["settings"]["iterations"] == 5
+    (m,) = rep["models"]
+    assert m["runtime"] == "onnxruntime" and m["size_bytes"] == tiny.stat().st_size
+    assert m["inputs"] == [{"name": "x", "shape": ["batch", 3, 8, 8], "dtype": "float32"}]
+    assert [r["batch"] for r in rep["results"]] == [1, 3]
+    for r in rep["results"]:
+        assert set(r["latency_ms"]) == LATENCY_KEYS and r["latency_ms"]["n"] == 5
+        assert r["input_shapes"] == {"x": [r["batch"], 3, 8, 8]}
+        assert r["throughput_per_s"] > 0 and r["peak_rss_bytes"] > 0
+
+
+def test_bench_without_torch_with_ops(tiny, tmp_path):
+    """The device side: an .onnx file benches and profiles where `import torch` fails."""
+    out = tmp_path / "ops.json"
+    proc = run_edgezoo("bench", str(tiny), "-n", "3", "--warmup", "1", "--ops", "--top", "2", "--json", str(out),
+                       block_torch=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "time by operator type" in proc.stdout
+    rep = json.loads(out.read_text())
+    assert "torch" not in rep["machine"]
+    ops = rep["ops"]
+    assert ops["batch"] == 1 and ops["runs"] == 20 and len(ops["slowest"]) == 2
+    assert sum(ops["by_type"].values()) == pytest.approx(ops["total_ms"])
+    assert sum(n["time_ms"] for n in ops["nodes"]) == pytest.approx(ops["total_ms"])
+    assert ops["total_ms"] <= ops["run_ms"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ops.json", "tiny.onnx"]  # no profiler trace left
+
+
+def test_bench_vs_identical_models(tiny, tmp_path):
+    out = tmp_path / "vs.json"
+    proc = run_edgezoo("bench", str(tiny), "--vs", str(tiny), "--rounds", "3", "--iters-per-round", "4",
+                       "--warmup", "1", "-b", "2", "--json", str(out), block_torch=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "B/A" in proc.stdout
+    rep = json.loads(out.read_text())
+    assert rep["mode"] == "compare" and len(rep["models"]) == 2
+    la, lb = (m["label"] for m in rep["models"])
+    assert la != lb
+    (res,) = rep["results"]
+    c = res["compare"]
+    assert res["batch"] == 2 and c["rounds"] == 3 and c["baseline"] == la
+    assert c["counts"] == {la: 12, lb: 12}  # both ran the same count
+    assert c["round_ratios"][la] == [1.0, 1.0, 1.0] and len(c["round_ratios"][lb]) == 3
+    assert c["ratio_min"][lb] <= c["ratio_q25"][lb] <= c["ratio_median"][lb] <= c["ratio_q75"][lb] <= c["ratio_max"][lb]
+
+
+def test_bench_registry_model_on_two_runtimes(tmp_path):
+    pytest.importorskip("torch", reason="PyTorch (edgezoo[torch]) is not installed")
+    out = tmp_path / "two.json"
+    proc = run_edgezoo("bench", "squeezenet1_1", "--vs-runtime", "onnxruntime", "--input-size", "64", "-t", "1",
+                       "--rounds", "2", "--iters-per-round", "2", "--warmup", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(out.read_text())
+    assert [m["runtime"] for m in rep["models"]] == ["torch", "onnxruntime"]
+    assert rep["models"][1]["metadata"]["input_size"] == [3, 64, 64]  # exported at the asked size
+    assert rep["results"][0]["compare"]["counts"] == {m["label"]: 4 for m in rep["models"]}
+
+
+@pytest.mark.parametrize("case", ["missing", "truncated", "not_onnx", "size", "tensorrt", "provider", "batch"])
+def test_bench_bad_input(case, tiny, tmp_path):
+    out = tmp_path / "keep.json"
+    out.write_text('{"earlier": "result"}')
+    target, extra = str(tiny), []
+    if case == "missing":
+        target = str(tmp_path / "missing.onnx")
+    elif case == "truncated":
+        (tmp_path / "t.onnx").write_bytes(tiny.read_bytes()[:50])
+        target = str(tmp_path / "t.onnx")
+    elif case == "not_onnx":
+        (tmp_path / "n.onnx").write_text("name,value\n1,2\n")
+        target = str(tmp_path / "n.onnx")
+    elif case == "size":
+        extra = ["--input-size", "32"]  # the model's input is fixed at 8x8
+    elif case == "tensorrt":
+        extra = ["--runtime", "tensorrt"]
+    elif case == "provider":
+        extra = ["--provider", "openvino"]
+    elif case == "batch":
+        extra = ["-b", "0"]
+    proc = run_edgezoo("bench", target, "-n", "2", *extra, "--json", str(out), block_torch=True)
+    assert proc.returncode != 0
+    assert proc.stderr.startswith("error:"), proc.stderr
+    no_traceback(proc)
+    assert json.loads(out.read_text()) == {"earlier": "result"}  # an earlier output survives
+    if case == "tensorrt":
+        assert "TensorRT is not installed" in proc.stderr and "NVIDIA GPU" in proc.stderr
+
+
+def test_bench_ctrl_c_prints_partial(tiny, tmp_path):
+    out = tmp_path / "int.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "no_torch"), str(ROOT)])}
+    proc = subprocess.Popen([sys.executable, "-m", "edgezoo", "bench", str(tiny), "--time", "120", "--warmup", "1",
+                             "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(6)  # imports and session set-up take about a second; then it measures for two minutes
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stdout and "p50 ms" in stdout
+    assert "Traceback" not in stdout + stderr
+    assert not out.exists()  # a partial measurement is printed, not written
