@@ -196,6 +196,14 @@ def scope_of(name: str) -> tuple[str, ...]:
     return ()
 
 
+def short_name(name: str) -> str:
+    """Drop the scope parts the next part repeats: '/features/features.2/block/block.0/block.0.0/Conv' ->
+    'features.2/block.0.0/Conv' (for tables; JSON and CSV keep the full name)."""
+    parts = [p for p in name.split("/") if p]
+    keep = [p for k, p in enumerate(parts) if not (k + 1 < len(parts) and parts[k + 1].startswith(p + "."))]
+    return "/".join(keep) or name
+
+
 def block_of(node: NodeProfile, depth: int) -> str:
     return "/".join(node.scope[:depth]) or "(top)"
 

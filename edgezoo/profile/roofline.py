@@ -125,6 +125,7 @@ class LayerBound:
     memory_ms: float
     fused_into: str | None = None  # an activation assumed fused into this conv/gemm: no time of its own
     measured_ms: float | None = None
+    int8: bool = False
 
     @property
     def bound(self) -> str:
@@ -219,7 +220,7 @@ def analyze(p: GraphProfile, peaks: MachinePeaks, op_times=None, assume_fusion: 
         layers.append(LayerBound(
             n.name, n.op_type, n.category, n.flops, n.bytes, n.intensity,
             compute_ms=n.flops / (peak * 1e9) * 1e3, memory_ms=n.bytes / (peaks.bandwidth_gbs * 1e9) * 1e3,
-            fused_into=head.name if head is not None else None))
+            fused_into=head.name if head is not None else None, int8=n.int8))
     report = RooflineReport(peaks, layers)
     if op_times is not None:
         _join_measured(p, report, op_times, heads)
@@ -278,7 +279,7 @@ def plot_roofline(report: RooflineReport, path, title: str = "") -> None:
     grid = np.logspace(np.log10(lo), np.log10(hi), 200)
     ax.loglog(grid, np.minimum(pk.peak_gflops, pk.bandwidth_gbs * grid), "k-", lw=2,
               label=f"fp32 roof: {pk.peak_gflops:.0f} GFLOP/s, {pk.bandwidth_gbs:.0f} GB/s")
-    if pk.peak_int8_gops:
+    if pk.peak_int8_gops and any(l.int8 for l in layers):
         ax.loglog(grid, np.minimum(pk.peak_int8_gops, pk.bandwidth_gbs * grid), "k--", lw=1,
                   label=f"int8 roof: {pk.peak_int8_gops:.0f} GOP/s")
     colors = {"conv": "tab:blue", "depthwise": "tab:orange", "group_conv": "tab:purple", "gemm": "tab:green",
@@ -308,7 +309,7 @@ def plot_roofline(report: RooflineReport, path, title: str = "") -> None:
     if report.measured_total_ms:
         head += f", measured {report.measured_total_ms:.2f} ms"
         if report.unattributed_ms:
-            head += f" ({sum(report.unattributed_ms.values()):.2f} ms in runtime-only ops)"
+            head += f"\n({sum(report.unattributed_ms.values()):.2f} ms in runtime-only ops: layout reorders, ...)"
     bx.set_title(f"time by op type: {head}", fontsize=9)
     bx.legend(fontsize=8)
     fig.tight_layout()

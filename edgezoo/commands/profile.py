@@ -1,0 +1,249 @@
+"""`edgezoo profile` (MACs vs memory traffic, roofline) and `edgezoo guidelines` (ShuffleNet V2 G1-G4).
+
+Both take an .onnx file (no PyTorch needed) or a registry name (exported to ONNX in memory first).
+Everything is computed before any output file is written, so a failure leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgezoo.errors import InputError
+
+
+def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
+    """'224' -> (3, 224, 224); '3,160,160' or '3x160x160' -> (3, 160, 160)."""
+    if text is None:
+        return None
+    parts = text.replace("x", ",").split(",")
+    try:
+        dims = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        raise InputError(f"--input-size '{text}' is not a size", "use 224 or 3,224,224") from None
+    if len(dims) == 1:
+        dims = [3, dims[0], dims[0]]
+    if len(dims) != 3 or min(dims) < 1:
+        raise InputError(f"--input-size '{text}' is not a size", "use 224 or 3,224,224")
+    return tuple(dims)
+
+
+def load_target(model: str, input_size: tuple[int, int, int] | None):
+    """(ONNX bytes or path, label, input size) for a file or a registry name."""
+    path = Path(model)
+    looks_like_file = path.exists() or model.endswith(".onnx") or "/" in model or "\\" in model
+    if looks_like_file:
+        if not path.exists():
+            raise InputError(f"no such file: {model}", "give an .onnx file or a model name from `edgezoo list`")
+        return path, str(path), input_size
+    from edgezoo.cli import require_torch
+
+    require_torch()
+    from edgezoo.export.onnx import to_onnx_proto
+    from edgezoo.models.registry import get_spec
+
+    spec = get_spec(model)
+    size = input_size or spec.input_size
+    proto, _ = to_onnx_proto(spec.build().eval(), size, simplify=True)
+    return proto.SerializeToString(), spec.name, size
+
+
+def _op_times(source, size, threads: int, runs: int):
+    from edgezoo.profile.latency import op_times
+
+    return op_times(source if isinstance(source, bytes) else str(source), threads=threads, runs=runs,
+                    warmup=max(2, runs // 4), input_size=size)
+
+
+def nodes_csv(profile) -> str:
+    buf = io.StringIO()
+    cols = ["name", "op_type", "category", "block", "dtype", "output_shapes", "macs", "ops", "flops", "params",
+            "bytes_read", "bytes_written", "mem_access", "intensity", "cio", "kernel", "group", "int8"]
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for n in profile.nodes:
+        d = n.to_dict()
+        d["output_shapes"] = ";".join("x".join(map(str, s)) for s in d["output_shapes"])
+        d["kernel"] = "x".join(map(str, d["kernel"]))
+        w.writerow(d)
+    return buf.getvalue()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("profile")
+    def profile_command(
+        model: str = typer.Argument(..., help="An .onnx file, or a model name from `edgezoo list`."),
+        input_size: Optional[str] = typer.Option(None, "--input-size", help="224 or 3,224,224 (default: the file's or the spec's)."),
+        batch: int = typer.Option(1, "--batch", min=1, help="Batch size for the counts."),
+        top: int = typer.Option(10, "--top", min=0, help="How many of the heaviest layers to list."),
+        depth: int = typer.Option(2, "--depth", min=1, help="Name-scope depth of a block (1 = stage)."),
+        json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full profile as JSON."),
+        csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one row per node as CSV."),
+        roofline: bool = typer.Option(False, "--roofline", help="Add the roofline (measures this machine's peaks unless given)."),
+        peak_gflops: Optional[float] = typer.Option(None, "--peak-gflops", min=1e-6, help="Target's fp32 peak GFLOP/s (implies --roofline)."),
+        bandwidth_gbs: Optional[float] = typer.Option(None, "--bandwidth-gbs", min=1e-6, help="Target's memory bandwidth GB/s (implies --roofline)."),
+        peak_int8_gops: Optional[float] = typer.Option(None, "--peak-int8-gops", min=1e-6, help="Target's int8 peak GOP/s."),
+        measure: bool = typer.Option(False, "--measure", help="Join onnxruntime's per-operator times (implies --roofline)."),
+        threads: int = typer.Option(1, "--threads", min=1, help="Threads for --measure and the measured peaks."),
+        runs: int = typer.Option(20, "--runs", min=1, help="Profiled runs for --measure."),
+        plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: roofline and time by op type (implies --roofline)."),
+    ) -> None:
+        """MACs vs memory traffic per layer, block and op type; optionally the roofline and measured times."""
+        from rich import box
+        from rich.table import Table
+
+        from edgezoo.cli import console, fmt_count
+        from edgezoo.fileio import atomic_write_text, write_json
+        from edgezoo.profile.graph import profile_onnx, short_name
+
+        size = parse_input_size(input_size)
+        source, label, size = load_target(model, size)
+        prof = profile_onnx(source, input_size=size, batch=batch)
+        prof.source = label
+        want_roof = roofline or measure or plot is not None or peak_gflops is not None or bandwidth_gbs is not None
+        report = None
+        if want_roof:
+            from edgezoo.profile.roofline import MachinePeaks, analyze, measure_peaks
+
+            if peak_gflops is not None and bandwidth_gbs is not None:
+                peaks = MachinePeaks(peak_gflops, bandwidth_gbs, peak_int8_gops, "given", threads)
+            else:
+                peaks = measure_peaks(threads=threads)
+                if peak_gflops is not None or bandwidth_gbs is not None or peak_int8_gops is not None:
+                    peaks = MachinePeaks(peak_gflops or peaks.peak_gflops, bandwidth_gbs or peaks.bandwidth_gbs,
+                                         peak_int8_gops or peaks.peak_int8_gops, "given + " + peaks.source, threads)
+            times = _op_times(source, size, threads, runs) if measure else None
+            report = analyze(prof, peaks, times)
+
+        t = prof.totals()
+        console.print(f"[bold]{label}[/bold]  inputs {prof.inputs}  ({t['nodes']} nodes"
+                      + (f", {t['int8_nodes']} int8" if t["int8_nodes"] else "") + ")")
+        summary = Table(show_header=False, box=None, pad_edge=False)
+        for k, v in (
+            ("MACs (conv + gemm, no bias)", f"{fmt_count(t['macs'])}  (conv {fmt_count(t['conv_macs'])}, gemm {fmt_count(t['gemm_macs'])})"),
+            ("element-wise / pool ops", fmt_count(t["ops"])),
+            ("params", f"{t['params']:,}"),
+            ("bytes read / written", f"{fmt_count(t['bytes_read'], 'B')} / {fmt_count(t['bytes_written'], 'B')}"),
+            ("memory access cost (elements)", fmt_count(t["mem_access"])),
+            ("arithmetic intensity", f"{t['intensity']:.2f} FLOPs/byte"),
+            ("CIO (HarDNet)", f"{fmt_count(t['cio'])}  (without depthwise {fmt_count(t['cio_without_depthwise'])})"),
+        ):
+            summary.add_row(f"  {k}", v)
+        console.print(summary)
+
+        blocks = prof.groups(depth)
+        bt = Table(title=f"per block (name depth {depth})", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in ("block", "nodes", "MACs", "ops", "bytes", "mem access", "FLOPs/B"):
+            bt.add_column(col, justify="left" if col == "block" else "right", overflow="fold", no_wrap=col != "block")
+        for g in blocks:
+            d = g.to_dict()
+            bt.add_row(short_name(g.name), str(d["nodes"]), fmt_count(d["macs"]), fmt_count(d["ops"]), fmt_count(d["bytes"], "B"),
+                       fmt_count(d["mem_access"]), f"{d['flops'] / d['bytes']:.1f}" if d["bytes"] else "-")
+        console.print(bt)
+        if top:
+            lt = Table(title=f"heaviest {top} layers by MACs", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+            for col in ("layer", "output", "MACs", "FLOPs/B") + (("bound", "bound ms", "meas. ms") if report else ("bytes",)):
+                name_col = col == "layer"
+                lt.add_column(col, justify="left" if col == "layer" else "right", overflow="fold",
+                              no_wrap=not name_col, ratio=1 if name_col else None)
+            bounds = {l.name: l for l in report.layers} if report else {}
+            for n in prof.heaviest(top, "macs"):
+                row = [short_name(n.name) + (f" g{n.group}" if n.group > 1 else ""),
+                       "x".join(map(str, n.output_shapes[0][1:])) if n.output_shapes else "-",
+                       fmt_count(n.macs), f"{n.intensity:.1f}"]
+                if not report:
+                    row.append(fmt_count(n.bytes, "B"))
+                else:
+                    l = bounds[n.name]
+                    row += [{"memory": "mem", "compute": "cmp"}.get(l.bound, l.bound), f"{l.bound_ms:.4f}", "-" if l.measured_ms is None else f"{l.measured_ms:.4f}"]
+                lt.add_row(*row)
+            console.print(lt)
+        if report is not None:
+            pk = report.peaks
+            console.print(f"[bold]roofline[/bold]: peak {pk.peak_gflops:.1f} GFLOP/s"
+                          + (f", int8 {pk.peak_int8_gops:.1f} GOP/s" if pk.peak_int8_gops else "")
+                          + f", bandwidth {pk.bandwidth_gbs:.1f} GB/s ({pk.source}); ridge {pk.ridge:.1f} FLOPs/byte")
+            rd = report.to_dict()
+            line = (f"  lower-bound latency {report.lower_bound_ms:.3f} ms (compute {report.compute_ms:.3f}, memory "
+                    f"{report.memory_ms:.3f}); {rd['memory_bound_layers']} layers memory-bound, "
+                    f"{rd['compute_bound_layers']} compute-bound")
+            if report.measured_total_ms:
+                line += (f"; measured {report.measured_total_ms:.3f} ms = {rd['achieved_fraction']:.0%} of the bound's"
+                         f" speed")
+            console.print(line)
+            ot = Table(title="by op type", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+            for col in ("op type", "count", "memory-bound", "bound ms") + (("measured ms", "achieved") if measure else ()):
+                ot.add_column(col, justify="left" if col == "op type" else "right")
+            for r in rd["by_op_type"]:
+                row = [r["op_type"], str(r["count"]), str(r["memory_bound"]), f"{r['bound_ms']:.4f}"]
+                if measure:
+                    row += ["-" if r["measured_ms"] is None else f"{r['measured_ms']:.4f}",
+                            "-" if not r["achieved_fraction"] else f"{r['achieved_fraction']:.0%}"]
+                ot.add_row(*row)
+            console.print(ot)
+            if measure and report.unattributed_ms:
+                console.print("  runtime-only ops (no graph node): " + ", ".join(
+                    f"{k} {v:.3f} ms" for k, v in sorted(report.unattributed_ms.items(), key=lambda kv: -kv[1])))
+
+        # outputs last: everything above succeeded
+        if plot is not None:
+            from edgezoo.profile.roofline import plot_roofline
+
+            plot_roofline(report, plot, label)
+            console.print(f"wrote {plot}")
+        if json_path is not None:
+            d = prof.to_dict(depth)
+            if report is not None:
+                d["roofline"] = report.to_dict()
+            write_json(json_path, d)
+            console.print(f"wrote {json_path}")
+        if csv_path is not None:
+            atomic_write_text(csv_path, nodes_csv(prof))
+            console.print(f"wrote {csv_path}")
+
+    @app.command("guidelines")
+    def guidelines_command(
+        model: str = typer.Argument(..., help="An .onnx file, or a model name from `edgezoo list`."),
+        input_size: Optional[str] = typer.Option(None, "--input-size", help="224 or 3,224,224."),
+        depth: int = typer.Option(2, "--depth", min=1, help="Name-scope depth of a block (for G3)."),
+        top: int = typer.Option(5, "--top", min=1, help="Layers listed per finding."),
+        measure: bool = typer.Option(False, "--measure", help="Add measured time shares (G4) with onnxruntime."),
+        threads: int = typer.Option(1, "--threads", min=1),
+        runs: int = typer.Option(20, "--runs", min=1),
+        json_path: Optional[Path] = typer.Option(None, "--json", help="Write the findings as JSON."),
+    ) -> None:
+        """Check the ShuffleNet V2 guidelines G1-G4: which layers break them, by how much, how badly."""
+        from rich.table import Table
+
+        from edgezoo.cli import console
+        from edgezoo.fileio import write_json
+        from edgezoo.profile.graph import profile_onnx, short_name
+        from edgezoo.profile.guidelines import check_guidelines
+
+        size = parse_input_size(input_size)
+        source, label, size = load_target(model, size)
+        prof = profile_onnx(source, input_size=size)
+        times = _op_times(source, size, threads, runs) if measure else None
+        findings = check_guidelines(prof, times, depth=depth, top=top)
+        colors = {"high": "red", "medium": "yellow", "low": "green", "ok": "green"}
+        console.print(f"[bold]{label}[/bold]: ShuffleNet V2 guidelines")
+        for f in findings:
+            console.print(f"[bold]{f.guideline}[/bold] [{colors[f.severity]}]{f.severity}[/] {f.title}: {f.figure}",
+                          highlight=False)
+            if f.layers:
+                tab = Table(show_edge=False, header_style="dim")
+                cols = [k for k in f.layers[0] if k != "small_ops_list"]
+                for c in cols:
+                    tab.add_column(c, justify="left" if c in ("name", "block", "op_type") else "right", overflow="fold")
+                for row in f.layers:
+                    tab.add_row(*[f"{row[c]:.1%}" if c in ("excess", "share_of_bytes")
+                                  else short_name(row[c]) if c in ("name", "block") else str(row[c]) for c in cols])
+                console.print(tab)
+        if json_path is not None:
+            write_json(json_path, {"source": label, "inputs": prof.inputs,
+                                   "findings": [f.to_dict() for f in findings]})
+            console.print(f"wrote {json_path}")
