@@ -15,6 +15,8 @@ No torch import: this runs wherever onnxruntime does.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -106,12 +108,13 @@ def quantize_int8(
         onnx.save(model, src)
         dst = Path(tmp) / "int8.onnx"
         try:
-            quantize_static(
-                str(src), str(dst), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
-                per_channel=per_channel, reduce_range=False, activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude_nodes), calibrate_method=calib_method,
-                extra_options=options,
-            )
+            with _quiet():
+                quantize_static(
+                    str(src), str(dst), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
+                    per_channel=per_channel, reduce_range=False, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude_nodes),
+                    calibrate_method=calib_method, extra_options=options,
+                )
         except Exception as e:  # onnxruntime raises plain exceptions; say which step failed
             raise EdgezooError(f"int8 quantization failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
         q = onnx.load(str(dst))
@@ -126,6 +129,23 @@ def quantize_int8(
         "op_types": list(op_types), "excluded_nodes": list(exclude_nodes),
         "size_bytes": len(data),
     }
+
+
+@contextlib.contextmanager
+def _quiet():
+    """onnxruntime's quantizer logs advice on the root logger and its C++ side warns about unused
+    initializers: neither is for our users. Errors still surface as exceptions."""
+    import onnxruntime as ort
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    ort.set_default_logger_severity(3)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        ort.set_default_logger_severity(2)
 
 
 def _copy_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
@@ -148,6 +168,7 @@ def optimized_graph(path_or_bytes: str | os.PathLike | bytes, threads: int = 1) 
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.optimized_model_filepath = out
         so.intra_op_num_threads = threads
+        so.log_severity_level = 3  # it warns that the NCHWc file is machine-specific: we only read it
         src = path_or_bytes if isinstance(path_or_bytes, bytes) else os.fspath(path_or_bytes)
         ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
         return onnx.load(out)
@@ -212,6 +233,7 @@ def _session(path_or_model, threads: int = 0):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
     src = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) else os.fspath(path_or_model)

@@ -1,0 +1,84 @@
+"""`edgezoo export NAME [--int8] [--fp16] [--tensorrt] ...`: the conversion pipeline behind one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export_command(
+        name: str = typer.Argument(..., help="Model name or alias (see `edgezoo list`), e.g. mobilenetv3."),
+        weights: Optional[Path] = typer.Option(None, "--weights", help="state_dict file (torchvision/timm keys work)."),
+        int8: bool = typer.Option(False, "--int8", help="Also write a verified int8 (QDQ, U8S8) ONNX."),
+        fp16: bool = typer.Option(False, "--fp16", help="Also write an fp16 ONNX (fp32 inputs/outputs)."),
+        tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build a TensorRT engine (NVIDIA GPU)."),
+        calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real images for int8 calibration."),
+        calib_count: int = typer.Option(32, "--calib-count", help="Calibration images to use."),
+        per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor weights (default per-channel)."),
+        method: str = typer.Option("minmax", "--method", help="Calibration: minmax, entropy or percentile."),
+        opset: int = typer.Option(17, "--opset", help="ONNX opset."),
+        batch: Optional[int] = typer.Option(None, "--batch", help="Fix the batch size (default: dynamic)."),
+        input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input side (default: the spec's)."),
+        out: Optional[Path] = typer.Option(None, "-o", "--out", help="Bundle folder (default ./edgezoo-out/<model>)."),
+        backend: str = typer.Option("onnxruntime", "--backend",
+                                    help="Runtime the int8 file is for: onnxruntime, tensorrt or generic."),
+        triton: Optional[Path] = typer.Option(None, "--triton", help="Also write a Triton model repository here."),
+        lite: bool = typer.Option(False, "--lite", help="Quantization-friendly rewrites + distillation (changes the function)."),
+        distill_images: Optional[Path] = typer.Option(None, "--distill-images", help="Unlabelled images for --lite."),
+        distill_steps: Optional[int] = typer.Option(None, "--distill-steps", help="Distillation steps for --lite."),
+    ) -> None:
+        """Export a zoo model to a verified bundle: fp32 ONNX, and int8 / fp16 / TensorRT as asked, with a report."""
+        from edgezoo.cli import console, err_console, require_torch
+
+        require_torch()
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        from edgezoo.export.pipeline import ExportOptions, run_export
+
+        if calib_count < 1:
+            from edgezoo.errors import InputError
+
+            raise InputError(f"--calib-count must be at least 1, got {calib_count}")
+        options = ExportOptions(
+            name=name, weights=weights, int8=int8, fp16=fp16, tensorrt=tensorrt, calib=calib,
+            calib_count=calib_count, per_tensor=per_tensor, method=method, opset=opset, batch=batch,
+            input_size=input_size, out=out, triton=triton, backend=backend, lite=lite,
+            distill_images=distill_images, distill_steps=distill_steps,
+        )
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=err_console, transient=True) as progress:
+            task = progress.add_task("starting", total=None)
+            done: list[str] = []
+
+            def step(name: str) -> None:
+                if done:
+                    progress.console.print(f"[green]✓[/green] {done[-1]}", highlight=False)
+                done.append(name)
+                progress.update(task, description=name)
+
+            outcome = run_export(options, progress=step)
+            if done:
+                progress.console.print(f"[green]✓[/green] {done[-1]}", highlight=False)
+        _print_summary(console, outcome)
+
+
+def _print_summary(console, outcome) -> None:
+    r = outcome.report
+    for note in outcome.warnings:
+        console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+    console.print(f"[bold]{r['model']}[/bold] -> {outcome.out_dir}/")
+    for key, f in r["files"].items():
+        console.print(f"  {f['file']:<22} {f['size_bytes'] / 1e6:8.2f} MB")
+    if "int8" in r:
+        a = r["int8"]["agreement"]
+        fi = r["int8"]["float_islands"]
+        console.print(f"  int8 vs fp32: top-1 agreement {a['top1_agreement'] * 100:.1f}%, cosine "
+                      f"{a['cosine_mean']:.4f}, SQNR {a['sqnr_db']:.1f} dB ({a['inputs']})", highlight=False)
+        console.print(f"  float ops left between DQ and Q: {fi['count']}", highlight=False)
+    if "triton" in outcome.files:
+        console.print(f"  Triton repository: {outcome.files['triton']}")
+    console.print(f"  report: {outcome.out_dir / 'report.md'}")

@@ -1,0 +1,73 @@
+"""Which activation forms (and which float layers, if any) an int8 graph uses, per model and backend.
+
+Measured on onnxruntime 1.32 CPU (benchmarks/int8_speed.py; see its results for the figures):
+- onnxruntime has no int8 kernel for HardSwish or HardSigmoid: listed for quantization they run as
+  DQ -> op -> Q float islands. Decomposed into Add/Clip/Mul they run fully int8 (QLinearAdd/QLinearMul).
+- An SE gate's h-sigmoid folds exactly into the conv before it (passes.fold_hardsigmoid_gates): no op left.
+
+Backends:
+- ``onnxruntime``: h-swish as x * relu6(x + 3) / 6 (Add, Clip, Mul: all QLinear ops), no float islands.
+- ``tensorrt``: h-swish kept as one HardSwish op with Q/DQ around it; TensorRT fuses it into the conv.
+- ``generic``: the decomposed form, which every int8 runtime (TFLite, OpenVINO, QNN) takes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from edgezoo.errors import InputError
+
+BACKENDS = ("onnxruntime", "tensorrt", "generic")
+
+
+@dataclass
+class Int8Forms:
+    backend: str
+    hardswish: str  # a passes.rewrite_activations form
+    reason: str
+    float_op_types: tuple[str, ...] = ()  # op types deliberately left in float (mixed precision)
+    float_depthwise: bool = False  # depthwise convs left in float (their int8 kernels can be slower)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def intended_float(self) -> str | None:
+        parts = list(self.float_op_types) + (["depthwise Conv"] if self.float_depthwise else [])
+        return ", ".join(parts) or None
+
+    def describe(self) -> str:
+        s = f"backend {self.backend}: h-swish as {self.hardswish}, SE h-sigmoid folded into its conv"
+        if self.intended_float:
+            s += f"; kept in float: {self.intended_float}"
+        return s + f" ({self.reason})"
+
+    def exclude_nodes(self, onnx_path: str | os.PathLike) -> list[str]:
+        """Names of the nodes of ``onnx_path`` to leave in float."""
+        if not self.float_op_types and not self.float_depthwise:
+            return []
+        import onnx
+
+        graph = onnx.load(os.fspath(onnx_path)).graph
+        out = [n.name for n in graph.node if n.op_type in self.float_op_types]
+        if self.float_depthwise:
+            for n in graph.node:
+                group = next((a.i for a in n.attribute if a.name == "group"), 1)
+                if n.op_type == "Conv" and group > 1:
+                    out.append(n.name)
+        return out
+
+
+def choose(model: nn.Module, backend: str = "onnxruntime") -> Int8Forms:
+    if backend not in BACKENDS:
+        raise InputError(f"unknown int8 backend '{backend}'", f"use one of {', '.join(BACKENDS)}")
+    has_hswish = any(isinstance(m, nn.Hardswish) for m in model.modules())
+    if not has_hswish:
+        return Int8Forms(backend, "keep", "no h-swish in this model")
+    if backend == "tensorrt":
+        return Int8Forms(backend, "keep", "TensorRT fuses a quantized HardSwish into the conv before it")
+    if backend == "generic":
+        return Int8Forms(backend, "mul_relu6", "Add/Clip/Mul quantize on every int8 runtime")
+    return Int8Forms(backend, "mul_relu6",
+                     "onnxruntime has no int8 HardSwish/HardSigmoid kernel; Add/Clip/Mul run as QLinear ops")

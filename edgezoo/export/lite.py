@@ -1,0 +1,453 @@
+"""The "lite" rewrites: function-changing passes that make MobileNetV3 / GhostNet-style models quantize fast.
+
+onnxruntime's int8 conv kernels fold ReLU / ReLU6 / Clip into the conv's output range, but not h-swish, and
+the squeeze-excitation (SE) blocks add a pool, two tiny convs and a full-size element-wise multiply per
+block (shared/reference/baseline-int8.md: "What rewrites can and cannot buy"). So the lite path
+
+- replaces h-swish by ReLU (or ReLU6)                                     ``hswish_to_relu``
+- turns h-sigmoid gates into Clip(0, 1) with the +3 and /6 folded into the conv before it (exact)
+                                                                          ``fold_hsigmoid_gates``
+- replaces each SE block by its average gate on real images, folded into the conv that consumes
+  the block's output (zero run-time cost)                                 ``remove_se``
+
+and then recovers the accuracy by distillation from the original model (``edgezoo.export.distill``).
+SE blocks and gates are found by structure and behaviour (a module with 1x1 reduce/expand convs whose output
+is a per-channel scaling of its input), never by model name, so any family with them is covered.
+
+Every pass is ``fn(model, ...) -> PassResult``: the input is never mutated.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgezoo.errors import EdgezooError, InputError
+try:
+    from edgezoo.export.passes import PassResult
+except ImportError:  # passes.py is being written in parallel; same shape until it lands
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class PassResult:  # type: ignore[no-redef]
+        model: nn.Module
+        changes: list[str] = field(default_factory=list)
+        name: str = ""
+
+# Activation classes treated as h-swish / h-sigmoid: PyTorch's, and same-named ones from other code (timm).
+_HSWISH_NAMES = {"hardswish", "hswish", "hardswishme", "hardswishjit"}
+_HSIGMOID_NAMES = {"hardsigmoid", "hsigmoid", "hardsigmoidme", "hardsigmoidjit"}
+
+DEFAULT_REWRITES = ("relu", "se")  # what apply_lite does unless options.lite_rewrites says otherwise
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff", ".gif"}
+
+
+# --------------------------------------------------------------------------------------------- detection
+
+def _is_hswish(m: nn.Module) -> bool:
+    return isinstance(m, nn.Hardswish) or type(m).__name__.lower() in _HSWISH_NAMES
+
+
+def _is_hsigmoid(m: nn.Module) -> bool:
+    return isinstance(m, nn.Hardsigmoid) or type(m).__name__.lower() in _HSIGMOID_NAMES
+
+
+def _se_candidates(model: nn.Module) -> list[str]:
+    """Modules whose direct children hold a 1x1 "reduce" conv C -> r and a 1x1 "expand" conv r -> C."""
+    names = []
+    for name, m in model.named_modules():
+        if not name:
+            continue
+        convs = [c for c in m.children() if isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1) and c.groups == 1]
+        if len(convs) < 2:
+            continue
+        if any(a.out_channels == b.in_channels and a.in_channels == b.out_channels and a.in_channels > a.out_channels
+               for a in convs for b in convs if a is not b):
+            names.append(name)
+    return names
+
+
+@torch.no_grad()
+def measure_se_gates(model: nn.Module, images: torch.Tensor, names: Sequence[str] | None = None,
+                     batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """Run ``images`` through ``model`` and return, for each SE block, its mean per-channel gate.
+
+    A candidate counts as an SE block only if its output is a per-channel scaling of its input on every image
+    (out = s[n, c] * x): a structural look-alike that does something else is left alone.
+    """
+    names = list(names) if names is not None else _se_candidates(model)
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    rejected: set[str] = set()
+    hooks = []
+
+    def hook(name):
+        def fn(_m, inputs, out):
+            if name in rejected:
+                return
+            x = inputs[0] if inputs else None
+            if not (isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor) and x.dim() == 4
+                    and out.shape == x.shape):
+                rejected.add(name)
+                return
+            x, out = x.double(), out.double()
+            s = (out * x).sum((2, 3)) / (x * x).sum((2, 3)).clamp_min(1e-30)  # least-squares per-channel scale
+            resid = (out - s[..., None, None] * x).abs().max()
+            if resid > 1e-5 * (out.abs().max() + 1e-12):
+                rejected.add(name)
+                return
+            sums[name] = sums.get(name, 0) + s.sum(0)
+            counts[name] = counts.get(name, 0) + s.shape[0]
+        return fn
+
+    modules = dict(model.named_modules())
+    for n in names:
+        hooks.append(modules[n].register_forward_hook(hook(n)))
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(images), batch_size):
+            model(images[i:i + batch_size])
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return {n: (sums[n] / counts[n]).float() for n in names if n in sums and n not in rejected}
+
+
+def lite_rewrites_available(model: nn.Module) -> dict[str, int]:
+    """How many h-swish activations, h-sigmoid gates and SE-shaped blocks the model has (by structure)."""
+    mods = list(model.modules())
+    return {
+        "hswish": sum(_is_hswish(m) for m in mods),
+        "hsigmoid": sum(_is_hsigmoid(m) for m in mods),
+        "se": len(_se_candidates(model)),
+    }
+
+
+def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+# ----------------------------------------------------------------------------------------------- passes
+
+def hswish_to_relu(model: nn.Module, activation: str = "relu") -> PassResult:
+    """Replace every h-swish by ReLU (or ReLU6): they fold into the int8 conv's output range; h-swish does not."""
+    if activation not in ("relu", "relu6"):
+        raise InputError(f"unknown replacement for h-swish '{activation}'", "choose relu or relu6")
+    new = copy.deepcopy(model)
+    names = [n for n, m in new.named_modules() if n and _is_hswish(m)]
+    for n in names:
+        _set_module(new, n, nn.ReLU() if activation == "relu" else nn.ReLU6())
+    label = "ReLU" if activation == "relu" else "ReLU6"
+    changes = [f"{n}: h-swish -> {label}" for n in names]
+    return PassResult(model=new, changes=changes, name=f"hswish_to_{activation}")
+
+
+class ClipGate(nn.Module):
+    """clamp(x, 0, 1): h-sigmoid with its +3 and /6 folded into the conv before it; exports as one Clip."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x, 0.0, 1.0)
+
+
+class HardSigmoidClip(nn.Module):
+    """h-sigmoid as clamp(x / 6 + 1/2, 0, 1): Mul, Add, Clip, all of which onnxruntime quantizes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x * (1.0 / 6.0) + 0.5, 0.0, 1.0)
+
+
+@torch.no_grad()
+def fold_hsigmoid_gates(model: nn.Module, check_input: torch.Tensor | None = None) -> PassResult:
+    """h-sigmoid gates -> Clip(0, 1), with the affine x / 6 + 1/2 folded into the 1x1 conv that feeds the gate.
+
+    This one keeps the function (up to float rounding). The conv feeding a gate is the SE block's expand conv
+    (a 1x1 conv with as many outputs as the block's input channels, registered just before the gate); each
+    fold is checked numerically on the block, and a gate whose fold does not check out, or that has no such
+    conv, becomes ``HardSigmoidClip`` instead, which is exact without folding.
+    """
+    new = copy.deepcopy(model)
+    changes: list[str] = []
+    se_names = set(_se_candidates(new))
+    for name, m in list(new.named_modules()):
+        if not name or not _is_hsigmoid(m):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = new.get_submodule(parent_name) if parent_name else new
+        conv = _conv_before(parent, child) if parent_name in se_names else None
+        if conv is not None and _fold_gate(parent, child, conv, check_input):
+            changes.append(f"{name}: h-sigmoid -> Clip(0,1), x/6+1/2 folded into the conv before it")
+        else:
+            setattr(parent, child, HardSigmoidClip())
+            changes.append(f"{name}: h-sigmoid -> clamp(x/6 + 1/2, 0, 1) (Mul, Add, Clip)")
+    return PassResult(model=new, changes=changes, name="fold_hsigmoid_gates")
+
+
+def _conv_before(parent: nn.Module, child: str) -> nn.Conv2d | None:
+    """The last 1x1 conv registered before ``child`` in ``parent`` (the order the SE blocks are written in)."""
+    last = None
+    for n, c in parent.named_children():
+        if n == child:
+            return last
+        if isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1):
+            last = c
+    return None
+
+
+def _fold_gate(parent: nn.Module, child: str, conv: nn.Conv2d, check_input: torch.Tensor | None) -> bool:
+    gate = getattr(parent, child)
+    channels = next((c.in_channels for c in parent.children() if isinstance(c, nn.Conv2d)
+                     and c.kernel_size == (1, 1) and c.in_channels == conv.out_channels), None)
+    if channels is None:
+        return False
+    x = check_input if check_input is not None else torch.randn(4, channels, 7, 7, generator=torch.Generator().manual_seed(0))
+    try:
+        before = parent(x)
+    except Exception:  # the parent does not take such an input: fold unverifiable, take the exact form
+        return False
+    saved_w, saved_b = conv.weight.detach().clone(), None if conv.bias is None else conv.bias.detach().clone()
+    conv.weight.mul_(1.0 / 6.0)
+    bias = (saved_b if saved_b is not None else torch.zeros(conv.out_channels)) / 6.0 + 0.5
+    if conv.bias is None:
+        conv.bias = nn.Parameter(bias)
+    else:
+        conv.bias.copy_(bias)
+    setattr(parent, child, ClipGate())
+    after = parent(x)
+    if (after - before).abs().max() <= 1e-5 * (before.abs().max() + 1.0):
+        return True
+    conv.weight.copy_(saved_w)  # undo: the conv did not feed this gate after all
+    if saved_b is None:
+        conv.bias = None
+    else:
+        conv.bias.copy_(saved_b)
+    setattr(parent, child, gate)
+    return False
+
+
+class ChannelScale(nn.Module):
+    """x * s[c]: what an SE block becomes when its gate is frozen and no conv could absorb it."""
+
+    def __init__(self, scale: torch.Tensor):
+        super().__init__()
+        self.scale = nn.Parameter(scale.detach().clone().reshape(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+@torch.no_grad()
+def remove_se(model: nn.Module, images: torch.Tensor) -> PassResult:
+    """Replace each SE block by its mean gate over ``images``, folded into the conv that consumes its output.
+
+    The constant gate is the best a fixed scale can do on those images (so distillation starts close), and
+    folded into the next conv's input channels it costs nothing at run time. The consumer is found by tracing
+    the model with torch.fx; where it is not a single plain conv, the block becomes a ``ChannelScale``.
+    """
+    new = copy.deepcopy(model)
+    gates = measure_se_gates(new, images)
+    consumers = _se_consumers(new, list(gates))
+    changes = []
+    for name, gate in gates.items():
+        conv_name = consumers.get(name)
+        if conv_name is not None:
+            _scale_conv_inputs(new.get_submodule(conv_name), gate)
+            _set_module(new, name, nn.Identity())
+            changes.append(f"{name}: SE block removed; its mean gate (mean {gate.mean():.3f}) folded into {conv_name}")
+        else:
+            _set_module(new, name, ChannelScale(gate))
+            changes.append(f"{name}: SE block -> constant per-channel scale (mean {gate.mean():.3f}); "
+                           "no single conv consumes it, so it stays a Mul")
+    return PassResult(model=new, changes=changes, name="remove_se")
+
+
+def _se_consumers(model: nn.Module, se_names: list[str]) -> dict[str, str]:
+    """SE block name -> the plain conv that is the only consumer of its output (torch.fx trace); {} if untraceable."""
+    if not se_names:
+        return {}
+    import torch.fx as fx
+
+    leaves = {id(model.get_submodule(n)) for n in se_names}
+
+    class _Tracer(fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return id(m) in leaves or super().is_leaf_module(m, qualname)
+
+    try:
+        graph = _Tracer().trace(model)
+    except Exception:  # models with data-dependent control flow: fall back to ChannelScale
+        return {}
+    out = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or node.target not in se_names or len(node.users) != 1:
+            continue
+        user = next(iter(node.users))
+        if user.op != "call_module" or len(user.args) != 1 or user.args[0] is not node or user.kwargs:
+            continue
+        conv = model.get_submodule(user.target)
+        if isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros":
+            out[node.target] = user.target
+    return out
+
+
+def _scale_conv_inputs(conv: nn.Conv2d, scale: torch.Tensor) -> None:
+    """conv(x * s) == conv'(x) with W'[o, j] = W[o, j] * s[input channel of (o, j)] (zero padding stays zero)."""
+    out_ch, in_per_group = conv.weight.shape[:2]
+    out_per_group = out_ch // conv.groups
+    group = torch.arange(out_ch) // out_per_group
+    idx = group[:, None] * in_per_group + torch.arange(in_per_group)[None, :]
+    conv.weight.mul_(scale[idx][..., None, None])
+
+
+# ------------------------------------------------------------------------------------------ the lite flow
+
+def lite_passes(model: nn.Module, images: torch.Tensor, rewrites: Sequence[str] = DEFAULT_REWRITES) -> list[PassResult]:
+    """Apply the chosen rewrites in order; ``rewrites`` names: relu | relu6 (h-swish), gate, se.
+
+    'se' removes the SE blocks (which removes their gates too); 'gate' keeps them with folded Clip gates.
+    """
+    unknown = set(rewrites) - {"relu", "relu6", "gate", "se"}
+    if unknown:
+        raise InputError(f"unknown lite rewrite(s): {', '.join(sorted(unknown))}", "choose from relu, relu6, gate, se")
+    results: list[PassResult] = []
+    current = model
+    # SE first: its gates are measured on the original function, before anything else changes.
+    if "se" in rewrites:
+        results.append(remove_se(current, images))
+        current = results[-1].model
+    if "gate" in rewrites:
+        results.append(fold_hsigmoid_gates(current))
+        current = results[-1].model
+    for act in ("relu", "relu6"):
+        if act in rewrites:
+            results.append(hswish_to_relu(current, act))
+            current = results[-1].model
+    return results
+
+
+def _nothing_to_rewrite(name: str) -> EdgezooError:
+    return EdgezooError(
+        f"--lite has nothing to rewrite in {name}: it has no h-swish, h-sigmoid or squeeze-excitation blocks",
+        "--lite is for MobileNet v3 and GhostNet-style models; export this one without --lite",
+    )
+
+
+def load_distill_images(folder: str | Path, input_size: tuple[int, int, int], mean, std) -> np.ndarray:
+    """Unlabelled images for distillation, preprocessed like the model's input; clear errors for bad folders."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(f"distillation image folder {folder} does not exist")
+    if not folder.is_dir():
+        raise InputError(f"--distill-images must be a folder of images, {folder} is a file")
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise InputError(f"distillation image folder {folder} has no images",
+                         f"put .png/.jpg files there (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
+    from edgezoo.export.calibration import load_image_folder
+
+    return load_image_folder(folder, input_size, mean, std)
+
+
+def split_heldout(images: np.ndarray, fraction: float = 0.15, min_heldout: int = 8,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out); too few images to spare any: (all, empty)."""
+    n = len(images)
+    k = int(round(n * fraction))
+    if k < min_heldout or n - k < min_heldout:
+        return images, images[:0]
+    order = np.random.default_rng(seed).permutation(n)
+    return images[order[k:]], images[order[:k]]
+
+
+class LiteReport(dict):
+    """The JSON-able lite report; also carries (outside the JSON) what ``add_int8_agreement`` needs."""
+
+    original: nn.Module | None = None
+    heldout: np.ndarray | None = None
+
+
+def apply_lite(model: nn.Module, spec: Any, options: Any, calibration: np.ndarray) -> tuple[nn.Module, LiteReport]:
+    """Rewrite ``model`` for fast int8, distill it back towards the original, and report what happened.
+
+    Reads from ``options`` (attributes, all optional but the first): ``distill_images`` (a folder; default:
+    the calibration images), ``distill_steps`` (default 300), ``distill_time_budget`` (seconds),
+    ``distill_checkpoint`` (path of a resumable checkpoint), ``lite_rewrites`` (default relu + se), ``seed``.
+    A tenth or so of the images is held out to report how often the lite model agrees with the original.
+    """
+    from edgezoo.export.distill import DistillConfig, agreement, distill
+
+    name = getattr(spec, "name", type(model).__name__)
+    found = lite_rewrites_available(model)
+    if not any(found.values()):
+        raise _nothing_to_rewrite(name)
+    input_size = tuple(calibration.shape[1:]) if calibration is not None and calibration.ndim == 4 else tuple(spec.input_size)
+    folder = getattr(options, "distill_images", None)
+    if folder is not None:
+        images = load_distill_images(folder, input_size, spec.mean, spec.std)
+        source = str(folder)
+    else:
+        if calibration is None or len(calibration) == 0:
+            raise InputError("--lite needs images to distill on", "give --distill-images DIR or --calib DIR")
+        images, source = np.asarray(calibration, dtype=np.float32), "calibration images"
+    seed = int(getattr(options, "seed", 0) or 0)
+    train, heldout = split_heldout(images, seed=seed)
+    train_t = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32))
+
+    original = copy.deepcopy(model).eval()
+    rewrites = tuple(getattr(options, "lite_rewrites", None) or DEFAULT_REWRITES)
+    t0 = time.perf_counter()
+    results = lite_passes(original, train_t, rewrites)
+    changes = [c for r in results for c in r.changes]
+    if not changes:
+        raise _nothing_to_rewrite(name)
+    student = results[-1].model
+
+    heldout_t = torch.from_numpy(np.ascontiguousarray(heldout, dtype=np.float32))
+    before = agreement(original, student, heldout_t) if len(heldout) else None
+    cfg = DistillConfig(
+        steps=int(getattr(options, "distill_steps", None) or 300),
+        time_budget_s=getattr(options, "distill_time_budget", None),
+        seed=seed,
+        checkpoint=getattr(options, "distill_checkpoint", None),
+    )
+    run = distill(student, original, train_t, cfg, progress=True)
+    after = agreement(original, run.model, heldout_t) if len(heldout) else None
+
+    report = LiteReport(
+        rewrites=[r.name for r in results if r.changes],
+        changes=changes,
+        found=found,
+        distillation={
+            "images": source, "train_images": len(train), "heldout_images": len(heldout),
+            **run.summary(),
+        },
+        heldout_agreement_fp32={"before_distillation": before, "after_distillation": after},
+        seconds=round(time.perf_counter() - t0, 1),
+    )
+    report.original, report.heldout = original, heldout
+    return run.model, report
+
+
+def add_int8_agreement(report: LiteReport, int8_path: str | Path) -> LiteReport:
+    """After quantizing the lite model: top-1 agreement of the lite int8 file with the original fp32 model."""
+    if report.original is None or report.heldout is None or not len(report.heldout):
+        report["heldout_agreement_int8"] = None
+        return report
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
+    x = np.ascontiguousarray(report.heldout, dtype=np.float32)
+    lite = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        ref = report.original.eval()(torch.from_numpy(x)).numpy()
+    report["heldout_agreement_int8"] = float(np.mean(lite.argmax(1) == ref.argmax(1)))
+    return report

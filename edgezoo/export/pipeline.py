@@ -1,0 +1,373 @@
+"""`edgezoo export NAME`: model -> verified passes -> fp32 ONNX -> int8 / fp16 / TensorRT -> one bundle.
+
+Each step is checked numerically and reported; the bundle (ONNX files, report.json, report.md) is written to
+a temporary folder beside the target and swapped in whole, so a failed run leaves no partial bundle and an
+earlier bundle intact. Inputs that can be checked cheaply (model name, weights file, calibration folder,
+output folder) are checked before any slow step.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgezoo.errors import EdgezooError, InputError, VerificationError
+from edgezoo.export import int8_forms
+
+DEFAULT_OUT_ROOT = Path("edgezoo-out")
+Progress = Callable[[str], None]  # called with the name of each step as it starts
+
+
+@dataclass
+class ExportOptions:
+    name: str
+    weights: Path | None = None
+    int8: bool = False
+    fp16: bool = False
+    tensorrt: bool = False
+    calib: Path | None = None
+    calib_count: int = 32
+    per_tensor: bool = False
+    method: str = "minmax"
+    opset: int = 17
+    batch: int | None = None  # None: dynamic batch; an int fixes it
+    input_size: int | None = None  # square side; None: the spec's
+    out: Path | None = None
+    triton: Path | None = None
+    backend: str = "onnxruntime"  # who runs the int8 file: decides the activation forms (int8_forms)
+    eval_count: int = 32
+    seed: int = 0
+    lite: bool = False
+    distill_images: Path | None = None
+    distill_steps: int | None = None
+    # fp16 ONNX keeps fp32 inputs/outputs unless asked
+    fp16_io: bool = False
+
+
+@dataclass
+class ExportOutcome:
+    out_dir: Path
+    report: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_out_dir(model_name: str) -> Path:
+    return DEFAULT_OUT_ROOT / model_name
+
+
+def run_export(options: ExportOptions, progress: Progress | None = None) -> ExportOutcome:
+    import torch
+
+    from edgezoo import __version__
+    from edgezoo.export import passes as P
+    from edgezoo.export.calibration import load_image_folder, synthetic_images
+    from edgezoo.export.onnx import export_onnx
+    from edgezoo.fileio import atomic_directory, write_json, atomic_write_text
+    from edgezoo.models.registry import create_model, get_spec
+    from edgezoo.onnx_meta import ModelMetadata
+
+    step = progress or (lambda s: None)
+    t_start = time.perf_counter()
+    notes: list[str] = []
+
+    # --- cheap checks first ----------------------------------------------------------------------------
+    spec = get_spec(options.name)
+    c = spec.input_size[0]
+    size = spec.input_size if options.input_size is None else (c, options.input_size, options.input_size)
+    if options.input_size is not None and options.input_size < 8:
+        raise InputError(f"--input-size {options.input_size} is too small")
+    if options.batch is not None and options.batch < 1:
+        raise InputError(f"--batch must be at least 1, got {options.batch}")
+    if options.weights is not None and not Path(options.weights).is_file():
+        raise InputError(f"weights file {options.weights} does not exist")
+    out_dir = Path(options.out) if options.out is not None else default_out_dir(spec.name)
+    _check_writable(out_dir)
+    if options.tensorrt:
+        from edgezoo.runtimes.tensorrt import import_tensorrt
+
+        import_tensorrt()  # fail in one line now, not after minutes of work
+    calibration = None
+    calib_source = None
+    if options.int8 or options.lite:
+        step("calibration images")
+        if options.calib is not None:
+            calibration = load_image_folder(options.calib, size, spec.mean, spec.std,
+                                            count=options.calib_count + options.eval_count, seed=options.seed)
+            calib_source = f"{len(calibration)} images from {options.calib}"
+        else:
+            calibration = synthetic_images(options.calib_count, size, seed=options.seed)
+            calib_source = f"{len(calibration)} synthetic images (no --calib folder)"
+            notes.append("int8 was calibrated on synthetic images: accuracy needs real ones; pass --calib DIR "
+                         "with a few hundred images like those the model will see")
+
+    # --- model and passes --------------------------------------------------------------------------------
+    step("build model")
+    torch.manual_seed(options.seed)
+    model = create_model(spec.name, weights=str(options.weights) if options.weights else None)
+    lite_report = None
+    if options.lite:
+        try:
+            from edgezoo.export.lite import apply_lite
+        except ModuleNotFoundError as e:
+            if e.name != "edgezoo.export.lite":
+                raise
+            raise EdgezooError("--lite is not available in this build of edgezoo",
+                               "edgezoo/export/lite.py is missing") from None
+        step("lite rewrites and distillation")
+        model, lite_report = apply_lite(model, spec, options, calibration)
+    model.eval()
+
+    pass_reports: list[dict] = []
+
+    def apply(fn, current, *args, label: str | None = None, **kwargs):
+        step(f"pass {label or fn.__name__}")
+        result = fn(current, *args, **kwargs)
+        if label:
+            result.name = label
+        check = P.check_pass(current, result, size)
+        pass_reports.append({"name": result.name, "changes": result.changes, "n_changes": len(result.changes),
+                             **{k: v for k, v in check.to_dict().items() if k != "pass"}})
+        if not check.ok:
+            raise VerificationError(f"pass {result.name} changed the outputs by {check.max_abs_diff:.3g} "
+                                    f"(tolerance {check.tolerance:g})")
+        return result.model
+
+    folded = apply(P.fold_batchnorm, model)
+    folded = apply(P.rewrite_channel_shuffle, folded)
+    fp32_model = apply(P.rewrite_activations, folded, relu6="clip")
+
+    files: dict[str, Path] = {}
+    report: dict[str, Any] = {
+        "model": spec.name, "family": spec.family, "edgezoo": __version__,
+        "input_size": list(size), "opset": options.opset,
+        "batch": "dynamic" if options.batch is None else options.batch,
+        "weights": str(options.weights) if options.weights else "random init (no --weights)",
+        "passes": pass_reports, "files": {},
+    }
+    if lite_report is not None:
+        report["lite"] = lite_report
+
+    def meta(precision: str, passes: list[str], extra: dict | None = None) -> ModelMetadata:
+        return ModelMetadata(model=spec.name, input_size=tuple(size), mean=tuple(spec.mean), std=tuple(spec.std),
+                             num_classes=spec.num_classes, labels=list(spec.labels) if spec.labels else None,
+                             precision=precision, passes=passes, version=__version__, extra=extra or {})
+
+    dynamic = options.batch is None
+    with atomic_directory(out_dir) as tmp:
+        # --- fp32 ---------------------------------------------------------------------------------------
+        step("export fp32 ONNX")
+        fp32_path = tmp / "model.fp32.onnx"
+        fp32_passes = [p["name"] for p in pass_reports]
+        with P.export_friendly_shuffle(fp32_model):
+            res = export_onnx(fp32_model, fp32_path, size, meta("fp32", fp32_passes + (["lite"] if lite_report else [])),
+                              opset=options.opset, dynamic_batch=dynamic, batch=options.batch or 1)
+        files["fp32"] = fp32_path
+        report["export"] = {"simplified": res.simplified, "dynamic_batch": dynamic,
+                            "checks": [{"batch": ck.batch, "max_abs_diff": ck.max_abs_diff, "tolerance": ck.tolerance}
+                                       for ck in res.checks]}
+
+        eval_inputs = _eval_inputs(calibration, options, size)
+
+        # --- int8 ---------------------------------------------------------------------------------------
+        if options.int8:
+            from edgezoo.export.quantize import (compare_models, float_islands, island_summary,
+                                                 optimized_graph, quantize_int8)
+
+            forms = int8_forms.choose(fp32_model, options.backend)
+            step("int8 activation forms")
+            q_model = folded
+            q_passes = list(fp32_passes[:2])
+            q_model = apply(P.fold_hardsigmoid_gates, q_model)
+            label = f"rewrite_activations(hardswish={forms.hardswish})"
+            q_model = apply(P.rewrite_activations, q_model, relu6="clip", hardswish=forms.hardswish, label=label)
+            q_passes += ["fold_hardsigmoid_gates", label]
+            src_path = tmp / ".int8-source.fp32.onnx"
+            with P.export_friendly_shuffle(q_model):
+                export_onnx(q_model, src_path, size, meta("fp32", q_passes), opset=options.opset,
+                            dynamic_batch=dynamic, batch=options.batch or 1)
+            step("quantize int8")
+            calib_set = calibration[: options.calib_count]
+            exclude = forms.exclude_nodes(src_path)
+            int8_path = tmp / "model.int8.onnx"
+            q_report = quantize_int8(src_path, int8_path, calib_set, per_channel=not options.per_tensor,
+                                     method=options.method, exclude_nodes=exclude)
+            _restamp(int8_path, meta("int8", q_passes + ["quantize_int8"],
+                                     {"int8_forms": forms.describe(), "calibration": calib_source}))
+            src_path.unlink()
+            files["int8"] = int8_path
+            step("int8 agreement with fp32")
+            agreement = compare_models(fp32_path, int8_path, eval_inputs[0])
+            islands = float_islands(optimized_graph(int8_path))
+            report["int8"] = {
+                **q_report, "size_bytes": int8_path.stat().st_size,
+                "calibration": calib_source, "forms": forms.describe(),
+                "agreement": {**agreement, "inputs": eval_inputs[1]},
+                "float_islands": {"count": len(islands), "by_op": island_summary(islands),
+                                  "intended": forms.intended_float},
+            }
+            if islands and not forms.intended_float:
+                notes.append(f"int8 graph still runs {len(islands)} ops in float between DQ and Q: "
+                             f"{island_summary(islands)}")
+
+        # --- fp16 ---------------------------------------------------------------------------------------
+        if options.fp16:
+            from edgezoo.export.quantize import compare_models, to_fp16
+
+            step("fp16")
+            fp16_path = tmp / "model.fp16.onnx"
+            h_report = to_fp16(fp32_path, fp16_path, keep_io_types=not options.fp16_io)
+            _restamp(fp16_path, meta("fp16", fp32_passes + ["to_fp16"]))
+            files["fp16"] = fp16_path
+            report["fp16"] = {**h_report, "size_bytes": fp16_path.stat().st_size}
+            if not options.fp16_io:
+                report["fp16"]["agreement"] = {**compare_models(fp32_path, fp16_path, eval_inputs[0], worst_layers=0),
+                                               "inputs": eval_inputs[1]}
+
+        # --- TensorRT -----------------------------------------------------------------------------------
+        if options.tensorrt:
+            from edgezoo.export.tensorrt import build_engine, plan_engine
+
+            step("TensorRT engine")
+            precision = "int8" if options.int8 else ("fp16" if options.fp16 else "fp32")
+            src = files[precision] if precision in files else fp32_path
+            plan = plan_engine(src, tmp / f"model.{precision}.engine", precision,
+                               timing_cache=tmp / "timing.cache")
+            report["tensorrt"] = build_engine(plan)
+            files["engine"] = Path(plan.engine_path)
+
+        report["files"] = {k: {"file": p.name, "size_bytes": p.stat().st_size} for k, p in files.items()}
+        report["notes"] = notes
+        report["seconds"] = round(time.perf_counter() - t_start, 1)
+        step("write report")
+        write_json(tmp / "report.json", report)
+        atomic_write_text(tmp / "report.md", render_markdown(report))
+        _normal_permissions(tmp)
+
+    files = {k: out_dir / p.name for k, p in files.items()}
+    outcome = ExportOutcome(out_dir, report, files, notes)
+    if options.triton is not None:
+        step("Triton model repository")
+        from edgezoo.serve.triton import write_triton_repository
+
+        best = files.get("int8") or files["fp32"]
+        outcome.files["triton"] = Path(write_triton_repository(best, options.triton, name=spec.name))
+    return outcome
+
+
+def _normal_permissions(folder: Path) -> None:
+    """Temporary files are created private (0600/0700); a bundle is for sharing: umask-normal modes."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
+    for p in folder.iterdir():
+        if p.is_file():
+            p.chmod(0o666 & ~mask)
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Fail before any work when the bundle cannot be written (atomic_directory checks again at the end)."""
+    import os
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"cannot write bundle {out_dir}: a file with that name exists")
+    parent = out_dir.parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write bundle {out_dir}: folder {probe} is not writable",
+                         "choose another output folder with -o DIR")
+
+
+def _eval_inputs(calibration: np.ndarray | None, options: ExportOptions, size) -> tuple[np.ndarray, str]:
+    """Inputs for the agreement figures: held-out real images when the folder has enough, else fresh ones."""
+    from edgezoo.export.calibration import synthetic_images
+
+    if calibration is not None and options.calib is not None and len(calibration) > options.calib_count:
+        held = calibration[options.calib_count:]
+        return held, f"{len(held)} held-out images from {options.calib} (not used for calibration)"
+    if calibration is not None and options.calib is not None:
+        return calibration, f"the {len(calibration)} calibration images (the folder has no more to hold out)"
+    n = min(options.eval_count, 16)
+    return synthetic_images(n, size, seed=options.seed + 1), f"{n} synthetic images (seed {options.seed + 1})"
+
+
+def _restamp(path: Path, meta) -> None:
+    import onnx
+
+    from edgezoo.fileio import atomic_write_bytes
+    from edgezoo.onnx_meta import set_metadata
+
+    model = onnx.load(str(path))
+    set_metadata(model, meta)
+    atomic_write_bytes(path, model.SerializeToString())
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def render_markdown(r: dict) -> str:
+    lines = [f"# edgezoo export: {r['model']}", "",
+             f"input {'x'.join(map(str, r['input_size']))}, batch {r['batch']}, opset {r['opset']}, "
+             f"weights: {r['weights']}, edgezoo {r['edgezoo']}", ""]
+    if r.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
+    lines += ["## Passes (each checked against the model before it)", "",
+              "| pass | changes | max abs diff | tolerance | ok |", "|---|---|---|---|---|"]
+    for p in r["passes"]:
+        tol = "inexact" if p["tolerance"] is None else f"{p['tolerance']:.1e}"
+        lines.append(f"| {p['name']} | {p['n_changes']} | {p['max_abs_diff']:.2e} | {tol} | "
+                     f"{'yes' if p['ok'] else 'NO'} |")
+    exp = r.get("export", {})
+    lines += ["", "## ONNX Runtime vs PyTorch", ""]
+    lines += [f"- batch {c['batch']}: max abs diff {c['max_abs_diff']:.2e} (tolerance {c['tolerance']:.0e})"
+              for c in exp.get("checks", [])]
+    lines += ["", "## Files", "", "| file | size |", "|---|---|"]
+    lines += [f"| {v['file']} | {_mb(v['size_bytes'])} |" for v in r["files"].values()]
+    if "int8" in r:
+        q = r["int8"]
+        a = q["agreement"]
+        lines += ["", "## int8", "",
+                  f"QDQ, {q['activations']} activations / {q['weights']} weights, "
+                  f"{'per-channel' if q['per_channel'] else 'per-tensor'}, {q['method']} calibration on "
+                  f"{q['calibration']}.", "",
+                  f"Activation forms: {q['forms']}", "",
+                  f"Against fp32 on {a['inputs']}:", "",
+                  f"- top-1 agreement {a['top1_agreement'] * 100:.1f}%",
+                  f"- cosine similarity mean {a['cosine_mean']:.4f} (min {a['cosine_min']:.4f})",
+                  f"- output SQNR {a['sqnr_db']:.1f} dB", ""]
+        fi = q["float_islands"]
+        lines.append(f"Ops onnxruntime runs in float between DQ and Q: {fi['count']} {fi['by_op'] or ''}"
+                     + (f" (intended: {fi['intended']})" if fi["intended"] and fi["count"] else ""))
+        if a.get("worst_layers"):
+            lines += ["", "Ten worst layers by SQNR:", "", "| tensor | op | SQNR dB |", "|---|---|---|"]
+            lines += [f"| `{w['tensor']}` | {w['op_type']} | {w['sqnr_db']:.1f} |" for w in a["worst_layers"]]
+    if "fp16" in r and "agreement" in r["fp16"]:
+        a = r["fp16"]["agreement"]
+        lines += ["", "## fp16", "", f"top-1 agreement {a['top1_agreement'] * 100:.1f}%, cosine "
+                  f"{a['cosine_mean']:.5f}, SQNR {a['sqnr_db']:.1f} dB on {a['inputs']}"]
+    if "tensorrt" in r:
+        lines += ["", "## TensorRT", "", f"{r['tensorrt']}"]
+    if "lite" in r:
+        lines += ["", "## lite", "", "```", _json(r["lite"]), "```"]
+    lines += ["", f"Took {r.get('seconds', '?')} s.", ""]
+    return "\n".join(lines)
+
+
+def _json(o) -> str:
+    import json
+
+    from edgezoo.fileio import _jsonable
+
+    return json.dumps(o, indent=2, default=_jsonable)
