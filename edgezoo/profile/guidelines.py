@@ -71,7 +71,7 @@ def check_g1(p: GraphProfile, top: int = 5) -> Finding:
         mac = hw * (c1 + c2) + c1 * c2
         bound = g1_lower_bound(hw, n.macs)
         rows.append({"name": n.name, "c1": c1, "c2": c2, "hw": h * w, "ratio": f"1:{c2 / c1:.2g}" if c2 >= c1
-                     else f"{c1 / c2:.2g}:1", "mac": mac, "bound": round(bound), "excess": mac / bound - 1})
+                     else f"{c1 / c2:.2g}:1", "mac": mac, "bound": bound, "excess": mac / bound - 1})
     if not rows:
         return Finding("G1", "balanced 1x1 convolutions", "ok", "no 1x1 convolutions", 0.0)
     total, bound = sum(r["mac"] for r in rows), sum(r["bound"] for r in rows)
@@ -79,7 +79,7 @@ def check_g1(p: GraphProfile, top: int = 5) -> Finding:
     unbalanced = sum(1 for r in rows if max(r["c1"], r["c2"]) >= 4 * min(r["c1"], r["c2"]))
     rows.sort(key=lambda r: -(r["mac"] - r["bound"]))
     for r in rows:
-        r["excess"] = round(r["excess"], 4)
+        r["excess"], r["bound"] = round(r["excess"], 4), round(r["bound"])
     return Finding(
         "G1", "balanced 1x1 convolutions", _sev(excess, 0.10, 0.25),
         f"1x1 convs move {excess:.1%} more than the c1=c2 bound ({len(rows)} convs, {unbalanced} with c1:c2 "

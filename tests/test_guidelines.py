@@ -1,0 +1,151 @@
+"""ShuffleNet V2 guidelines G1-G4 on hand-built graphs whose figures can be worked out by hand."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgezoo.profile.graph import profile_onnx
+from edgezoo.profile.guidelines import check_g1, check_g2, check_g3, check_g4, check_guidelines, g1_lower_bound
+
+
+def _model(nodes, x_shape, inits):
+    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                          [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
+                          initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _w(name, shape):
+    return numpy_helper.from_array(np.full(shape, 0.01, np.float32), name)
+
+
+def g1_stack(c1, c2, blocks=2, hw=28):
+    """Table 1's benchmark: blocks of two 1x1 convs, c1 -> c2 -> c1."""
+    nodes, inits, x = [], [], "x"
+    for b in range(blocks):
+        for k, (ci, co) in enumerate(((c1, c2), (c2, c1))):
+            w = f"w{b}{k}"
+            inits.append(_w(w, (co, ci, 1, 1)))
+            nodes.append(helper.make_node("Conv", [x, w], [f"y{b}{k}"], name=f"/b{b}/conv{k}/Conv"))
+            x = f"y{b}{k}"
+    return _model(nodes, [1, c1, hw, hw], inits)
+
+
+def test_g1_balanced_meets_bound_unbalanced_does_not():
+    ok = check_g1(profile_onnx(g1_stack(32, 32)))
+    assert ok.value == pytest.approx(0, abs=1e-3) and ok.severity == "low"
+    bad = check_g1(profile_onnx(g1_stack(9, 108)))  # Table 1's 1:12 row (ARM column)
+    hw, B = 28 * 28, 28 * 28 * 9 * 108
+    mac = hw * (9 + 108) + 9 * 108
+    assert bad.value == pytest.approx(mac / g1_lower_bound(hw, B) - 1, rel=1e-6)
+    assert bad.value > 0.5 and bad.severity == "high"
+    assert bad.layers[0]["ratio"] in ("1:12", "12:1") and len(bad.layers) == 4
+
+
+def test_g2_extra_mac_of_group_conv():
+    c, hw, g = 64, 14, 8
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="/gc/Conv", group=g)]
+    p = profile_onnx(_model(nodes, [1, c, hw, hw], [_w("w", (c, c // g, 1, 1))]))
+    f = check_g2(p)
+    extra = hw * hw * c * (1 - 1 / g)  # B*(g-1)/c1 with B = hw*c1*c2/g
+    B = hw * hw * c * c / g
+    assert extra == pytest.approx(B * (g - 1) / c)
+    assert f.layers[0]["extra_vs_g1"] == round(extra)
+    assert f.value == pytest.approx(round(extra) / p.total("mem_access"))
+    assert f.severity == "high"  # the extra is most of this one-layer model's memory access
+
+
+def test_g2_ignores_depthwise_and_plain_convs():
+    c = 16
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="/dw/Conv", group=c, pads=[1, 1, 1, 1])]
+    p = profile_onnx(_model(nodes, [1, c, 8, 8], [_w("w", (c, 1, 3, 3))]))
+    assert check_g2(p).severity == "ok"
+    assert check_g2(profile_onnx(g1_stack(8, 8))).severity == "ok"
+
+
+def fragments(n, parallel, c=32, hw=14):
+    """Table 3's blocks: n 1x1 convs in series, or in parallel and concatenated, inside one block scope."""
+    nodes, inits = [], []
+    if parallel:
+        outs = []
+        for k in range(n):
+            inits.append(_w(f"w{k}", (c // n, c, 1, 1)))
+            nodes.append(helper.make_node("Conv", ["x", f"w{k}"], [f"p{k}"], name=f"/blk/blk.0/f{k}/Conv"))
+            outs.append(f"p{k}")
+        nodes.append(helper.make_node("Concat", outs, ["y"], name="/blk/blk.0/Concat", axis=1))
+    else:
+        x = "x"
+        for k in range(n):
+            inits.append(_w(f"w{k}", (c, c, 1, 1)))
+            nodes.append(helper.make_node("Conv", [x, f"w{k}"], [f"s{k}"], name=f"/blk/blk.0/f{k}/Conv"))
+            x = f"s{k}"
+    return _model(nodes, [1, c, hw, hw], inits)
+
+
+def test_g3_counts_parallel_branches():
+    four = check_g3(profile_onnx(fragments(4, parallel=True)))
+    assert four.layers[0]["parallel_branches"] == 4 and four.severity == "high"
+    series = check_g3(profile_onnx(fragments(4, parallel=False)))
+    assert series.layers[0]["parallel_branches"] == 1 and series.layers[0]["convs"] == 4
+    assert series.severity == "low"
+    two = check_g3(profile_onnx(fragments(2, parallel=True)))
+    assert two.layers[0]["parallel_branches"] == 2 and two.severity == "medium"
+
+
+def test_g3_series_halves_concatenated_are_one_branch():
+    """GhostNet-style: the cheap conv reads the primary conv's output, then both are concatenated."""
+    c = 16
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="/g/g.0/primary/Conv"),
+             helper.make_node("Conv", ["a", "w2"], ["b"], name="/g/g.0/cheap/Conv", group=c, pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["a", "b"], ["y"], name="/g/g.0/Concat", axis=1)]
+    f = check_g3(profile_onnx(_model(nodes, [1, c, 8, 8], [_w("w1", (c, c, 1, 1)), _w("w2", (c, 1, 3, 3))])))
+    assert f.layers[0]["parallel_branches"] == 1
+
+
+def test_g4_share_of_bytes_and_measured_time():
+    c, hw = 16, 8
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="/b/Conv"),
+             helper.make_node("Relu", ["a"], ["r"], name="/b/Relu"),
+             helper.make_node("Add", ["r", "x"], ["y"], name="/b/Add")]
+    p = profile_onnx(_model(nodes, [1, c, hw, hw], [_w("w", (c, c, 1, 1))]))
+    e = c * hw * hw
+    conv_bytes = 4 * (2 * e + c * c)
+    ew_bytes = 4 * (2 * e) + 4 * (3 * e)
+    f = check_g4(p)
+    assert f.value == pytest.approx(ew_bytes / (ew_bytes + conv_bytes))
+    assert f.severity == "high"
+    assert {d["op_type"] for d in f.layers} == {"Relu", "Add"}
+    times = SimpleNamespace(by_type={"Conv": 3.0, "Add": 1.0}, total_ms=4.0, nodes=[])
+    assert "measured 25.0% of time" in check_g4(p, times).figure
+
+
+def test_check_guidelines_returns_g1_to_g4_in_order():
+    fs = check_guidelines(profile_onnx(g1_stack(16, 16)))
+    assert [f.guideline for f in fs] == ["G1", "G2", "G3", "G4"]
+    assert all(f.severity in ("ok", "low", "medium", "high") for f in fs)
+    assert all(isinstance(f.to_dict()["figure"], str) for f in fs)
+
+
+def test_paper_claim_mobilenet_v2_breaks_g1_shufflenet_v2_keeps_it():
+    """ShuffleNet V2 section 3 criticises MobileNet V2's inverted bottleneck (1:6 widths) under G1 and builds
+    its own unit with equal widths; the checker should agree on the zoo's exported models."""
+    pytest.importorskip("torch", reason="PyTorch (edgezoo[torch]) is not installed")
+    from edgezoo.export.onnx import to_onnx_proto
+    from edgezoo.models.registry import get_spec
+
+    def g1(name):
+        spec = get_spec(name)
+        proto, _ = to_onnx_proto(spec.build().eval(), spec.input_size, simplify=True)
+        return check_g1(profile_onnx(proto))
+
+    mn, sn = g1("mobilenet_v2"), g1("shufflenet_v2_x1_0")
+    assert mn.severity in ("medium", "high") and sn.severity == "low"
+    assert mn.value > 0.2 and sn.value < 0.05
+    assert math.isfinite(mn.value)
