@@ -396,3 +396,17 @@ def test_startup_errors_are_one_line(tmp_path, models):
     assert r.returncode != 0 and "cannot load" in r.stderr and "Traceback" not in r.stderr
     r = run_edgezoo("serve", str(tmp_path / "missing.onnx"), block_torch=True, timeout=120)
     assert r.returncode != 0 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_listening_socket_is_tcp_so_responses_are_not_delayed():
+    """asyncio sets TCP_NODELAY on accepted sockets only when the listener's proto is IPPROTO_TCP; with
+    proto 0 Nagle's algorithm held every response ~40 ms behind a delayed ACK."""
+    import socket
+
+    from edgezoo.serve.server import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()

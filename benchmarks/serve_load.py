@@ -1,0 +1,345 @@
+"""Load test for `edgezoo serve` on loopback, beside onnxruntime called directly on the same file.
+
+    python benchmarks/serve_load.py [--model mobilenet_v3_small] [--seconds 6] [--soak 10000]
+
+What it does (every loop is bounded in requests and in time, and only 127.0.0.1 is contacted):
+1. exports the registry model (random init; speed does not depend on the weights) with its metadata;
+2. onnxruntime directly: images/s at batch 1, 4, 8, 16 (default session options, and the server's);
+3. `edgezoo serve` in a subprocess, batching on, then off: a keep-alive HTTP/1.1 load generator at
+   concurrency 1, 4, 16, 64 posts one (1, 3, H, W) float32 .npy per request and takes .npy back;
+   throughput, p50/p99 latency, errors, server RSS before/after, rows per onnxruntime run (from /metrics);
+4. a soak of 10,000 requests at concurrency 16 with batching, RSS sampled every 1,000.
+Writes benchmarks/results/serve.json and serve.md.
+
+The client and the server share this machine's cores (2 on the reference machine, shared with other jobs):
+the load generator's CPU time is taken from the server, so the ratios are conservative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+HOST = "127.0.0.1"
+
+
+# ---------------------------------------------------------------------------------------------- model + direct
+
+
+def export_model(name: str, folder: Path) -> Path:
+    from edgezoo.export.onnx import export_onnx
+    from edgezoo.models.registry import create_model, get_spec
+    from edgezoo.onnx_meta import ModelMetadata
+
+    spec = get_spec(name)
+    path = folder / f"{spec.name}.onnx"
+    meta = ModelMetadata(model=spec.name, input_size=spec.input_size, mean=spec.mean, std=spec.std,
+                         num_classes=spec.num_classes)
+    export_onnx(create_model(spec.name), path, spec.input_size, metadata=meta)
+    return path
+
+
+def direct_throughput(path: Path, batches: list[int], seconds: float, server_options: bool) -> dict[int, float]:
+    """Images/s of session.run at each batch: median of 5 timed slices after a warm-up."""
+    import onnxruntime as ort
+
+    from edgezoo.serve.model import session_options
+
+    opts = session_options() if server_options else ort.SessionOptions()
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name, shape = sess.get_inputs()[0].name, sess.get_inputs()[0].shape
+    out = {}
+    for b in batches:
+        x = np.random.default_rng(0).standard_normal((b, *shape[1:]), dtype=np.float32)
+        sess.run(None, {name: x})
+        rates = []
+        for _ in range(5):
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / 5 or n == 0:
+                sess.run(None, {name: x})
+                n += b
+            rates.append(n / (time.perf_counter() - t0))
+        out[b] = statistics.median(rates)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- server
+
+
+class ServerProcess:
+    def __init__(self, model: Path, extra: list[str]):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgezoo", "serve", str(model), "--port", "0", *extra],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if select.select([self.proc.stdout], [], [], 0.5)[0]:
+                line = self.proc.stdout.readline()
+                if "listening on " in line:
+                    self.port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+                    return
+                if not line:
+                    break
+        self.stop()
+        raise RuntimeError("server did not start")
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def http_get(port: int, path: str) -> str:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    return data.split(b"\r\n\r\n", 1)[1].decode()
+
+
+def batch_stats(port: int, model: str) -> tuple[float, float]:
+    from edgezoo.serve.metrics import parse_prometheus
+
+    m = parse_prometheus(asyncio.run(http_get(port, "/metrics")))
+    return m.get(f'edgezoo_batch_size_sum{{model="{model}"}}', 0.0), m.get(f'edgezoo_batch_size_count{{model="{model}"}}', 0.0)
+
+
+# ---------------------------------------------------------------------------------------------- load generator
+
+
+async def _one_connection(port: int, request: bytes, state: dict, latencies: list, codes: dict) -> None:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        while state["sent"] < state["max_requests"] and time.monotonic() < state["deadline"]:
+            state["sent"] += 1
+            t0 = time.perf_counter()
+            writer.write(request)
+            await writer.drain()
+            status = await reader.readline()
+            length, close = 0, False
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                k, _, v = line.decode("latin-1").partition(":")
+                if k.lower() == "content-length":
+                    length = int(v)
+                elif k.lower() == "connection" and v.strip().lower() == "close":
+                    close = True
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - t0)
+            code = int(status.split()[1]) if status else 0
+            codes[code] = codes.get(code, 0) + 1
+            if close or not status:
+                writer.close()
+                reader, writer = await asyncio.open_connection(HOST, port)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        codes[-1] = codes.get(-1, 0) + 1
+    finally:
+        writer.close()
+
+
+async def _load(port: int, request: bytes, concurrency: int, max_requests: int, max_seconds: float) -> dict:
+    state = {"sent": 0, "max_requests": max_requests, "deadline": time.monotonic() + max_seconds}
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+    t0 = time.perf_counter()
+    await asyncio.gather(*[_one_connection(port, request, state, latencies, codes) for _ in range(concurrency)])
+    wall = time.perf_counter() - t0
+    ok = codes.get(200, 0)
+    lat = np.array(latencies) * 1000
+    return {"requests": len(latencies), "ok": ok, "errors": sum(v for k, v in codes.items() if k != 200),
+            "codes": {str(k): v for k, v in sorted(codes.items())}, "seconds": wall,
+            "throughput": ok / wall, "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None}
+
+
+def make_request(model: str, x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, x, allow_pickle=False)
+    body = buf.getvalue()
+    head = (f"POST /v1/models/{model}/predict HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/x-npy\r\n"
+            f"Accept: application/x-npy\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def run_level(server: ServerProcess, name: str, request: bytes, concurrency: int, seconds: float,
+              max_requests: int) -> dict:
+    asyncio.run(_load(server.port, request, concurrency, max(concurrency * 4, 20), 2.0))  # warm-up
+    rows0, runs0 = batch_stats(server.port, name)
+    res = asyncio.run(_load(server.port, request, concurrency, max_requests, seconds))
+    rows1, runs1 = batch_stats(server.port, name)
+    res["mean_batch"] = (rows1 - rows0) / (runs1 - runs0) if runs1 > runs0 else None
+    res["concurrency"] = concurrency
+    return res
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="mobilenet_v3_small")
+    ap.add_argument("--seconds", type=float, default=6.0, help="per concurrency level (upper bound)")
+    ap.add_argument("--requests", type=int, default=3000, help="per concurrency level (upper bound)")
+    ap.add_argument("--levels", default="1,4,16,64")
+    ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--soak", type=int, default=10_000, help="requests in the memory soak (0: skip)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "serve")
+    args = ap.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    started = time.time()
+
+    with tempfile.TemporaryDirectory(prefix="edgezoo-serve-bench-") as tmp:
+        print(f"exporting {args.model} ...", flush=True)
+        path = export_model(args.model, Path(tmp))
+        name = path.name[:-5]
+        batches = sorted({1, 4, 8, args.max_batch})
+        direct = {"default_options": direct_throughput(path, batches, 4.0, server_options=False),
+                  "server_options": direct_throughput(path, batches, 4.0, server_options=True)}
+        print(f"direct onnxruntime images/s: {json.dumps(direct)}", flush=True)
+        import onnxruntime as ort
+
+        shape = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
+        x = np.random.default_rng(0).standard_normal((1, *shape[1:]), dtype=np.float32)
+        request = make_request(name, x)
+
+        sweeps = {}
+        soak = None
+        for mode, extra in (("batching", ["--max-batch", str(args.max_batch)]), ("no_batching", ["--no-batching"])):
+            server = ServerProcess(path, extra + ["--max-queue", "1024"])
+            try:
+                rss_before = server.rss_mb()
+                rows = []
+                for c in levels:
+                    r = run_level(server, name, request, c, args.seconds, args.requests)
+                    rows.append(r)
+                    print(f"{mode:12s} c={c:<3d} {r['throughput']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms  "
+                          f"p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}  mean batch {r['mean_batch']}",
+                          flush=True)
+                sweeps[mode] = {"rss_mb_before": rss_before, "rss_mb_after": server.rss_mb(), "levels": rows}
+                if mode == "batching" and args.soak:
+                    soak = run_soak(server, request, args.soak)
+                    print(f"soak: {soak['requests']} requests, errors {soak['errors']}, RSS "
+                          f"{soak['rss_mb'][0]:.1f} -> {soak['rss_mb'][-1]:.1f} MB", flush=True)
+            finally:
+                server.stop()
+        # direct again after the server runs: on a shared machine, the baseline is the median of both
+        direct_after = direct_throughput(path, [args.max_batch], 4.0, server_options=False)[args.max_batch]
+
+    baseline_batch = args.max_batch
+    before = max(direct["default_options"][baseline_batch], direct["server_options"][baseline_batch])
+    baseline = statistics.median([before, direct_after])
+    best = max(max(v.values()) for v in direct.values())
+    result = {
+        "model": args.model, "input_shape": list(x.shape), "max_batch": args.max_batch,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpus": os.cpu_count(), "onnxruntime": ort.__version__},
+        "note": "client and server share the machine's cores; the machine is shared with other jobs",
+        "direct_images_per_s": direct, "direct_after_images_per_s": {baseline_batch: direct_after},
+        "baseline_images_per_s": baseline, "direct_best_images_per_s": best,
+        "sweeps": sweeps, "soak": soak, "wall_s": time.time() - started,
+    }
+    c16 = next((r for r in sweeps["batching"]["levels"] if r["concurrency"] == 16), None)
+    if c16:
+        result["goals"] = {
+            "throughput_ratio_c16": c16["throughput"] / baseline,
+            "p99_over_p50_c16": c16["p99_ms"] / c16["p50_ms"],
+            "errors_all": sum(r["errors"] for s in sweeps.values() for r in s["levels"]) + (soak or {}).get("errors", 0),
+            "soak_rss_growth_mb": (soak["rss_mb"][-1] - soak["rss_mb"][0]) if soak else None,
+        }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    from edgezoo.fileio import atomic_write_text, write_json
+
+    write_json(args.out.with_suffix(".json"), result)
+    atomic_write_text(args.out.with_suffix(".md"), render_markdown(result))
+    print(f"wrote {args.out.with_suffix('.json')} and .md ({result['wall_s']:.0f} s)")
+
+
+def run_soak(server: ServerProcess, request: bytes, total: int, every: int = 1000) -> dict:
+    rss = [server.rss_mb()]
+    errors = done = 0
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    while done < total:
+        r = asyncio.run(_load(server.port, request, 16, min(every, total - done), 600))
+        done += r["requests"]
+        errors += r["errors"]
+        lat.append(r["p50_ms"])
+        rss.append(server.rss_mb())
+        if r["requests"] == 0:
+            break
+    return {"requests": done, "errors": errors, "rss_mb": rss, "seconds": time.perf_counter() - t0,
+            "throughput": done / (time.perf_counter() - t0)}
+
+
+def render_markdown(r: dict) -> str:
+    lines = [f"# `edgezoo serve` under load: {r['model']}", "",
+             f"Machine: {r['machine']['platform']}, {r['machine']['cpus']} CPUs, onnxruntime "
+             f"{r['machine']['onnxruntime']}, Python {r['machine']['python']}. {r['note']}.", "",
+             f"Each request: one {r['input_shape']} float32 tensor as .npy, .npy back, over keep-alive HTTP/1.1 "
+             "on 127.0.0.1. Produced by `python benchmarks/serve_load.py`.", "",
+             "## onnxruntime called directly (images/s)", "", "| batch | default options | server options |",
+             "|---:|---:|---:|"]
+    for b in r["direct_images_per_s"]["default_options"]:
+        lines.append(f"| {b} | {r['direct_images_per_s']['default_options'][b]:.1f} | "
+                     f"{r['direct_images_per_s']['server_options'][b]:.1f} |")
+    lines += ["", f"Baseline for the ratio: batch {r['max_batch']}, {r['baseline_images_per_s']:.1f} images/s "
+                  "(median of the best before and the run after the server tests).", ""]
+    for mode, s in r["sweeps"].items():
+        lines += [f"## server, {mode.replace('_', ' ')}", "",
+                  "| concurrency | req/s | x direct | p50 ms | p99 ms | p99/p50 | mean rows/run | errors |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in s["levels"]:
+            mb = f"{row['mean_batch']:.1f}" if row["mean_batch"] else "-"
+            lines.append(f"| {row['concurrency']} | {row['throughput']:.1f} | "
+                         f"{row['throughput'] / r['baseline_images_per_s']:.2f} | {row['p50_ms']:.1f} | "
+                         f"{row['p99_ms']:.1f} | {row['p99_ms'] / row['p50_ms']:.2f} | {mb} | {row['errors']} |")
+        lines += ["", f"Server RSS {s['rss_mb_before']:.1f} MB before, {s['rss_mb_after']:.1f} MB after.", ""]
+    if r.get("soak"):
+        s = r["soak"]
+        lines += ["## memory soak", "",
+                  f"{s['requests']:,} requests at concurrency 16 with batching, {s['errors']} errors, "
+                  f"{s['throughput']:.1f} req/s. RSS every 1,000 requests (MB): "
+                  + ", ".join(f"{v:.1f}" for v in s["rss_mb"]), ""]
+    if r.get("goals"):
+        g = r["goals"]
+        lines += ["## goals", "",
+                  f"- throughput at concurrency 16 with batching / direct onnxruntime at batch {r['max_batch']}: "
+                  f"**{g['throughput_ratio_c16']:.2f}x** (goal >= 0.8x)",
+                  f"- p99 / p50 at concurrency 16: **{g['p99_over_p50_c16']:.2f}** (goal < 3)",
+                  f"- errors over every run: **{g['errors_all']}** (goal 0)",
+                  f"- RSS growth over the soak: **{g['soak_rss_growth_mb']:.1f} MB** (goal: flat)"
+                  if g["soak_rss_growth_mb"] is not None else "- soak skipped", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
