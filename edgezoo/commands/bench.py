@@ -66,21 +66,30 @@ def register(app: typer.Typer) -> None:
             _check_writable(json_path)
         opts = dict(threads=threads, providers=provider, graph_optimization=graph_opt,
                     weights=os.fspath(weights) if weights else None, input_size=size)
-        if vs is not None or vs_runtime is not None:
-            report = run_compare(model, runtime, vs or model, vs_runtime or runtime, batches, opts, warmup,
-                                 rounds, iters_per_round)
-        else:
-            if ops and runtime.lower() == "auto":
-                runtime = "onnxruntime"  # the per-operator profile is onnxruntime's
-            runner = _open(model, runtime, opts)
-            try:
-                if ops:
-                    _require_ort(model, runner)
-                report = run_latency(model, runner, batches, opts, warmup, iterations, budget)
-                if ops and not report["interrupted"]:
-                    report["ops"] = run_ops(runner, batches[0], opts, top)
-            finally:
-                runner.deactivate()
+        try:
+            if vs is not None or vs_runtime is not None:
+                report = run_compare(model, runtime, vs or model, vs_runtime or runtime, batches, opts, warmup,
+                                     rounds, iters_per_round)
+            else:
+                if ops and runtime.lower() == "auto":
+                    runtime = "onnxruntime"  # the per-operator profile is onnxruntime's
+                runner = _open(model, runtime, opts)
+                try:
+                    if ops:
+                        _require_ort(model, runner)
+                    report = run_latency(model, runner, batches, opts, warmup, iterations, budget)
+                    if ops and not report["interrupted"]:
+                        try:
+                            report["ops"] = run_ops(runner, batches[0], opts, top)
+                        except KeyboardInterrupt:
+                            report["interrupted"] = True
+                finally:
+                    runner.deactivate()
+        except KeyboardInterrupt:  # while loading, before anything was measured
+            from edgezoo.cli import console
+
+            console.print("[yellow]interrupted[/yellow] before anything was measured")
+            raise typer.Exit(130) from None
         finish(report, json_path)
 
 
