@@ -105,7 +105,8 @@ def test_shufflenet_v2_exports_constant_shuffle_with_dynamic_batch(tmp_path):
     assert any("channel_shuffle" in c for c in r.changes)
     path = tmp_path / "s.onnx"
     with P.export_friendly_shuffle(r.model):
-        res = export_onnx(r.model, path, (3, 64, 64))
+        # without onnxsim: the traced graph itself must have no Shape -> Gather chain (unrewritten: 77 of each)
+        res = export_onnx(r.model, path, (3, 64, 64), simplify=False)
     assert all(c.ok for c in res.checks)
     g = onnx.load(str(path)).graph
     ops = {n.op_type for n in g.node}

@@ -1,0 +1,256 @@
+"""int8 vs fp32 speed on onnxruntime CPU: the plain flow against edgezoo's pipeline, every family.
+
+For each family (one model each, plus MobileNet v3 small), batch 1, 224x224, random-init weights with
+BatchNorm statistics recalibrated on random data (edgezoo.testing.recalibrate_bn, as the baseline did):
+
+- plain flow: torch.onnx.export (TorchScript exporter, opset 17, dynamic batch) -> onnxsim ->
+  quant_pre_process -> quantize_static (QDQ, per-channel, uint8 activations, int8 weights, MinMax);
+- edgezoo: `run_export(int8=True)`, the same code as `edgezoo export NAME --int8`.
+
+Both flows calibrate on the same 32 synthetic images. The four sessions (plain fp32/int8, edgezoo fp32/int8)
+are timed in interleaved rounds (edgezoo.profile.latency.compare_interleaved) at 1 and 2 threads; each
+flow's ratio is the median over rounds of that round's int8 median / fp32 median. For MobileNet v3 large
+and GhostNet, onnxruntime's per-op profile says where each int8 model's time goes.
+
+    python benchmarks/int8_speed.py [--models a,b] [--rounds 12] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GOAL_MODELS = ("mobilenet_v3_large", "ghostnet_x1_0")
+PROFILE_MODELS = GOAL_MODELS
+
+
+def pick_models() -> list[str]:
+    """One model per family (the 1.0x width where there are several), plus MobileNet v3 small."""
+    from edgezoo.models.registry import list_specs
+
+    chosen: dict[str, str] = {}
+    exact: set[str] = set()  # families whose pick already has width 1.0
+    for s in list_specs():
+        w = s.kwargs.get("width_mult", s.kwargs.get("width", 1.0))
+        if s.family not in chosen or (w == 1.0 and s.family not in exact):
+            chosen[s.family] = s.name
+            if w == 1.0:
+                exact.add(s.family)
+    if "shufflenet_v1_g3_x1_0" in [s.name for s in list_specs()]:
+        chosen["shufflenet_v1"] = "shufflenet_v1_g3_x1_0"  # the paper's headline setting (g=1 has no shuffle)
+    names = list(chosen.values())
+    if "mobilenet_v3_small" not in names and "mobilenet_v3_large" in names:
+        names.insert(names.index("mobilenet_v3_large") + 1, "mobilenet_v3_small")
+    return names
+
+
+def plain_flow(model, size, calib: np.ndarray, d: Path) -> tuple[Path, Path]:
+    import onnx
+    import onnxsim
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, *size),), buf, dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    proto, ok = onnxsim.simplify(onnx.load_from_string(buf.getvalue()))
+    fp32 = d / "plain.fp32.onnx"
+    onnx.save(proto, fp32)
+    pre = d / "plain.pre.onnx"
+    quant_pre_process(str(fp32), str(pre))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(calib[i:i + 1] for i in range(len(calib)))
+
+        def get_next(self):
+            x = next(self.it, None)
+            return None if x is None else {"input": x}
+
+    int8 = d / "plain.int8.onnx"
+    quantize_static(str(pre), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return fp32, int8
+
+
+def session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def measure(paths: dict[str, Path], threads: int, rounds: int, x: np.ndarray) -> dict:
+    from edgezoo.profile.latency import compare_interleaved
+
+    sessions = {k: session(p, threads) for k, p in paths.items()}
+    fns = {k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()}
+    res = compare_interleaved(fns, rounds=rounds, iters_per_round=10, warmup=5)
+    med = res.round_medians_ms
+    out = {"fp32_ms": {}, "int8_ms": {}, "ratio": {}, "ratio_iqr": {}}
+    for flow in ("plain", "edgezoo"):
+        per_round = [a / b for a, b in zip(med[f"{flow}_int8"], med[f"{flow}_fp32"])]
+        q25, q50, q75 = np.percentile(per_round, [25, 50, 75])
+        out["fp32_ms"][flow] = float(np.median(med[f"{flow}_fp32"]))
+        out["int8_ms"][flow] = float(np.median(med[f"{flow}_int8"]))
+        out["ratio"][flow] = float(q50)
+        out["ratio_iqr"][flow] = [float(q25), float(q75)]
+    return out
+
+
+def op_profile(path: Path) -> dict:
+    from edgezoo.profile.latency import op_times
+
+    t = op_times(str(path), threads=1, runs=20, warmup=5)
+    return {"total_ms": round(t.total_ms, 3),
+            "by_type": {k: round(v, 3) for k, v in list(t.by_type.items())[:8]}}
+
+
+def islands_of(path: Path) -> dict:
+    from edgezoo.export.quantize import float_islands, island_summary, optimized_graph
+
+    return island_summary(float_islands(optimized_graph(path)))
+
+
+def run_model(name: str, rounds: int, threads_list: list[int], work: Path) -> dict:
+    import torch
+
+    from edgezoo.export.calibration import synthetic_images
+    from edgezoo.export.pipeline import ExportOptions, run_export
+    from edgezoo.models.registry import create_model, get_spec
+    from edgezoo.testing import recalibrate_bn
+
+    spec = get_spec(name)
+    size = (spec.input_size[0], 224, 224)
+    torch.manual_seed(0)
+    model = recalibrate_bn(create_model(name), size)
+    d = work / name
+    d.mkdir(parents=True, exist_ok=True)
+    weights = d / "weights.pt"
+    torch.save(model.state_dict(), weights)
+    calib = synthetic_images(32, size, seed=0)
+    t0 = time.perf_counter()
+    plain_fp32, plain_int8 = plain_flow(model, size, calib, d)
+    t1 = time.perf_counter()
+    outcome = run_export(ExportOptions(name=name, weights=weights, int8=True, calib_count=32, input_size=224,
+                                       out=d / "bundle"))
+    t2 = time.perf_counter()
+    paths = {"plain_fp32": plain_fp32, "plain_int8": plain_int8,
+             "edgezoo_fp32": outcome.files["fp32"], "edgezoo_int8": outcome.files["int8"]}
+    x = np.random.default_rng(1).standard_normal((1, *size)).astype(np.float32)
+    row = {"model": name, "family": spec.family, "export_s": {"plain": round(t1 - t0, 1), "edgezoo": round(t2 - t1, 1)},
+           "islands": {"plain": islands_of(plain_int8), "edgezoo": islands_of(outcome.files["int8"])},
+           "edgezoo_forms": outcome.report["int8"]["forms"],
+           "agreement": {k: outcome.report["int8"]["agreement"][k] for k in ("top1_agreement", "cosine_mean", "sqnr_db")},
+           "threads": {}}
+    for t in threads_list:
+        row["threads"][str(t)] = measure(paths, t, rounds, x)
+    if name in PROFILE_MODELS:
+        row["op_profile_1t"] = {k: op_profile(p) for k, p in paths.items() if k != "edgezoo_fp32"}
+    return row
+
+
+def machine() -> dict:
+    import onnxruntime as ort
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "onnxruntime": ort.__version__,
+            "python": platform.python_version(), "load_average_at_start": os.getloadavg()}
+
+
+def write_results(rows: list[dict], meta: dict, out: Path) -> None:
+    from edgezoo.fileio import atomic_write_text, write_json
+
+    write_json(out / "int8_speed.json", {"machine": meta, "models": rows})
+    lines = ["# int8 vs fp32 on onnxruntime CPU: plain flow vs edgezoo", "",
+             f"Machine: {meta['cpu']}, {meta['logical_cpus']} logical CPUs, onnxruntime {meta['onnxruntime']}; "
+             f"load average at start {', '.join(f'{x:.1f}' for x in meta['load_average_at_start'])} "
+             "(the machine is shared: ratios are medians of interleaved rounds, not single runs).",
+             f"Batch 1, 224x224, random init with recalibrated BatchNorm, {meta['rounds']} rounds x 10 runs per "
+             "session and thread count. Ratio = int8 / fp32 of the same flow (lower is better); "
+             "gain = plain ratio / edgezoo ratio.", "",
+             "| model | plain 1t | edgezoo 1t | gain 1t | plain 2t | edgezoo 2t | gain 2t | fp32 1t ms | "
+             "edgezoo int8 1t ms | float ops left (plain / edgezoo) | top-1 agr. / SQNR dB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t1, t2 = r["threads"].get("1"), r["threads"].get("2")
+        cells = []
+        for t in (t1, t2):
+            if t is None:
+                cells += ["-", "-", "-"]
+                continue
+            p, e = t["ratio"]["plain"], t["ratio"]["edgezoo"]
+            cells += [f"{p:.2f}", f"**{e:.2f}**" if e <= 0.6 else f"{e:.2f}", f"{p / e:.2f}x"]
+        isl = lambda d: ", ".join(f"{k} x{v}" for k, v in d.items()) or "none"  # noqa: E731
+        a = r["agreement"]
+        lines.append(f"| {r['model']} | {' | '.join(cells)} | {t1['fp32_ms']['edgezoo']:.2f} | "
+                     f"{t1['int8_ms']['edgezoo']:.2f} | {isl(r['islands']['plain'])} / {isl(r['islands']['edgezoo'])} "
+                     f"| {a['top1_agreement'] * 100:.0f}% / {a['sqnr_db']:.1f} |")
+    lines += ["", "## Where the int8 time goes (onnxruntime profiler, 1 thread, ms per run, top op types)", ""]
+    for r in rows:
+        if "op_profile_1t" not in r:
+            continue
+        lines.append(f"### {r['model']}")
+        lines.append("")
+        for k, v in r["op_profile_1t"].items():
+            ops = ", ".join(f"{op} {ms:.2f}" for op, ms in v["by_type"].items())
+            lines.append(f"- {k}: total {v['total_ms']:.2f} ms: {ops}")
+        lines.append("")
+    atomic_write_text(out / "int8_speed.md", "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="", help="comma-separated names (default: one per family)")
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args()
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    models = [m for m in args.models.split(",") if m] or pick_models()
+    threads = [int(t) for t in args.threads.split(",")]
+    meta = {**machine(), "rounds": args.rounds, "threads": threads}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgezoo-int8-speed-") as tmp:
+        for name in models:
+            t0 = time.perf_counter()
+            rows.append(run_model(name, args.rounds, threads, Path(tmp)))
+            r = rows[-1]
+            print(f"{name}: " + "; ".join(f"{t}t plain {v['ratio']['plain']:.2f} edgezoo {v['ratio']['edgezoo']:.2f}"
+                                          for t, v in r["threads"].items()) + f" ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+            write_results(rows, meta, args.out)  # partial results survive an interrupted run
+    print(json.dumps({r["model"]: {t: v["ratio"] for t, v in r["threads"].items()} for r in rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
