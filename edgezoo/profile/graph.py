@@ -379,14 +379,16 @@ def profile_onnx(source, input_size: Sequence[int] | None = None, batch: int = 1
 
     proto = load_model(source)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<model>"
-    work = onnx.ModelProto()
-    work.CopyFrom(proto)
+    work = _without_weight_data(proto)  # shapes need no weight values: copying and inferring is then cheap
     inputs = _fix_input_shapes(work, input_size, batch)
     info = _infer_shapes(work)
     graph = work.graph
     nodes = list(graph.node)
     if any(info.get(o, (None, 0))[0] is None for n in nodes for o in n.output if o):
-        _shapes_by_running(work, inputs, info)
+        full = onnx.ModelProto()
+        full.CopyFrom(proto)
+        _fix_input_shapes(full, input_size, batch)
+        _shapes_by_running(full, inputs, info)
 
     producer = {o: n for n in nodes for o in n.output if o}
     consumers: dict[str, list] = {}
@@ -466,6 +468,35 @@ def profile_onnx(source, input_size: Sequence[int] | None = None, batch: int = 1
         prof.outputs = tuple(o for o in n.output if o)
         profiles.append(prof)
     return GraphProfile(label, inputs, profiles, skipped_constant=len(const_nodes), absorbed_qdq=len(absorbed))
+
+
+def _without_weight_data(proto):
+    """A copy whose large initializers keep dims and dtype but no values. Small ones (Reshape shapes, axes,
+    scalars) keep their values: shape inference reads them."""
+    import onnx
+
+    graph = proto.graph
+    big = [t for t in graph.initializer if math.prod(t.dims) > 64]
+    saved = [(t, t.raw_data) for t in big if t.raw_data]
+    saved_fields = []
+    for t in big:
+        for f in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+            vals = getattr(t, f)
+            if len(vals):
+                saved_fields.append((t, f, list(vals)))
+    try:
+        for t in big:
+            t.ClearField("raw_data")
+            for f in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                t.ClearField(f)
+        work = onnx.ModelProto()
+        work.CopyFrom(proto)
+    finally:  # the caller's model is left as it was
+        for t, raw in saved:
+            t.raw_data = raw
+        for t, f, vals in saved_fields:
+            getattr(t, f).extend(vals)
+    return work
 
 
 def _numel(shape: Iterable[int]) -> int:
