@@ -62,6 +62,8 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--time must be positive, got {budget}")
         if rounds < 1 or iters_per_round < 1:
             raise InputError("--rounds and --iters-per-round must be at least 1")
+        if ops and (vs is not None or vs_runtime is not None):
+            raise InputError("--ops profiles one model; run it without --vs / --vs-runtime")
         if json_path is not None:
             _check_writable(json_path)
         opts = dict(threads=threads, providers=provider, graph_optimization=graph_opt,

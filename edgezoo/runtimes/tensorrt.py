@@ -1,4 +1,5 @@
-"""TensorRT: run a serialized engine (or build one from ONNX) with TensorRT's own Python API (10.x).
+"""TensorRT: run a serialized engine (or build one from ONNX through edgezoo.export.tensorrt) with TensorRT's
+own Python API (10.x).
 
 ``tensorrt`` and ``cuda-python`` are imported lazily: neither is a dependency of edgezoo, and both need an
 NVIDIA GPU. When they are missing the runner says so in one line at construction, before any work.
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
-from edgezoo.runtimes.base import Runner, TensorInfo, first_line, shape_of
+from edgezoo.runtimes.base import Runner, TensorInfo, shape_of
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 GPU_NOTE = "TensorRT needs an NVIDIA GPU with a CUDA driver"
@@ -50,29 +51,41 @@ def _cuda(result):
 
 
 class TrtRunner(Runner):
-    """A TensorRT engine. ``path`` is a serialized engine, or an .onnx file that is built into one first
-    (``fp16`` / ``int8`` allow those precisions; int8 needs the explicit Q/DQ nodes of an edgezoo int8 export).
+    """A TensorRT engine. ``path`` is a serialized engine, or an .onnx file that is first built into one by
+    edgezoo's export module (``edgezoo.export.tensorrt``) in ``precision`` (default: the file's own, from its
+    edgezoo metadata, else fp32; int8 needs the Q/DQ nodes of an edgezoo int8 export).
     """
 
     name = "tensorrt"
 
-    def __init__(self, path: str | os.PathLike, fp16: bool = False, int8: bool = False,
-                 workspace_mb: int = 1024) -> None:
+    def __init__(self, path: str | os.PathLike, precision: str | None = None, max_batch: int = 32) -> None:
         super().__init__()
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(f"no such file: {self.path}")
         self._trt = import_tensorrt()
         self._cudart = import_cudart()
-        self.fp16, self.int8, self.workspace_mb = fp16, int8, workspace_mb
+        self.precision, self.max_batch = precision, max_batch
         self.engine = self.context = self.stream = None
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
         self._serialized: bytes | None = None
 
     def _engine_bytes(self) -> bytes:
-        if self.path.suffix.lower() == ".onnx":
-            return build_engine(self.path, fp16=self.fp16, int8=self.int8, workspace_mb=self.workspace_mb)
-        return self.path.read_bytes()
+        if self.path.suffix.lower() != ".onnx":
+            return self.path.read_bytes()
+        import tempfile
+
+        from edgezoo.export.tensorrt import build_engine, plan_engine
+
+        precision = self.precision
+        if precision is None:
+            from edgezoo.onnx_meta import read_metadata
+
+            precision = read_metadata(self.path).precision or "fp32"
+        with tempfile.TemporaryDirectory(prefix="edgezoo-trt-") as tmp:
+            engine = Path(tmp) / "model.engine"
+            build_engine(plan_engine(self.path, engine, precision=precision, max_batch=self.max_batch))
+            return engine.read_bytes()
 
     def _activate(self) -> None:
         trt = self._trt
@@ -149,47 +162,6 @@ class TrtRunner(Runner):
 
     def describe(self) -> str:
         return f"TensorRT {self._trt.__version__}"
-
-
-def build_engine(onnx_path: str | os.PathLike, fp16: bool = False, int8: bool = False, workspace_mb: int = 1024,
-                 max_batch: int = 32) -> bytes:
-    """ONNX -> serialized engine, with one optimisation profile from batch 1 to ``max_batch`` at the file's size.
-
-    TensorRT 10 builds int8 from the explicit Q/DQ nodes in the ONNX; there is no calibrator here.
-    """
-    trt = import_tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(Path(onnx_path).read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise InputError(f"TensorRT cannot parse {onnx_path}: {errors or 'unknown error'}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    if int8:
-        config.set_flag(trt.BuilderFlag.INT8)
-    profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        inp = network.get_input(i)
-        dims = list(inp.shape)
-        if any(d < 0 for d in dims[1:]):
-            raise InputError(f"input '{inp.name}' of {onnx_path} has a dynamic size {dims}",
-                             "export it with a fixed input size for TensorRT")
-        lo, opt, hi = ([1 if d < 0 else d for d in dims[:1]] + dims[1:],
-                       [1 if d < 0 else d for d in dims[:1]] + dims[1:],
-                       [max_batch if d < 0 else d for d in dims[:1]] + dims[1:])
-        profile.set_shape(inp.name, lo, opt, hi)
-    config.add_optimization_profile(profile)
-    try:
-        serialized = builder.build_serialized_network(network, config)
-    except Exception as e:  # noqa: BLE001  (TensorRT raises plain RuntimeErrors with long messages)
-        raise InputError(f"TensorRT failed to build an engine from {onnx_path}: {first_line(e)}") from None
-    if serialized is None:
-        raise InputError(f"TensorRT failed to build an engine from {onnx_path}", "run with --debug for its log")
-    return bytes(serialized)
 
 
 def is_engine_path(path: Any) -> bool:
