@@ -125,7 +125,7 @@ def test_shufflenet_v2_exports_constant_shuffle_with_dynamic_batch(tmp_path):
 def test_mobilenet_v3_int8_passes_chain_is_exact():
     m = randomize_bn(create_model("mobilenet_v3_small"))
     cur = m
-    for fn, kw in ((P.fold_batchnorm, {}), (P.fold_hardsigmoid_gates, {}),
+    for fn, kw in ((P.fold_batchnorm, {}), (P.fold_hardsigmoid_gates, {}), (P.defer_hardswish_scale, {}),
                    (P.rewrite_activations, {"hardswish": "mul_relu6"})):
         r = fn(cur, **kw)
         assert r.changes
@@ -134,3 +134,18 @@ def test_mobilenet_v3_int8_passes_chain_is_exact():
         cur = r.model
     x = torch.randn(2, 3, 64, 64)
     assert _max_diff(m, cur, x) <= 1e-4
+
+
+def test_defer_hardswish_scale_through_se_and_not_into_residuals():
+    torch.manual_seed(0)
+    se = SqueezeExcitation(8, 4)
+    block = nn.Sequential(nn.Sequential(nn.Conv2d(4, 8, 1), nn.Identity(), nn.Hardswish()), se,
+                          nn.Sequential(nn.Conv2d(8, 4, 1)))
+    tail = nn.Sequential(nn.Conv2d(4, 4, 1), nn.Hardswish())  # feeds nothing linear: left alone
+    m = nn.Sequential(block, tail)
+    r = P.defer_hardswish_scale(m)
+    assert len(r.changes) == 1 and "through 1 SE" in r.changes[0]
+    assert isinstance(r.model[0][0][2], P.HardSwishTimes6) and isinstance(r.model[1][1], nn.Hardswish)
+    assert isinstance(m[0][0][2], nn.Hardswish)  # input untouched
+    x = torch.randn(2, 4, 6, 6) * 4
+    assert _max_diff(m, r.model, x) <= 1e-5

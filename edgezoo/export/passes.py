@@ -219,6 +219,68 @@ def fold_hardsigmoid_gates(model: nn.Module) -> PassResult:
     return PassResult("fold_hardsigmoid_gates", model, changes)
 
 
+class HardSwishTimes6(nn.Module):
+    """6 * h-swish(x) = x * relu6(x + 3): Add, Clip, Mul. The 1/6 moves into the next linear layer's weights
+    (``defer_hardswish_scale``), saving one int8 elementwise pass per h-swish."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.clamp(x + 3.0, 0.0, 6.0)
+
+
+_LINEAR = (nn.Conv2d, nn.Linear)
+
+
+def _first_linear(m: nn.Module) -> nn.Module | None:
+    if isinstance(m, _LINEAR):
+        return m
+    if isinstance(m, nn.Sequential) and len(m) and isinstance(m[0], _LINEAR):
+        return m[0]
+    return None
+
+
+@torch.no_grad()
+def defer_hardswish_scale(model: nn.Module) -> PassResult:
+    """h-swish(x) = (x * relu6(x + 3)) / 6, with the / 6 folded into the weights of the layer that consumes it.
+
+    Applies where, inside an ``nn.Sequential``, an h-swish (alone or ending a conv-BN-act block) is followed
+    only by Dropout/Identity and the zoo's ``SqueezeExcitation`` blocks (linear in their input's scale: the
+    pool and fc1 see 6x, so fc1's weights take the 1/6; the gate multiplies 6x) and then a conv or linear
+    layer, whose weights take the 1/6. Exact up to float rounding; h-swish outputs that feed anything else
+    (a residual add, a pooling in ``forward``) are left alone.
+    """
+    model = _copy(model)
+    changes: list[str] = []
+    for seq_name, seq in list(model.named_modules()):
+        if not isinstance(seq, nn.Sequential):
+            continue
+        keys = list(seq._modules)
+        for i, key in enumerate(keys):
+            child = seq._modules[key]
+            if isinstance(child, nn.Hardswish):
+                holder, act_key = seq, key
+            elif isinstance(child, nn.Sequential) and len(child) and isinstance(child[-1], nn.Hardswish):
+                holder, act_key = child, list(child._modules)[-1]
+            else:
+                continue
+            ses, j = [], i + 1
+            while j < len(keys) and isinstance(seq._modules[keys[j]], (nn.Dropout, nn.Identity,
+                                                                          zoo_layers.SqueezeExcitation)):
+                if isinstance(seq._modules[keys[j]], zoo_layers.SqueezeExcitation):
+                    ses.append(seq._modules[keys[j]])
+                j += 1
+            target = _first_linear(seq._modules[keys[j]]) if j < len(keys) else None
+            if target is None or any(not isinstance(se.fc1, _LINEAR) for se in ses):
+                continue
+            holder._modules[act_key] = HardSwishTimes6()
+            for se in ses:
+                se.fc1.weight.mul_(1.0 / 6.0)
+            target.weight.mul_(1.0 / 6.0)
+            where = f"{seq_name}.{key}" if seq_name else key
+            changes.append(f"{where}: h-swish as x * relu6(x + 3), / 6 folded into {seq_name}.{keys[j]}"
+                           + (f" (through {len(ses)} SE)" if ses else ""))
+    return PassResult("defer_hardswish_scale", model, changes)
+
+
 # ------------------------------------------------------------------------------------- channel shuffle
 
 def static_channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -184,9 +184,13 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
             q_model = folded
             q_passes = list(fp32_passes[:2])
             q_model = apply(P.fold_hardsigmoid_gates, q_model)
+            q_passes.append("fold_hardsigmoid_gates")
+            if forms.defer_scale:
+                q_model = apply(P.defer_hardswish_scale, q_model)
+                q_passes.append("defer_hardswish_scale")
             label = f"rewrite_activations(hardswish={forms.hardswish})"
             q_model = apply(P.rewrite_activations, q_model, relu6="clip", hardswish=forms.hardswish, label=label)
-            q_passes += ["fold_hardsigmoid_gates", label]
+            q_passes.append(label)
             src_path = tmp / ".int8-source.fp32.onnx"
             with P.export_friendly_shuffle(q_model):
                 export_onnx(q_model, src_path, size, meta("fp32", q_passes), opset=options.opset,
