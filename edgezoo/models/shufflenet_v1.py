@@ -184,11 +184,12 @@ def _inverse(perm: Sequence[int]) -> list[int]:
 def megvii_shuffle_relabelling(channels: int, groups: int) -> tuple[list[int], list[int]]:
     """Relabellings that make a paper-shuffle unit compute what a megvii-shuffle unit computes.
 
-    Returns ``(alpha, src)``: our bottleneck channel j is megvii's channel ``alpha[j]`` (first 1x1 conv rows,
-    both BNs and the depthwise conv are gathered with it), and our second 1x1 conv's input position i is
-    megvii's position ``src[i]``. Both stay inside their conv group, so the grouped weights keep their shape.
-    That is possible because both shuffles send the same number of channels from each group of the first
-    conv to each group of the second one (the incidence counts are symmetric); an error says so otherwise.
+    Returns ``(alpha, src)``: our bottleneck channel j is megvii's channel ``alpha[j]`` (rows of the first
+    1x1 conv and its BN are gathered with it; our depthwise conv and its BN, which come after our shuffle,
+    with ``alpha[p[i]]``), and our second 1x1 conv's input position i is megvii's position ``src[i]``. Both
+    stay inside their conv group, so the grouped weights keep their shape. That is possible only where both
+    shuffles send the same number of channels from each group of the first conv to each group of the second
+    one; otherwise a ValueError says so.
     """
     n = channels // groups
     lands_paper = _inverse(paper_permutation(channels, groups))  # where channel c lands
@@ -220,7 +221,7 @@ def is_megvii_state_dict(state: Mapping[str, Any]) -> bool:
 
 
 def rename_megvii(state: Mapping[str, Any]) -> dict[str, Any]:
-    """Official key names -> ours, weights unchanged (for a ``shuffle="megvii"`` network)."""
+    """Official key names -> ours, weights unchanged (``from_megvii`` then reorders the depthwise convs)."""
     out: dict[str, Any] = {}
     for k, v in state.items():
         if k.startswith("first_conv."):
