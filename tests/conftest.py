@@ -11,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The tests run many tiny models; one intra-op thread each is faster than two fighting over two cores
+# (and keeps a loaded machine usable). Subprocesses inherit it. Benchmarks set their own threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 _tv_lib = None  # keep the torch.library handle alive, or the schemas vanish
 
 

@@ -34,12 +34,16 @@ class StageSummary:
     macs: int
 
 
+# Top-level Sequentials that hold the whole trunk: torchvision's "features", HarDNet's "base" (authors' names).
+_TRUNKS = ("features", "base")
+
+
 def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Top-level children, with a ``features`` Sequential opened up (torchvision's layout)."""
+    """Top-level children, with a trunk Sequential (``features``, ``base``) opened up."""
     stages = []
     for name, child in model.named_children():
-        if name == "features" and isinstance(child, nn.Sequential):
-            stages += [(f"features.{n}", c) for n, c in child.named_children()]
+        if name in _TRUNKS and isinstance(child, nn.Sequential):
+            stages += [(f"{name}.{n}", c) for n, c in child.named_children()]
         else:
             stages.append((name, child))
     return stages
