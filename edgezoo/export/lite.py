@@ -29,22 +29,14 @@ import torch
 from torch import nn
 
 from edgezoo.errors import EdgezooError, InputError
-try:
-    from edgezoo.export.passes import PassResult
-except ImportError:  # passes.py is being written in parallel; same shape until it lands
-    from dataclasses import dataclass, field
-
-    @dataclass
-    class PassResult:  # type: ignore[no-redef]
-        model: nn.Module
-        changes: list[str] = field(default_factory=list)
-        name: str = ""
+from edgezoo.export.passes import PassResult
 
 # Activation classes treated as h-swish / h-sigmoid: PyTorch's, and same-named ones from other code (timm).
 _HSWISH_NAMES = {"hardswish", "hswish", "hardswishme", "hardswishjit"}
 _HSIGMOID_NAMES = {"hardsigmoid", "hsigmoid", "hardsigmoidme", "hardsigmoidjit"}
 
 DEFAULT_REWRITES = ("relu", "se")  # what apply_lite does unless options.lite_rewrites says otherwise
+MAX_DISTILL_IMAGES = 2000
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff", ".gif"}
 
 
@@ -67,7 +59,7 @@ def _se_candidates(model: nn.Module) -> list[str]:
         convs = [c for c in m.children() if isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1) and c.groups == 1]
         if len(convs) < 2:
             continue
-        if any(a.out_channels == b.in_channels and a.in_channels == b.out_channels and a.in_channels > a.out_channels
+        if any(a.out_channels == b.in_channels and a.in_channels == b.out_channels and a.in_channels >= a.out_channels
                for a in convs for b in convs if a is not b):
             names.append(name)
     return names
@@ -149,7 +141,7 @@ def hswish_to_relu(model: nn.Module, activation: str = "relu") -> PassResult:
         _set_module(new, n, nn.ReLU() if activation == "relu" else nn.ReLU6())
     label = "ReLU" if activation == "relu" else "ReLU6"
     changes = [f"{n}: h-swish -> {label}" for n in names]
-    return PassResult(model=new, changes=changes, name=f"hswish_to_{activation}")
+    return PassResult(model=new, changes=changes, name=f"hswish_to_{activation}", exact=False)
 
 
 class ClipGate(nn.Module):
@@ -267,7 +259,7 @@ def remove_se(model: nn.Module, images: torch.Tensor) -> PassResult:
             _set_module(new, name, ChannelScale(gate))
             changes.append(f"{name}: SE block -> constant per-channel scale (mean {gate.mean():.3f}); "
                            "no single conv consumes it, so it stays a Mul")
-    return PassResult(model=new, changes=changes, name="remove_se")
+    return PassResult(model=new, changes=changes, name="remove_se", exact=False)
 
 
 def _se_consumers(model: nn.Module, se_names: list[str]) -> dict[str, str]:
@@ -348,13 +340,15 @@ def load_distill_images(folder: str | Path, input_size: tuple[int, int, int], me
         raise InputError(f"distillation image folder {folder} does not exist")
     if not folder.is_dir():
         raise InputError(f"--distill-images must be a folder of images, {folder} is a file")
-    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     if not files:
         raise InputError(f"distillation image folder {folder} has no images",
                          f"put .png/.jpg files there (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
     from edgezoo.export.calibration import load_image_folder
 
-    return load_image_folder(folder, input_size, mean, std)
+    # A fixed-seed sample caps the memory an ImageNet-sized folder would take.
+    return load_image_folder(folder, input_size, mean, std, count=min(len(files), MAX_DISTILL_IMAGES))
 
 
 def split_heldout(images: np.ndarray, fraction: float = 0.15, min_heldout: int = 8,
@@ -378,8 +372,8 @@ class LiteReport(dict):
 def apply_lite(model: nn.Module, spec: Any, options: Any, calibration: np.ndarray) -> tuple[nn.Module, LiteReport]:
     """Rewrite ``model`` for fast int8, distill it back towards the original, and report what happened.
 
-    Reads from ``options`` (attributes, all optional but the first): ``distill_images`` (a folder; default:
-    the calibration images), ``distill_steps`` (default 300), ``distill_time_budget`` (seconds),
+    Reads from ``options`` (attributes, all optional): ``distill_images`` (a folder; default: the ``calib``
+    folder, else the calibration array), ``distill_steps`` (default 300), ``distill_time_budget`` (seconds),
     ``distill_checkpoint`` (path of a resumable checkpoint), ``lite_rewrites`` (default relu + se), ``seed``.
     A tenth or so of the images is held out to report how often the lite model agrees with the original.
     """
@@ -390,14 +384,19 @@ def apply_lite(model: nn.Module, spec: Any, options: Any, calibration: np.ndarra
     if not any(found.values()):
         raise _nothing_to_rewrite(name)
     input_size = tuple(calibration.shape[1:]) if calibration is not None and calibration.ndim == 4 else tuple(spec.input_size)
-    folder = getattr(options, "distill_images", None)
+    # The issue's default: the calibration folder is enough. Distilling on synthetic images is a last resort.
+    folder = getattr(options, "distill_images", None) or getattr(options, "calib", None)
+    notes = []
     if folder is not None:
         images = load_distill_images(folder, input_size, spec.mean, spec.std)
-        source = str(folder)
+        source = f"{len(images)} images from {folder}"
     else:
         if calibration is None or len(calibration) == 0:
             raise InputError("--lite needs images to distill on", "give --distill-images DIR or --calib DIR")
-        images, source = np.asarray(calibration, dtype=np.float32), "calibration images"
+        images = np.asarray(calibration, dtype=np.float32)
+        source = f"{len(images)} synthetic calibration images"
+        notes.append("distilled on synthetic images: pass --distill-images DIR (or --calib DIR) with real, "
+                     "unlabelled images for the lite model to keep the original's accuracy")
     seed = int(getattr(options, "seed", 0) or 0)
     train, heldout = split_heldout(images, seed=seed)
     train_t = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32))
@@ -432,6 +431,7 @@ def apply_lite(model: nn.Module, spec: Any, options: Any, calibration: np.ndarra
         },
         heldout_agreement_fp32={"before_distillation": before, "after_distillation": after},
         seconds=round(time.perf_counter() - t0, 1),
+        notes=notes,
     )
     report.original, report.heldout = original, heldout
     return run.model, report
