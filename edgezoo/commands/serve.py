@@ -86,6 +86,9 @@ def register(app: typer.Typer) -> None:
             decode_timeout_s=decode_timeout, allow_nan=allow_nan,
             api_key=api_key or os.environ.get(API_KEY_ENV) or None,
         )
+        if host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
+            console.print(f"  warning: listening on {host} without an API key: anyone who can reach this "
+                          "machine can use the models (set EDGEZOO_API_KEY)", highlight=False, markup=False)
         run_server(loaded, config, host=host, port=port, log_level=log_level, max_connections=max_connections)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import warnings
 from typing import Any
 
@@ -214,7 +213,3 @@ def jsonable(arr: np.ndarray) -> Any:
         obj[~np.isfinite(arr)] = None
         return obj.tolist()
     return arr.tolist()
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
