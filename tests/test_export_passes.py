@@ -149,3 +149,12 @@ def test_defer_hardswish_scale_through_se_and_not_into_residuals():
     assert isinstance(m[0][0][2], nn.Hardswish)  # input untouched
     x = torch.randn(2, 4, 6, 6) * 4
     assert _max_diff(m, r.model, x) <= 1e-5
+
+
+def test_drop_noop_slices_in_ghostnet():
+    m = randomize_bn(create_model("ghostnet_x0_5"))
+    r = P.drop_noop_slices(m)
+    assert r.changes and all("slice" in c for c in r.changes)
+    assert type(m.features[1].ghost1).__name__ == "GhostModule"  # input untouched
+    x = torch.randn(2, 3, 64, 64)
+    assert _max_diff(m, r.model, x) == 0.0

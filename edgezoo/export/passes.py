@@ -20,6 +20,7 @@ The function-preserving passes here:
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -279,6 +280,37 @@ def defer_hardswish_scale(model: nn.Module) -> PassResult:
             changes.append(f"{where}: h-swish as x * relu6(x + 3), / 6 folded into {seq_name}.{keys[j]}"
                            + (f" (through {len(ses)} SE)" if ses else ""))
     return PassResult("defer_hardswish_scale", model, changes)
+
+
+class _GhostModuleNoSlice(nn.Module):
+    """A GhostModule whose two halves add up to exactly ``out_channels``: the slice after the concat is a
+    no-op, and dropping it saves a copy (and, in fp32 onnxruntime, the NCHWc reorders around it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.primary_conv(x)
+        return torch.cat([x1, self.cheap_operation(x1)], dim=1)
+
+
+@functools.lru_cache(maxsize=None)
+def _no_slice_class(base: type) -> type:
+    return type("GhostModuleNoSlice", (_GhostModuleNoSlice, base), {})
+
+
+def drop_noop_slices(model: nn.Module) -> PassResult:
+    """GhostNet: ``cat([primary, cheap])[:, :out]`` keeps every channel whenever ``out`` is even; drop the slice."""
+    model = _copy(model)
+    changes: list[str] = []
+    try:
+        from edgezoo.models.ghostnet import GhostModule
+    except ImportError:  # no GhostNet family in this build
+        return PassResult("drop_noop_slices", model, changes)
+    for name, m in model.named_modules():
+        if type(m) is GhostModule:
+            produced = m.primary_conv[0].out_channels + m.cheap_operation[0].out_channels
+            if produced == m.out_channels:
+                m.__class__ = _no_slice_class(GhostModule)
+                changes.append(f"{name}: no-op channel slice [:{m.out_channels}] dropped")
+    return PassResult("drop_noop_slices", model, changes)
 
 
 # ------------------------------------------------------------------------------------- channel shuffle

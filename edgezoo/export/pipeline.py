@@ -140,6 +140,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
 
     folded = apply(P.fold_batchnorm, model)
     folded = apply(P.rewrite_channel_shuffle, folded)
+    folded = apply(P.drop_noop_slices, folded)
     fp32_model = apply(P.rewrite_activations, folded, relu6="clip")
 
     files: dict[str, Path] = {}
@@ -182,7 +183,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
             forms = int8_forms.choose(fp32_model, options.backend)
             step("int8 activation forms")
             q_model = folded
-            q_passes = list(fp32_passes[:2])
+            q_passes = list(fp32_passes[:3])
             q_model = apply(P.fold_hardsigmoid_gates, q_model)
             q_passes.append("fold_hardsigmoid_gates")
             if forms.defer_scale:
