@@ -104,3 +104,15 @@ def test_fixed_batch_and_fp16(tmp_path):
     dim = onnx.load(str(out.files["fp32"])).graph.input[0].type.tensor_type.shape.dim[0]
     assert dim.dim_value == 2
     assert out.report["fp16"]["agreement"]["sqnr_db"] > 30
+
+
+def test_tensorrt_missing_fails_before_any_work(tmp_path):
+    import importlib.util
+
+    from edgezoo.errors import MissingDependencyError
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here; this checks the message when it is not")
+    with pytest.raises(MissingDependencyError, match="GPU"):
+        run_export(_opts(tmp_path, tensorrt=True))
+    assert not (tmp_path / "b").exists()
