@@ -8,8 +8,8 @@ output folder) are checked before any slow step.
 
 from __future__ import annotations
 
+import contextlib
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -160,7 +160,12 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
                              precision=precision, passes=passes, version=__version__, extra=extra or {})
 
     dynamic = options.batch is None
-    with atomic_directory(out_dir) as tmp:
+    stack = contextlib.ExitStack()
+    try:
+        tmp = stack.enter_context(atomic_directory(out_dir))
+    except OSError as e:  # e.g. a read-only file system, which os.access does not see for root
+        raise InputError(f"cannot write bundle {out_dir}: {e.strerror or e}", "choose another folder with -o DIR") from None
+    with stack:
         # --- fp32 ---------------------------------------------------------------------------------------
         step("export fp32 ONNX")
         fp32_path = tmp / "model.fp32.onnx"
