@@ -16,7 +16,9 @@ Choices the paper leaves open (each stated in the results):
     last after the shortcut add), 56x56. The only reading whose MACs give ARM throughputs in the range of
     Table 1's (1.9-2.7 GMAC/s vs 4.9-5.4 GMAC/s); with a middle of c the ARM figures would imply >20 GMAC/s.
 
-Usage: python benchmarks/shufflenet_v2_guidelines.py [--rounds 8] [--iters 5] [--quick]
+Usage: python benchmarks/shufflenet_v2_guidelines.py [--rounds 8] [--iters 5] [--quick] [--report-only]
+The reading of the figures (per table: does the paper's ordering hold, and why not) is hand-written in
+benchmarks/results/shufflenet_v2_guidelines_verdicts.md and merged into the report.
 Writes benchmarks/results/shufflenet_v2_guidelines.{json,md,png}.
 """
 
@@ -408,10 +410,17 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="first column of each table only")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--report-only", action="store_true",
+                    help="rebuild the .md and .png from the existing .json (after editing the verdicts file)")
     args = ap.parse_args()
-    res = run(args.rounds, args.iters, args.quick)
     name = "shufflenet_v2_guidelines" + ("_quick" if args.quick else "")
-    write_json(args.out / f"{name}.json", res)
+    if args.report_only:
+        import json
+
+        res = json.loads((args.out / f"{name}.json").read_text())
+    else:
+        res = run(args.rounds, args.iters, args.quick)
+        write_json(args.out / f"{name}.json", res)
     md_path = args.out / f"{name}.md"
     md = markdown(res)
     verdicts_file = args.out / "shufflenet_v2_guidelines_verdicts.md"  # hand-written reading of the figures
