@@ -65,7 +65,11 @@ def random_shift(x: torch.Tensor, g: torch.Generator, frac: int = 8) -> torch.Te
     return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offs)])
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, steps: int = 300, batch_size: int = 64,
+# SqueezeNet has no BatchNorm and a ReLU on its logits: at 2e-3 its final ReLU dies and it predicts one class.
+LR = {"squeezenet": 5e-4}
+
+
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, steps: int = 300, batch_size: int = 48,
           lr: float = 2e-3, seed: int = SEED) -> nn.Module:
     """Brief supervised training from scratch (AdamW, one-cycle, random shifts); returns the model in eval mode."""
     torch.manual_seed(seed)
@@ -88,19 +92,26 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, steps: int = 300, batc
     return recalibrate_bn(model, xt[:512], batch_size=64).eval()
 
 
+def size_for(spec) -> int:
+    """SIZE, or the model's own input size when that is smaller (EFFNet's classifier is built for 32x32)."""
+    return min(SIZE, spec.input_size[-1])
+
+
 def trained_model(name: str, data: dict, steps: int = 300, seed: int = SEED) -> tuple[nn.Module, Path, float]:
     """A zoo model trained on the digits (cached on disk); returns (model, state_dict path, seconds trained)."""
     from edgezoo.models.registry import create_model, get_spec
 
     spec = get_spec(name)
-    key = hashlib.sha256(f"{spec.name}|{SIZE}|{steps}|{seed}|{len(data['x_train'])}".encode()).hexdigest()[:12]
+    size = data["x_train"].shape[1]
+    key = hashlib.sha256(f"{spec.name}|{size}|{steps}|{seed}|{len(data['x_train'])}|b48".encode()).hexdigest()[:12]
     path = CACHE / f"{spec.name}-{key}.pt"
     model = create_model(spec.name, num_classes=10)
     if path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
         return model.eval(), path, 0.0
     t0 = time.perf_counter()
-    train(model, to_input(data["x_train"], spec.mean, spec.std), data["y_train"], steps=steps, seed=seed)
+    train(model, to_input(data["x_train"], spec.mean, spec.std), data["y_train"], steps=steps, seed=seed,
+          lr=LR.get(spec.family, 2e-3))
     seconds = time.perf_counter() - t0
     CACHE.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()

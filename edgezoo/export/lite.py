@@ -35,7 +35,9 @@ from edgezoo.export.passes import PassResult
 _HSWISH_NAMES = {"hardswish", "hswish", "hardswishme", "hardswishjit"}
 _HSIGMOID_NAMES = {"hardsigmoid", "hsigmoid", "hardsigmoidme", "hardsigmoidjit"}
 
-DEFAULT_REWRITES = ("relu", "se")  # what apply_lite does unless options.lite_rewrites says otherwise
+DEFAULT_REWRITES = ("relu", "se")
+DEFAULT_DISTILL_STEPS = 300  # batch 32: ~10k image presentations, enough to recover a few points of top-1
+DEFAULT_TIME_BUDGET_S = 20 * 60  # when --distill-steps is not given  # what apply_lite does unless options.lite_rewrites says otherwise
 MAX_DISTILL_IMAGES = 2000
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff", ".gif"}
 
@@ -373,7 +375,7 @@ def apply_lite(model: nn.Module, spec: Any, options: Any, calibration: np.ndarra
     """Rewrite ``model`` for fast int8, distill it back towards the original, and report what happened.
 
     Reads from ``options`` (attributes, all optional): ``distill_images`` (a folder; default: the ``calib``
-    folder, else the calibration array), ``distill_steps`` (default 300), ``distill_time_budget`` (seconds),
+    folder, else the calibration array), ``distill_steps`` (default 300 within a 20-minute budget), ``distill_time_budget`` (seconds),
     ``distill_checkpoint`` (path of a resumable checkpoint), ``lite_rewrites`` (default relu + se), ``seed``.
     A tenth or so of the images is held out to report how often the lite model agrees with the original.
     """
@@ -412,9 +414,13 @@ def apply_lite(model: nn.Module, spec: Any, options: Any, calibration: np.ndarra
 
     heldout_t = torch.from_numpy(np.ascontiguousarray(heldout, dtype=np.float32))
     before = agreement(original, student, heldout_t) if len(heldout) else None
+    steps = getattr(options, "distill_steps", None)
+    budget = getattr(options, "distill_time_budget", None)
+    if steps is None and budget is None:
+        budget = DEFAULT_TIME_BUDGET_S  # the default run must end on a slow CPU too; the report says where
     cfg = DistillConfig(
-        steps=int(getattr(options, "distill_steps", None) or 300),
-        time_budget_s=getattr(options, "distill_time_budget", None),
+        steps=int(steps or DEFAULT_DISTILL_STEPS),
+        time_budget_s=budget,
         seed=seed,
         checkpoint=getattr(options, "distill_checkpoint", None),
     )
