@@ -104,3 +104,19 @@ def test_load_image_folder_errors(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(InputError, match="bad.jpg"):
         load_image_folder(tmp_path, SIZE, (0,) * 3, (1,) * 3)
+
+
+def test_reducemean_becomes_int8_global_pool(tmp_path):
+    """ShuffleNet v2's x.mean([2, 3]) would stay a float ReduceMean island in onnxruntime."""
+    import onnx
+
+    from edgezoo.export.quantize import reducemean_to_global_pool
+
+    export_onnx(randomize_bn(create_model("shufflenet_v2_x0_5")), tmp_path / "s.onnx", SIZE)
+    m = onnx.load(str(tmp_path / "s.onnx"))
+    assert reducemean_to_global_pool(m) == 1 and "ReduceMean" not in {n.op_type for n in m.graph.node}
+    onnx.save(m, str(tmp_path / "g.onnx"))
+    x = synthetic_images(2, SIZE)
+    assert compare_models(tmp_path / "s.onnx", tmp_path / "g.onnx", x, worst_layers=0)["max_abs_diff"] <= 1e-5
+    quantize_int8(tmp_path / "s.onnx", tmp_path / "q.onnx", x)
+    assert float_islands(optimized_graph(tmp_path / "q.onnx")) == []

@@ -85,6 +85,7 @@ def quantize_int8(
     if calibration.ndim != 4 or len(calibration) == 0:
         raise InputError(f"calibration data must be a non-empty (N, C, H, W) array, got shape {calibration.shape}")
     model = onnx.load(os.fspath(fp32_path))
+    pooled = reducemean_to_global_pool(model)
     graph_ops = {n.op_type for n in model.graph.node}
     if op_types is None:
         known = set(QDQRegistry) | set(QLinearOpsRegistry) | set(EXTRA_QUANTIZABLE)
@@ -127,7 +128,7 @@ def quantize_int8(
         "format": "QDQ", "activations": "uint8", "weights": "int8",
         "per_channel": per_channel, "method": method, "calibration_images": int(len(calibration)),
         "op_types": list(op_types), "excluded_nodes": list(exclude_nodes),
-        "size_bytes": len(data),
+        "size_bytes": len(data), "reducemean_as_global_pool": pooled,
     }
 
 
@@ -154,6 +155,47 @@ def _copy_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
         if p.key not in have:
             entry = dst.metadata_props.add()
             entry.key, entry.value = p.key, p.value
+
+
+def reducemean_to_global_pool(model: onnx.ModelProto) -> int:
+    """ReduceMean over H and W of a 4-D tensor -> GlobalAveragePool (+ Flatten when keepdims=0), in place.
+
+    Same function; onnxruntime has an int8 GlobalAveragePool but no int8 ReduceMean, which would stay a
+    float island (ShuffleNet v2's ``x.mean([2, 3])``). Returns how many nodes were rewritten.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    new_nodes, count = [], 0
+    for n in model.graph.node:
+        if n.op_type == "ReduceMean":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+            axes = attrs.get("axes")
+            if axes is None and len(n.input) > 1 and n.input[1] in inits:
+                axes = onnx.numpy_helper.to_array(inits[n.input[1]]).tolist()
+            if axes is not None and sorted(int(a) for a in axes) in ([2, 3], [-2, -1]) and _rank(model, n.input[0]) == 4:
+                keep = attrs.get("keepdims", 1)
+                pooled = n.output[0] if keep else n.output[0] + "_gap"
+                new_nodes.append(onnx.helper.make_node("GlobalAveragePool", [n.input[0]], [pooled], name=n.name + "_gap"))
+                if not keep:
+                    new_nodes.append(onnx.helper.make_node("Flatten", [pooled], [n.output[0]], name=n.name + "_flat",
+                                                           axis=1))
+                count += 1
+                continue
+        new_nodes.append(n)
+    if count:
+        del model.graph.node[:]
+        model.graph.node.extend(new_nodes)
+    return count
+
+
+def _rank(model: onnx.ModelProto, name: str) -> int | None:
+    for vi in list(model.graph.value_info) + list(model.graph.input):
+        if vi.name == name and vi.type.tensor_type.HasField("shape"):
+            return len(vi.type.tensor_type.shape.dim)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    for vi in inferred.graph.value_info:
+        if vi.name == name:
+            return len(vi.type.tensor_type.shape.dim)
+    return None
 
 
 # ---------------------------------------------------------------------------------------- float islands
