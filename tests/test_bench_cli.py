@@ -135,6 +135,15 @@ def test_bench_bad_input(case, tiny, tmp_path):
         assert "TensorRT is not installed" in proc.stderr and "NVIDIA GPU" in proc.stderr
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_bench_registry_name_without_torch(runtime):
+    proc = run_edgezoo("bench", "mobilenet_v2", "--runtime", runtime, "-n", "1", block_torch=True)
+    assert proc.returncode != 0
+    assert proc.stderr.startswith("error: PyTorch is not installed"), proc.stderr
+    assert ".onnx files run on onnxruntime without it" in proc.stderr
+    no_traceback(proc)
+
+
 def test_bench_ctrl_c_prints_partial(tiny, tmp_path):
     out = tmp_path / "int.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "no_torch"), str(ROOT)])}

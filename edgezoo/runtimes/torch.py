@@ -15,11 +15,22 @@ from edgezoo.errors import InputError
 from edgezoo.runtimes.base import Runner, TensorInfo, first_line
 
 
+def require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        from edgezoo.errors import MissingDependencyError
+
+        raise MissingDependencyError("PyTorch", "pip install 'edgezoo[torch]'",
+                                     "registry models need it; .onnx files run on onnxruntime without it") from None
+
+
 def build_registry_model(name: str, weights: str | None = None, seed: int = 0):
     """A registry model in eval mode. Without weights, BatchNorm statistics are recalibrated on random data,
     so activations keep a realistic scale through the depth (random-init nets otherwise drift towards tiny or
     denormal values, which changes the timing of some kernels). Eight random images are enough for that
     scale; the default 64 took 10-25 s per model on this shared 2-core machine."""
+    require_torch()
     import torch
 
     from edgezoo.models.registry import create_model, get_spec
@@ -66,13 +77,7 @@ class TorchRunner(Runner):
     def __init__(self, model: Any, threads: int | None = None, weights: str | None = None,
                  input_size: Sequence[int] | None = None, seed: int = 0) -> None:
         super().__init__()
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            from edgezoo.errors import MissingDependencyError
-
-            raise MissingDependencyError("PyTorch", "pip install 'edgezoo[torch]'",
-                                         "the torch runtime needs it; .onnx files run on onnxruntime without it") from None
+        require_torch()
         if threads is not None and threads < 1:
             raise InputError(f"threads must be at least 1, got {threads}")
         self.threads = threads
