@@ -175,3 +175,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         report_error(e)
         sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # commands that measure print their partial results themselves
+        if _state["debug"]:
+            raise
+        err_console.print("interrupted")
+        sys.exit(130)
