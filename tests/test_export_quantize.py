@@ -120,3 +120,26 @@ def test_reducemean_becomes_int8_global_pool(tmp_path):
     assert compare_models(tmp_path / "s.onnx", tmp_path / "g.onnx", x, worst_layers=0)["max_abs_diff"] <= 1e-5
     quantize_int8(tmp_path / "s.onnx", tmp_path / "q.onnx", x)
     assert float_islands(optimized_graph(tmp_path / "q.onnx")) == []
+
+
+def test_concat_inputs_share_the_output_scale(tmp_path):
+    """GhostNet's concat of primary and cheap features: one scale on both sides, so int8 Concat is a copy."""
+    import onnx
+
+    from edgezoo.export.quantize import concat_scale_overrides
+
+    m = P.drop_noop_slices(P.fold_batchnorm(randomize_bn(create_model("ghostnet_x0_5"))).model).model
+    m = P.fold_hardsigmoid_gates(m).model  # else its 7 SE HardSigmoids stay float islands
+    export_onnx(m, tmp_path / "g.onnx", SIZE)
+    x = synthetic_images(3, SIZE)
+    r = quantize_int8(tmp_path / "g.onnx", tmp_path / "q.onnx", x)
+    assert r["concat_inputs_sharing_scale"] > 0
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    assert concat_scale_overrides(q)  # the concats are still there to share
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
+    producer = {o: n for n in q.graph.node for o in n.output}
+    for n in (n for n in q.graph.node if n.op_type == "Concat"):
+        scales = {float(init[producer[i].input[1]]) for i in n.input}
+        assert len(scales) == 1
+    assert float_islands(optimized_graph(tmp_path / "q.onnx")) == []
+    assert compare_models(tmp_path / "g.onnx", tmp_path / "q.onnx", x, worst_layers=0)["sqnr_db"] > 10
