@@ -119,8 +119,8 @@ def export_224(name: str, weights: Path, out: Path, **extra):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=50, help="training steps per model (as int8_accuracy.py)")
-    ap.add_argument("--distill-steps", type=int, default=150)
+    ap.add_argument("--steps", type=int, default=200, help="training steps per model (as int8_accuracy.py)")
+    ap.add_argument("--distill-steps", type=int, default=600)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--skip-accuracy", action="store_true")
