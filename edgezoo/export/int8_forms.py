@@ -8,7 +8,8 @@ Measured on onnxruntime 1.32 CPU (benchmarks/int8_speed.py; see its results for 
 Backends:
 - ``onnxruntime``: h-swish as x * relu6(x + 3) (Add, Clip, Mul: all QLinear ops) with the / 6 folded into the
   next layer's weights where that layer is linear (passes.defer_hardswish_scale): one int8 elementwise pass
-  fewer per h-swish (MobileNet v3 large: 19 of 21; QLinearMul time 4.8 -> 2.7 ms under load), no islands.
+  fewer per h-swish (MobileNet v3 large: 19 of 21 h-swish; QLinearMul 4.8 -> 2.7 ms in one profile), no
+  float islands. int8/fp32 at 1 thread: 0.74-0.80 against the plain flow's 0.91-0.96 (int8_speed.md).
 - ``tensorrt``: h-swish kept as one HardSwish op with Q/DQ around it; TensorRT fuses it into the conv.
 - ``generic``: the decomposed form, which every int8 runtime (TFLite, OpenVINO, QNN) takes.
 """

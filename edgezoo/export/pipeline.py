@@ -209,10 +209,10 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
                                      method=options.method, exclude_nodes=exclude)
             _restamp(int8_path, meta("int8", q_passes + ["quantize_int8"],
                                      {"int8_forms": forms.describe(), "calibration": calib_source}))
-            src_path.unlink()
             files["int8"] = int8_path
             step("int8 agreement with fp32")
-            agreement = compare_models(fp32_path, int8_path, eval_inputs[0])
+            agreement = compare_models(fp32_path, int8_path, eval_inputs[0], layer_ref_path=src_path)
+            src_path.unlink()
             islands = float_islands(optimized_graph(int8_path))
             report["int8"] = {
                 **q_report, "size_bytes": int8_path.stat().st_size,

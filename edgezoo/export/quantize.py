@@ -335,7 +335,9 @@ def _run_batches(sess, inputs: np.ndarray, batch: int = 8, outputs=None) -> list
     parts: list[list[np.ndarray]] = []
     for i in range(0, len(inputs), step):
         parts.append(sess.run(outputs, {name: inputs[i:i + step].astype(np.float32)}))
-    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+    # 0-d outputs (constants made graph outputs) are the same in every batch
+    return [np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) else parts[0][k]
+            for k in range(len(parts[0]))]
 
 
 def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
@@ -365,15 +367,20 @@ def output_agreement(ref: np.ndarray, test: np.ndarray) -> dict:
     }
 
 
-def compare_models(ref_path, test_path, inputs: np.ndarray, worst_layers: int = 10) -> dict:
-    """Outputs of ``test`` against ``ref`` on ``inputs``; plus the worst per-layer SQNR when ``test`` has Q/DQ."""
+def compare_models(ref_path, test_path, inputs: np.ndarray, worst_layers: int = 10, layer_ref_path=None) -> dict:
+    """Outputs of ``test`` against ``ref`` on ``inputs``; plus the worst per-layer SQNR when ``test`` has Q/DQ.
+
+    ``layer_ref_path``: the fp32 file ``test`` was quantized from, when it differs from ``ref`` (rewritten
+    activation forms rescale some intermediate tensors: per-layer figures must compare like with like).
+    """
     inputs = np.asarray(inputs, dtype=np.float32)
     ref = _run_batches(_session(ref_path), inputs)[0]
     test = _run_batches(_session(test_path), inputs)[0]
     result = output_agreement(ref, test)
     if worst_layers:
         try:
-            result["worst_layers"] = layer_sqnr(ref_path, test_path, inputs[: min(len(inputs), 16)])[:worst_layers]
+            result["worst_layers"] = layer_sqnr(layer_ref_path or ref_path, test_path,
+                                                inputs[: min(len(inputs), 16)])[:worst_layers]
         except Exception as e:  # a diagnosis that fails must not fail the export; say so in the report
             result["worst_layers_error"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
     return result
@@ -399,7 +406,7 @@ def layer_sqnr(ref_path, qdq_path, inputs: np.ndarray) -> list[dict]:
         if q is None or q.op_type != "QuantizeLinear":
             continue
         x = q.input[0]
-        if x in ref_names:
+        if x in ref_names and ref_producer[x].op_type != "Constant":
             pairs.append((x, n.output[0], ref_producer[x].op_type))
     if not pairs:
         return []
