@@ -29,11 +29,18 @@ def _check_parent(path: Path) -> None:
         raise InputError(f"cannot write {path}: folder {parent} is not writable")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     _check_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; outputs are for sharing
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -77,6 +84,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     if path.exists() and not path.is_dir():
         raise InputError(f"cannot write bundle {path}: a file with that name exists")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a bundle is for sharing
     try:
         yield tmp
     except BaseException:

@@ -257,7 +257,6 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         step("write report")
         write_json(tmp / "report.json", report)
         atomic_write_text(tmp / "report.md", render_markdown(report))
-        _normal_permissions(tmp)
 
     files = {k: out_dir / p.name for k, p in files.items()}
     outcome = ExportOutcome(out_dir, report, files, notes)
@@ -268,18 +267,6 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         best = files.get("int8") or files["fp32"]
         outcome.files["triton"] = Path(write_triton_repository(best, options.triton, name=spec.name))
     return outcome
-
-
-def _normal_permissions(folder: Path) -> None:
-    """Temporary files are created private (0600/0700); a bundle is for sharing: umask-normal modes."""
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    folder.chmod(0o777 & ~mask)
-    for p in folder.iterdir():
-        if p.is_file():
-            p.chmod(0o666 & ~mask)
 
 
 def _check_writable(out_dir: Path) -> None:

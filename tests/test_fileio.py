@@ -1,0 +1,46 @@
+"""Outputs are written whole or not at all, and with ordinary permissions."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from edgezoo.errors import InputError
+from edgezoo.fileio import atomic_directory, atomic_write_text
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_atomic_write_uses_umask_modes(tmp_path, umask_022):
+    p = atomic_write_text(tmp_path / "a" / "x.txt", "hi")
+    assert p.read_text() == "hi"
+    assert p.stat().st_mode & 0o777 == 0o644
+    assert [f.name for f in p.parent.iterdir()] == ["x.txt"]  # no temporary left beside it
+
+
+def test_atomic_directory_replaces_whole_or_keeps_the_old(tmp_path, umask_022):
+    target = tmp_path / "bundle"
+    with atomic_directory(target) as d:
+        (d / "a.txt").write_text("v1")
+    assert (target / "a.txt").read_text() == "v1" and target.stat().st_mode & 0o777 == 0o755
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as d:
+            (d / "a.txt").write_text("half")
+            raise RuntimeError("failed mid-way")
+    assert (target / "a.txt").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    with atomic_directory(target) as d:
+        (d / "b.txt").write_text("v2")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+
+
+def test_a_file_in_the_way_is_a_clear_error(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match="not a folder"):
+        atomic_write_text(tmp_path / "f" / "y.txt", "z")
