@@ -62,7 +62,7 @@ def export(name: str, size: int, weights: Path, calib: Path, out: Path, int8: bo
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=50, help="training steps per model (batch 48)")
+    ap.add_argument("--steps", type=int, default=200, help="training steps per model (batch 48)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--models", default=",".join(MODELS))
     args = ap.parse_args()
