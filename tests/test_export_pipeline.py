@@ -119,3 +119,21 @@ def test_tensorrt_missing_fails_before_any_work(tmp_path):
     with pytest.raises(MissingDependencyError, match="GPU"):
         run_export(_opts(tmp_path, tensorrt=True))
     assert not (tmp_path / "b").exists()
+
+
+def test_fine_tuned_checkpoint_with_num_classes(tmp_path):
+    from edgezoo.models.registry import create_model
+
+    torch.save(create_model("mobilenet_v3_small", num_classes=10).state_dict(), tmp_path / "ten.pt")
+    out = run_export(_opts(tmp_path, name="mobilenet_v3_small", weights=tmp_path / "ten.pt", num_classes=10))
+    meta = read_metadata(out.files["fp32"])
+    assert meta.num_classes == 10 and meta.labels is None
+
+
+def test_lite_int8_bundle_reports_agreement_of_the_int8_file(tmp_path):
+    # 60 images: enough for the 15% held-out split (at least 8) that the lite report scores on
+    out = run_export(_opts(tmp_path, name="mobilenet_v3_small", int8=True, lite=True, distill_steps=2,
+                           input_size=32, calib_count=60))
+    lite = out.report["lite"]
+    assert lite["heldout_agreement_int8"] is not None and 0.0 <= lite["heldout_agreement_int8"] <= 1.0
+    assert "lite" in read_metadata(out.files["fp32"]).passes

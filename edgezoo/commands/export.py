@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
         lite: bool = typer.Option(False, "--lite", help="Quantization-friendly rewrites + distillation (changes the function)."),
         distill_images: Optional[Path] = typer.Option(None, "--distill-images", help="Unlabelled images for --lite."),
         distill_steps: Optional[int] = typer.Option(None, "--distill-steps", help="Distillation steps for --lite."),
+        num_classes: Optional[int] = typer.Option(None, "--num-classes",
+                                                  help="Classes of the checkpoint (default: the spec's, 1000)."),
     ) -> None:
         """Export a zoo model to a verified bundle: fp32 ONNX, and int8 / fp16 / TensorRT as asked, with a report."""
         from edgezoo.cli import console, err_console, require_torch
@@ -39,15 +41,17 @@ def register(app: typer.Typer) -> None:
 
         from edgezoo.export.pipeline import ExportOptions, run_export
 
-        if calib_count < 1:
-            from edgezoo.errors import InputError
+        from edgezoo.errors import InputError
 
+        if calib_count < 1:
             raise InputError(f"--calib-count must be at least 1, got {calib_count}")
+        if num_classes is not None and num_classes < 1:
+            raise InputError(f"--num-classes must be at least 1, got {num_classes}")
         options = ExportOptions(
             name=name, weights=weights, int8=int8, fp16=fp16, tensorrt=tensorrt, calib=calib,
             calib_count=calib_count, per_tensor=per_tensor, method=method, opset=opset, batch=batch,
             input_size=input_size, out=out, triton=triton, backend=backend, lite=lite,
-            distill_images=distill_images, distill_steps=distill_steps,
+            distill_images=distill_images, distill_steps=distill_steps, num_classes=num_classes,
         )
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=err_console, transient=True) as progress:

@@ -45,6 +45,7 @@ class ExportOptions:
     lite: bool = False
     distill_images: Path | None = None
     distill_steps: int | None = None
+    num_classes: int | None = None  # None: the spec's; e.g. 10 to load a fine-tuned checkpoint
     # fp16 ONNX keeps fp32 inputs/outputs unless asked
     fp16_io: bool = False
 
@@ -109,7 +110,10 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
     # --- model and passes --------------------------------------------------------------------------------
     step("build model")
     torch.manual_seed(options.seed)
-    model = create_model(spec.name, weights=str(options.weights) if options.weights else None)
+    model_kwargs = {"num_classes": options.num_classes} if options.num_classes else {}
+    model = create_model(spec.name, weights=str(options.weights) if options.weights else None, **model_kwargs)
+    num_classes = options.num_classes or spec.num_classes
+    labels = list(spec.labels) if spec.labels and num_classes == spec.num_classes else None
     lite_report = None
     if options.lite:
         try:
@@ -156,7 +160,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
 
     def meta(precision: str, passes: list[str], extra: dict | None = None) -> ModelMetadata:
         return ModelMetadata(model=spec.name, input_size=tuple(size), mean=tuple(spec.mean), std=tuple(spec.std),
-                             num_classes=spec.num_classes, labels=list(spec.labels) if spec.labels else None,
+                             num_classes=num_classes, labels=labels,
                              precision=precision, passes=passes, version=__version__, extra=extra or {})
 
     dynamic = options.batch is None
@@ -213,6 +217,10 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
             step("int8 agreement with fp32")
             agreement = compare_models(fp32_path, int8_path, eval_inputs[0], layer_ref_path=src_path)
             src_path.unlink()
+            if lite_report is not None:
+                from edgezoo.export.lite import add_int8_agreement
+
+                add_int8_agreement(lite_report, int8_path)
             islands = float_islands(optimized_graph(int8_path))
             report["int8"] = {
                 **q_report, "size_bytes": int8_path.stat().st_size,
