@@ -143,3 +143,16 @@ def test_concat_inputs_share_the_output_scale(tmp_path):
         assert len(scales) == 1
     assert float_islands(optimized_graph(tmp_path / "q.onnx")) == []
     assert compare_models(tmp_path / "g.onnx", tmp_path / "q.onnx", x, worst_layers=0)["sqnr_db"] > 10
+
+
+def test_small_rgb_stem_stays_float_on_onnxruntime_but_not_a_big_one():
+    from edgezoo.export.int8_forms import choose, small_stem_convs
+    from edgezoo.export.onnx import to_onnx_proto
+    from edgezoo.models.registry import create_model
+
+    mv3 = create_model("mobilenet_v3_small")
+    graph = to_onnx_proto(mv3, (3, 64, 64), simplify=False)[0].graph
+    assert len(small_stem_convs(graph)) == 1  # 3x3, 3 -> 16
+    sq = to_onnx_proto(create_model("squeezenet1_0"), (3, 64, 64), simplify=False)[0].graph
+    assert small_stem_convs(sq) == []  # 7x7, 3 -> 96: a fifth of the MACs, int8 pays there
+    assert choose(mv3, "onnxruntime").float_stem and not choose(mv3, "tensorrt").float_stem

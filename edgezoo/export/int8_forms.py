@@ -10,6 +10,11 @@ Backends:
   next layer's weights where that layer is linear (passes.defer_hardswish_scale): one int8 elementwise pass
   fewer per h-swish (MobileNet v3 large: 19 of 21 h-swish; QLinearMul 4.8 -> 2.7 ms in one profile), no
   float islands. int8/fp32 at 1 thread: 0.74-0.80 against the plain flow's 0.91-0.96 (int8_speed.md).
+- ``onnxruntime`` also keeps a small RGB stem conv (3 input channels, kernel <= 3x3, <= 32 outputs) in float:
+  onnxruntime's u8s8 conv is slow for 3 input channels, and the stem sits where the float input gets
+  quantized anyway, so no extra boundary appears. Measured (1 thread, int8/fp32, int8 stem -> float stem):
+  MobileNet v3 large 0.78 -> 0.73, v3 small 1.05 -> 0.97, GhostNet 0.68 -> 0.64, MobileNet v2 0.55 -> 0.52;
+  SQNR no worse. SqueezeNet 1.0's 7x7x96 stem holds 21% of its MACs and must stay int8 (0.44 -> 1.08).
 - ``tensorrt``: h-swish kept as one HardSwish op with Q/DQ around it; TensorRT fuses it into the conv.
 - ``generic``: the decomposed form, which every int8 runtime (TFLite, OpenVINO, QNN) takes.
 """
@@ -34,12 +39,19 @@ class Int8Forms:
     defer_scale: bool = False  # passes.defer_hardswish_scale before the rewrite
     float_op_types: tuple[str, ...] = ()  # op types deliberately left in float (mixed precision)
     float_depthwise: bool = False  # depthwise convs left in float (their int8 kernels can be slower)
+    float_stem: bool = False  # a small RGB stem conv left in float (see the module docstring)
     notes: list[str] = field(default_factory=list)
 
     @property
     def intended_float(self) -> str | None:
-        parts = list(self.float_op_types) + (["depthwise Conv"] if self.float_depthwise else [])
+        parts = list(self.float_op_types) + (["depthwise Conv"] if self.float_depthwise else []) + (
+            ["small RGB stem Conv"] if self.float_stem else [])
         return ", ".join(parts) or None
+
+    @property
+    def expects_islands(self) -> bool:
+        """Whether float ops between DQ and Q are by design (a float stem has no DQ before it: not an island)."""
+        return bool(self.float_op_types or self.float_depthwise)
 
     def describe(self) -> str:
         form = "x * relu6(x + 3) with / 6 folded into the next layer" if self.defer_scale else self.hardswish
@@ -50,12 +62,14 @@ class Int8Forms:
 
     def exclude_nodes(self, onnx_path: str | os.PathLike) -> list[str]:
         """Names of the nodes of ``onnx_path`` to leave in float."""
-        if not self.float_op_types and not self.float_depthwise:
+        if not self.float_op_types and not self.float_depthwise and not self.float_stem:
             return []
         import onnx
 
         graph = onnx.load(os.fspath(onnx_path)).graph
         out = [n.name for n in graph.node if n.op_type in self.float_op_types]
+        if self.float_stem:
+            out += small_stem_convs(graph)
         if self.float_depthwise:
             for n in graph.node:
                 group = next((a.i for a in n.attribute if a.name == "group"), 1)
@@ -64,16 +78,36 @@ class Int8Forms:
         return out
 
 
+STEM_MAX_KERNEL_AREA = 9
+STEM_MAX_OUT_CHANNELS = 32
+
+
+def small_stem_convs(graph) -> list[str]:
+    """Convs that read the graph input directly with 3 channels, a kernel of at most 3x3, <= 32 outputs."""
+    weights = {t.name: tuple(t.dims) for t in graph.initializer}
+    inputs = {i.name for i in graph.input}
+    out = []
+    for n in graph.node:
+        if n.op_type != "Conv" or n.input[0] not in inputs or len(n.input) < 2:
+            continue
+        shape = weights.get(n.input[1])  # (out, in, kh, kw)
+        if shape and len(shape) == 4 and shape[1] == 3 and shape[2] * shape[3] <= STEM_MAX_KERNEL_AREA \
+                and shape[0] <= STEM_MAX_OUT_CHANNELS:
+            out.append(n.name)
+    return out
+
+
 def choose(model: nn.Module, backend: str = "onnxruntime") -> Int8Forms:
     if backend not in BACKENDS:
         raise InputError(f"unknown int8 backend '{backend}'", f"use one of {', '.join(BACKENDS)}")
     has_hswish = any(isinstance(m, nn.Hardswish) for m in model.modules())
+    float_stem = backend == "onnxruntime"
     if not has_hswish:
-        return Int8Forms(backend, "keep", "no h-swish in this model")
+        return Int8Forms(backend, "keep", "no h-swish in this model", float_stem=float_stem)
     if backend == "tensorrt":
         return Int8Forms(backend, "keep", "TensorRT fuses a quantized HardSwish into the conv before it")
     if backend == "generic":
         return Int8Forms(backend, "mul_relu6", "Add/Clip/Mul quantize on every int8 runtime", defer_scale=True)
     return Int8Forms(backend, "mul_relu6",
                      "onnxruntime has no int8 HardSwish/HardSigmoid kernel; Add/Clip/Mul run as QLinear ops",
-                     defer_scale=True)
+                     defer_scale=True, float_stem=float_stem)

@@ -229,7 +229,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
                 "float_islands": {"count": len(islands), "by_op": island_summary(islands),
                                   "intended": forms.intended_float},
             }
-            if islands and not forms.intended_float:
+            if islands and not forms.expects_islands:
                 notes.append(f"int8 graph still runs {len(islands)} ops in float between DQ and Q: "
                              f"{island_summary(islands)}")
 

@@ -274,11 +274,17 @@ def float_islands(model: onnx.ModelProto) -> list[dict]:
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
+    consts = {t.name for t in model.graph.initializer}
+
+    def dequantized_activation(name: str) -> bool:  # a DQ of a weight or bias does not make a float island
+        p = producer.get(name)
+        return p is not None and p.op_type == "DequantizeLinear" and p.input[0] not in consts
+
     islands = []
     for n in model.graph.node:
         if n.op_type in QDQ_OPS or n.op_type in DATA_MOVEMENT:
             continue
-        from_dq = any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input)
+        from_dq = any(dequantized_activation(i) for i in n.input)
         to_q = any(c.op_type == "QuantizeLinear" for o in n.output for c in consumers.get(o, []))
         if from_dq and to_q:
             islands.append({"name": n.name, "op_type": n.op_type})
