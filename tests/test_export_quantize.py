@@ -155,4 +155,6 @@ def test_small_rgb_stem_stays_float_on_onnxruntime_but_not_a_big_one():
     assert len(small_stem_convs(graph)) == 1  # 3x3, 3 -> 16
     sq = to_onnx_proto(create_model("squeezenet1_0"), (3, 64, 64), simplify=False)[0].graph
     assert small_stem_convs(sq) == []  # 7x7, 3 -> 96: a fifth of the MACs, int8 pays there
+    sh = to_onnx_proto(create_model("shufflenet_v2_x0_5"), (3, 64, 64), simplify=False)[0].graph
+    assert small_stem_convs(sh) == []  # 3x3, 3 -> 24, but a max-pool follows
     assert choose(mv3, "onnxruntime").float_stem and not choose(mv3, "tensorrt").float_stem

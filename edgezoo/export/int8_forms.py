@@ -10,11 +10,13 @@ Backends:
   next layer's weights where that layer is linear (passes.defer_hardswish_scale): one int8 elementwise pass
   fewer per h-swish (MobileNet v3 large: 19 of 21 h-swish; QLinearMul 4.8 -> 2.7 ms in one profile), no
   float islands. int8/fp32 at 1 thread: 0.74-0.80 against the plain flow's 0.91-0.96 (int8_speed.md).
-- ``onnxruntime`` also keeps a small RGB stem conv (3 input channels, kernel <= 3x3, <= 32 outputs) in float:
+- ``onnxruntime`` also keeps a small RGB stem conv (3 input channels, kernel <= 3x3, <= 32 outputs, feeding
+  convs rather than a pool) in float:
   onnxruntime's u8s8 conv is slow for 3 input channels, and the stem sits where the float input gets
   quantized anyway, so no extra boundary appears. Measured (1 thread, int8/fp32, int8 stem -> float stem):
   MobileNet v3 large 0.78 -> 0.73, v3 small 1.05 -> 0.97, GhostNet 0.68 -> 0.64, MobileNet v2 0.55 -> 0.52;
-  SQNR no worse. SqueezeNet 1.0's 7x7x96 stem holds 21% of its MACs and must stay int8 (0.44 -> 1.08).
+  SQNR no worse. SqueezeNet 1.0's 7x7x96 stem holds 21% of its MACs and must stay int8 (0.44 -> 1.08), and so
+  must ShuffleNet's stems, followed by a max-pool (ShuffleNet v2 0.65 -> 1.06).
 - ``tensorrt``: h-swish kept as one HardSwish op with Q/DQ around it; TensorRT fuses it into the conv.
 - ``generic``: the decomposed form, which every int8 runtime (TFLite, OpenVINO, QNN) takes.
 """
@@ -82,17 +84,45 @@ STEM_MAX_KERNEL_AREA = 9
 STEM_MAX_OUT_CHANNELS = 32
 
 
+# Element-wise ops an activation is made of (h-swish decomposed is Add, Clip, Mul, Div).
+_ACTIVATION_OPS = {"Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Add", "Mul", "Div"}
+
+
 def small_stem_convs(graph) -> list[str]:
-    """Convs that read the graph input directly with 3 channels, a kernel of at most 3x3, <= 32 outputs."""
+    """Convs that read the graph input with 3 channels, a kernel of at most 3x3 and <= 32 outputs, and whose
+    output (through its activation) feeds only convs.
+
+    A stem followed by a pool stays int8: in ShuffleNet v1/v2 (conv -> ReLU -> MaxPool) a float stem made the
+    int8 model slower than fp32 (ShuffleNet v2 int8/fp32 0.65 -> 1.06, 1 thread).
+    """
     weights = {t.name: tuple(t.dims) for t in graph.initializer}
     inputs = {i.name for i in graph.input}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def feeds_only_convs(tensor: str) -> bool:
+        frontier, seen = [tensor], set()
+        while frontier:
+            t = frontier.pop()
+            for c in consumers.get(t, []):
+                if c.name in seen:
+                    continue
+                seen.add(c.name)
+                if c.op_type in _ACTIVATION_OPS:
+                    frontier.extend(c.output)
+                elif c.op_type != "Conv":
+                    return False
+        return bool(seen)
+
     out = []
     for n in graph.node:
         if n.op_type != "Conv" or n.input[0] not in inputs or len(n.input) < 2:
             continue
         shape = weights.get(n.input[1])  # (out, in, kh, kw)
         if shape and len(shape) == 4 and shape[1] == 3 and shape[2] * shape[3] <= STEM_MAX_KERNEL_AREA \
-                and shape[0] <= STEM_MAX_OUT_CHANNELS:
+                and shape[0] <= STEM_MAX_OUT_CHANNELS and feeds_only_convs(n.output[0]):
             out.append(n.name)
     return out
 
