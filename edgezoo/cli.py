@@ -146,14 +146,7 @@ def info_command(
 
 def _register_commands() -> None:
     for name in COMMAND_MODULES:
-        module_name = f"edgezoo.commands.{name}"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name == module_name:  # not written yet
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(f"edgezoo.commands.{name}").register(app)
 
 
 _register_commands()
@@ -175,8 +168,4 @@ def main(argv: list[str] | None = None) -> None:
             raise
         report_error(e)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:  # commands that measure print their partial results themselves
-        if _state["debug"]:
-            raise
-        err_console.print("interrupted")
-        sys.exit(130)
+

@@ -17,6 +17,15 @@ from typing import Any, Iterator
 from edgezoo.errors import InputError
 
 
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail early, before slow work, when ``path`` could not be written (its folder is made if missing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder")
+    _check_parent(path)
+    return path
+
+
 def _check_parent(path: Path) -> None:
     parent = path.parent
     if parent.exists() and not parent.is_dir():
@@ -58,7 +67,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    """Strict JSON: non-finite floats (an SQNR of identical outputs is inf) are written as null."""
+    text = json.dumps(_finite(json.loads(json.dumps(obj, default=_jsonable))), indent=2, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, float) and (o != o or o in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_finite(v) for v in o]
+    return o
 
 
 def _jsonable(o: Any) -> Any:

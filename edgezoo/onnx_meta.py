@@ -47,11 +47,35 @@ class ModelMetadata:
                 v = json.loads(raw)
             except (json.JSONDecodeError, TypeError):
                 v = raw
-            (kw if k in known else extra)[k] = v
-        for k in ("input_size", "mean", "std"):
-            if isinstance(kw.get(k), list):
-                kw[k] = tuple(kw[k])
+            if k not in known:
+                extra[k] = v
+            elif _VALID[k](v):
+                kw[k] = tuple(v) if k in ("input_size", "mean", "std") else v
+            else:  # a foreign or hostile file: ignore the value rather than crash on it later
+                extra.setdefault("invalid", []).append(k)
         return cls(**kw, extra=extra)
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+
+
+def _strings(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+_VALID = {
+    "model": lambda v: isinstance(v, str),
+    "input_size": lambda v: isinstance(v, list) and len(v) == 3
+    and all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= 65536 for x in v),
+    "mean": lambda v: isinstance(v, list) and 1 <= len(v) <= 4 and all(_number(x) for x in v),
+    "std": lambda v: isinstance(v, list) and 1 <= len(v) <= 4 and all(_number(x) and x > 0 for x in v),
+    "num_classes": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    "labels": _strings,
+    "precision": lambda v: isinstance(v, str),
+    "passes": _strings,
+    "version": lambda v: isinstance(v, str),
+}
 
 
 def set_metadata(model_proto, meta: ModelMetadata) -> None:
@@ -68,7 +92,7 @@ def get_metadata(model_proto) -> ModelMetadata:
 
 
 def read_metadata(path: str | os.PathLike) -> ModelMetadata:
-    """Metadata of an ONNX file, read through onnxruntime (no need to parse the weights with onnx)."""
+    """Metadata of an ONNX file, read through onnxruntime (which also proves the file loads there)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

@@ -137,3 +137,10 @@ def test_lite_int8_bundle_reports_agreement_of_the_int8_file(tmp_path):
     lite = out.report["lite"]
     assert lite["heldout_agreement_int8"] is not None and 0.0 <= lite["heldout_agreement_int8"] <= 1.0
     assert "lite" in read_metadata(out.files["fp32"]).passes
+
+
+def test_fixed_batch_int8(tmp_path):
+    # calibration and the agreement check must feed a fixed-batch model whole batches (5 images, batch 2)
+    out = run_export(_opts(tmp_path, batch=2, int8=True, calib_count=5))
+    assert read_metadata(out.files["int8"]).precision == "int8"
+    assert out.report["int8"]["agreement"]["top1_agreement"] >= 0.0

@@ -44,3 +44,26 @@ def test_a_file_in_the_way_is_a_clear_error(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(InputError, match="not a folder"):
         atomic_write_text(tmp_path / "f" / "y.txt", "z")
+
+
+def test_write_json_is_strict_json(tmp_path):
+    import json
+
+    from edgezoo.fileio import write_json
+
+    p = write_json(tmp_path / "r.json", {"sqnr_db": float("inf"), "xs": [1.0, float("nan")]})
+    assert json.loads(p.read_text()) == {"sqnr_db": None, "xs": [1.0, None]}
+    assert "Infinity" not in p.read_text() and "NaN" not in p.read_text()
+
+
+def test_hostile_metadata_values_are_ignored_not_trusted():
+    from edgezoo.onnx_meta import ModelMetadata
+
+    meta = ModelMetadata.from_props({
+        "edgezoo.input_size": "[224, 224]", "edgezoo.mean": '"abc"', "edgezoo.std": "[0.2, 0, 0.2]",
+        "edgezoo.labels": '{"a": 1}', "edgezoo.num_classes": "true", "edgezoo.model": '"ok"',
+        "edgezoo.precision": '"int8"',
+    })
+    assert meta.input_size is None and meta.mean is None and meta.std is None and meta.labels is None
+    assert meta.num_classes is None and meta.model == "ok" and meta.precision == "int8"
+    assert sorted(meta.extra["invalid"]) == ["input_size", "labels", "mean", "num_classes", "std"]

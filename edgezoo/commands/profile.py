@@ -48,15 +48,35 @@ def load_target(model: str, input_size: tuple[int, int, int] | None):
 
     spec = get_spec(model)
     size = input_size or spec.input_size
-    proto, _ = to_onnx_proto(spec.build().eval(), size, simplify=True)
+    try:
+        proto, _ = to_onnx_proto(spec.build().eval(), size, simplify=True)
+    except RuntimeError as e:
+        raise InputError(f"{spec.name} cannot take a {'x'.join(map(str, size))} input: "
+                         f"{str(e).strip().splitlines()[0][:200]}") from None
     return proto.SerializeToString(), spec.name, size
 
 
-def _op_times(source, size, threads: int, runs: int):
+def _op_times(source, size, threads: int, runs: int, batch: int = 1):
     from edgezoo.profile.latency import op_times
 
     return op_times(source if isinstance(source, bytes) else str(source), threads=threads, runs=runs,
-                    warmup=max(2, runs // 4), input_size=size)
+                    warmup=max(2, runs // 4), input_size=size, batch=batch)
+
+
+def _check_outputs(*paths: Path | None, plot: Path | None = None) -> None:
+    """Before any slow work: the output folders exist or can be made, and --plot has matplotlib."""
+    from edgezoo.fileio import check_writable
+
+    for p in (*paths, plot):
+        if p is not None:
+            check_writable(p)
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            from edgezoo.errors import MissingDependencyError
+
+            raise MissingDependencyError("matplotlib", "pip install 'edgezoo[plot]'", "--plot draws with it") from None
 
 
 def nodes_csv(profile) -> str:
@@ -101,6 +121,7 @@ def register(app: typer.Typer) -> None:
         from edgezoo.profile.graph import profile_onnx, short_name
 
         size = parse_input_size(input_size)
+        _check_outputs(json_path, csv_path, plot=plot)
         source, label, size = load_target(model, size)
         prof = profile_onnx(source, input_size=size, batch=batch)
         prof.source = label
@@ -116,7 +137,7 @@ def register(app: typer.Typer) -> None:
                 if peak_gflops is not None or bandwidth_gbs is not None or peak_int8_gops is not None:
                     peaks = MachinePeaks(peak_gflops or peaks.peak_gflops, bandwidth_gbs or peaks.bandwidth_gbs,
                                          peak_int8_gops or peaks.peak_int8_gops, "given + " + peaks.source, threads)
-            times = _op_times(source, size, threads, runs) if measure else None
+            times = _op_times(source, size, threads, runs, batch) if measure else None
             report = analyze(prof, peaks, times)
 
         t = prof.totals()
@@ -225,6 +246,7 @@ def register(app: typer.Typer) -> None:
         from edgezoo.profile.guidelines import check_guidelines
 
         size = parse_input_size(input_size)
+        _check_outputs(json_path)
         source, label, size = load_target(model, size)
         prof = profile_onnx(source, input_size=size)
         times = _op_times(source, size, threads, runs) if measure else None

@@ -51,7 +51,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve ONNX files over HTTP: /health, /v1/models, /v1/models/NAME/predict, /metrics."""
         from edgezoo.cli import console
-        from edgezoo.errors import InputError
+        from edgezoo.errors import InputError, MissingDependencyError
+
+        try:
+            import starlette  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError as e:
+            raise MissingDependencyError(e.name or "starlette/uvicorn", "pip install 'edgezoo[serve]'",
+                                         "edgezoo serve runs on them") from None
         from edgezoo.serve.app import API_KEY_ENV, ServeConfig
         from edgezoo.serve.batching import BatchConfig
         from edgezoo.serve.model import load_model

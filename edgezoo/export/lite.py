@@ -450,9 +450,11 @@ def add_int8_agreement(report: LiteReport, int8_path: str | Path) -> LiteReport:
         return report
     import onnxruntime as ort
 
+    from edgezoo.export.quantize import run_batched
+
     sess = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
     x = np.ascontiguousarray(report.heldout, dtype=np.float32)
-    lite = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    lite = run_batched(sess, x)[0]
     with torch.no_grad():
         ref = report.original.eval()(torch.from_numpy(x)).numpy()
     report["heldout_agreement_int8"] = float(np.mean(lite.argmax(1) == ref.argmax(1)))

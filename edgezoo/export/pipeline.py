@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgezoo.errors import EdgezooError, InputError, VerificationError
+from edgezoo.errors import InputError, VerificationError
 from edgezoo.export import int8_forms
 
 DEFAULT_OUT_ROOT = Path("edgezoo-out")
@@ -100,7 +100,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         if options.calib is not None:
             calibration = load_image_folder(options.calib, size, spec.mean, spec.std,
                                             count=options.calib_count + options.eval_count, seed=options.seed)
-            calib_source = f"{len(calibration)} images from {options.calib}"
+            calib_source = f"{min(len(calibration), options.calib_count)} images from {options.calib}"
         else:
             calibration = synthetic_images(options.calib_count, size, seed=options.seed)
             calib_source = f"{len(calibration)} synthetic images (no --calib folder)"
@@ -116,13 +116,8 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
     labels = list(spec.labels) if spec.labels and num_classes == spec.num_classes else None
     lite_report = None
     if options.lite:
-        try:
-            from edgezoo.export.lite import apply_lite
-        except ModuleNotFoundError as e:
-            if e.name != "edgezoo.export.lite":
-                raise
-            raise EdgezooError("--lite is not available in this build of edgezoo",
-                               "edgezoo/export/lite.py is missing") from None
+        from edgezoo.export.lite import apply_lite
+
         step("lite rewrites and distillation")
         model, lite_report = apply_lite(model, spec, options, calibration)
     model.eval()

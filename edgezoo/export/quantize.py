@@ -37,27 +37,45 @@ DATA_MOVEMENT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Sli
 
 
 class _ArrayReader:
-    """onnxruntime's CalibrationDataReader protocol over an (N, C, H, W) array, one image per batch."""
+    """onnxruntime's CalibrationDataReader protocol over an (N, C, H, W) array, ``batch`` images at a time
+    (1 for a dynamic batch; a fixed-batch model gets full batches, the last one padded by repeating images)."""
 
-    def __init__(self, input_name: str, data: np.ndarray):
+    def __init__(self, input_name: str, data: np.ndarray, batch: int = 1):
         self.input_name = input_name
         self.data = data
+        self.batch = batch
         self.i = 0
 
     def get_next(self):
         if self.i >= len(self.data):
             return None
-        x = self.data[self.i: self.i + 1]
-        self.i += 1
+        x = _pad_rows(self.data[self.i: self.i + self.batch], self.batch)
+        self.i += self.batch
         return {self.input_name: x}
 
     def rewind(self):
         self.i = 0
 
 
-def _input_name(model: onnx.ModelProto) -> str:
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    """Repeat the last row until ``x`` has ``rows`` rows (a fixed-batch model takes nothing else)."""
+    if len(x) >= rows:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], rows - len(x), axis=0)])
+
+
+def _input(model: onnx.ModelProto):
     inits = {i.name for i in model.graph.initializer}
-    return next(i.name for i in model.graph.input if i.name not in inits)
+    return next(i for i in model.graph.input if i.name not in inits)
+
+
+def _input_name(model: onnx.ModelProto) -> str:
+    return _input(model).name
+
+
+def _fixed_batch(model: onnx.ModelProto) -> int:
+    dims = _input(model).type.tensor_type.shape.dim
+    return dims[0].dim_value if len(dims) and dims[0].dim_value > 0 else 1
 
 
 def quantize_int8(
@@ -103,7 +121,7 @@ def quantize_int8(
     if method == "percentile":
         options["CalibPercentile"] = percentile
     options.update(extra_options or {})
-    reader = _ArrayReader(_input_name(model), calibration)
+    reader = _ArrayReader(_input_name(model), calibration, batch=_fixed_batch(model))
     q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options)
     shared = 0
     if share_concat_scales:
@@ -334,13 +352,17 @@ def _session(path_or_model, threads: int = 0):
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
-def _run_batches(sess, inputs: np.ndarray, batch: int = 8, outputs=None) -> list[np.ndarray]:
+def run_batched(sess, inputs: np.ndarray, batch: int = 8, outputs=None) -> list[np.ndarray]:
+    """Run ``inputs`` through an onnxruntime session in chunks; a fixed-batch model gets its own batch size,
+    the last chunk padded and the padding's outputs dropped."""
     name = sess.get_inputs()[0].name
     fixed = sess.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) and fixed > 0 else batch
     parts: list[list[np.ndarray]] = []
     for i in range(0, len(inputs), step):
-        parts.append(sess.run(outputs, {name: inputs[i:i + step].astype(np.float32)}))
+        chunk = inputs[i:i + step].astype(np.float32)
+        out = sess.run(outputs, {name: _pad_rows(chunk, step) if step == fixed else chunk})
+        parts.append([o[:len(chunk)] if np.ndim(o) else o for o in out])
     # 0-d outputs (constants made graph outputs) are the same in every batch
     return [np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) else parts[0][k]
             for k in range(len(parts[0]))]
@@ -380,8 +402,8 @@ def compare_models(ref_path, test_path, inputs: np.ndarray, worst_layers: int = 
     activation forms rescale some intermediate tensors: per-layer figures must compare like with like).
     """
     inputs = np.asarray(inputs, dtype=np.float32)
-    ref = _run_batches(_session(ref_path), inputs)[0]
-    test = _run_batches(_session(test_path), inputs)[0]
+    ref = run_batched(_session(ref_path), inputs)[0]
+    test = run_batched(_session(test_path), inputs)[0]
     result = output_agreement(ref, test)
     if worst_layers:
         try:
@@ -420,8 +442,8 @@ def layer_sqnr(ref_path, qdq_path, inputs: np.ndarray) -> list[dict]:
     pairs = [p for p in pairs if not (p[0] in seen or seen.add(p[0]))]
     _add_outputs(ref_model, [p[0] for p in pairs])
     _add_outputs(q_model, [p[1] for p in pairs])
-    ref_out = _run_batches(_session(ref_model), inputs, outputs=[p[0] for p in pairs])
-    q_out = _run_batches(_session(q_model), inputs, outputs=[p[1] for p in pairs])
+    ref_out = run_batched(_session(ref_model), inputs, outputs=[p[0] for p in pairs])
+    q_out = run_batched(_session(q_model), inputs, outputs=[p[1] for p in pairs])
     rows = [{"tensor": x, "op_type": op, "sqnr_db": round(sqnr_db(r, t), 2)}
             for (x, _, op), r, t in zip(pairs, ref_out, q_out)]
     return sorted(rows, key=lambda r: r["sqnr_db"])

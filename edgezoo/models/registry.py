@@ -83,11 +83,7 @@ def _load_families() -> None:
         return
     _loaded = True
     for module in FAMILY_MODULES:
-        try:
-            importlib.import_module(f"edgezoo.models.{module}")
-        except ModuleNotFoundError as e:
-            if e.name != f"edgezoo.models.{module}":  # a family not written yet is fine, a bug is not
-                raise
+        importlib.import_module(f"edgezoo.models.{module}")
 
 
 def get_spec(name: str) -> ModelSpec:

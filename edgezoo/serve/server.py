@@ -42,8 +42,8 @@ def run_server(models: list[ServedModel], config: ServeConfig, host: str = "127.
         import uvicorn
     except ImportError:
         raise MissingDependencyError("uvicorn", "pip install 'edgezoo[serve]'", "edgezoo serve needs it") from None
-    sock = bind_socket(host, port)
     app = create_app(models, config)
+    sock = bind_socket(host, port)  # last before the try that closes it
     uconfig = uvicorn.Config(
         app, log_level=log_level, access_log=False, lifespan="on",
         timeout_graceful_shutdown=graceful_timeout_s,
