@@ -161,10 +161,10 @@ def write_markdown(report: dict, path: Path) -> None:
         if any(slower.values()):
             lines += ["", f"**Read the {hi}-thread columns as a measurement of contention, not of the runtimes.** "
                       f"With {hi} threads, PyTorch was slower than with {lo} on {slower['torch']} of {len(ok)} models "
-                      f"and onnxruntime on {slower['ort']}: the load average above is several times the core "
-                      "count, so a thread of a parallel region is often descheduled and the others wait at the "
-                      "barrier (PyTorch's OpenMP suffers far more than onnxruntime's pool). Rerun on an idle "
-                      "machine for multi-thread figures; the 1-thread ratios are the ones to quote."]
+                      f"and onnxruntime on {slower['ort']}: on a 2-core machine a second thread competes with "
+                      "anything else that runs, and a descheduled thread holds up the others at the barrier "
+                      "(PyTorch's OpenMP suffers far more than onnxruntime's pool). The 1-thread ratios are the "
+                      "ones to quote."]
     st = report.get("stability")
     if st:
         lines += ["", f"## How stable the ratio mode is (identical models: {st['model']} in two onnxruntime "
