@@ -12,10 +12,9 @@ from typing import Sequence
 import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
+from edgezoo.imageprep import orient_and_convert, resize_crop_normalise
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-# The usual ImageNet evaluation transform: resize the short side to size / 0.875, center-crop size.
-CROP_FRACTION = 0.875
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -34,21 +33,8 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 
 def preprocess_image(img, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """PIL image -> (C, H, W) float32: RGB (or L for 1 channel), resize short side, center crop, normalise."""
-    from PIL import Image
-
-    c, h, w = input_size
-    img = img.convert("L" if c == 1 else "RGB")
-    short = min(h, w) / CROP_FRACTION
-    scale = short / min(img.size)
-    new = (max(w, round(img.size[0] * scale)), max(h, round(img.size[1] * scale)))
-    img = img.resize(new, Image.BILINEAR)
-    left, top = (new[0] - w) // 2, (new[1] - h) // 2
-    img = img.crop((left, top, left + w, top + h))
-    a = np.asarray(img, dtype=np.float32) / 255.0
-    a = a[:, :, None] if a.ndim == 2 else a
-    a = (a - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(a.transpose(2, 0, 1))
+    """PIL image -> (C, H, W) float32, exactly as `edgezoo serve` prepares it (edgezoo.imageprep)."""
+    return resize_crop_normalise(orient_and_convert(img, input_size[0]), input_size, mean, std)
 
 
 def load_image_folder(path: str | os.PathLike, input_size: Sequence[int], mean: Sequence[float],

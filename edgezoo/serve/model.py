@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgezoo.errors import EdgezooError, InputError, MissingDependencyError
+from edgezoo.imageprep import CROP_FRACTION
 from edgezoo.onnx_meta import ModelMetadata
 
 # onnxruntime's type strings -> numpy dtypes (only the ones a tensor body can carry).
@@ -44,7 +45,7 @@ class Preprocessing:
     input_size: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    crop_pct: float = 0.875  # resize so the crop is this fraction of the short side (ImageNet evaluation)
+    crop_pct: float = CROP_FRACTION  # the crop is this fraction of the image (ImageNet evaluation)
     layout: str = "NCHW"
 
     def to_json(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from edgezoo.imageprep import orient_and_convert, resize_crop_normalise
 from edgezoo.serve.model import Preprocessing, ServedModel, TensorSpec
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -42,7 +43,7 @@ def sniff(body: bytes) -> str | None:
 
 def decode_image(data: bytes, pre: Preprocessing, max_pixels: int) -> np.ndarray:
     """JPEG/PNG bytes -> one (C, H, W) or (H, W, C) float32 sample, resized, centre-cropped and normalised."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise RequestError(400, "empty image")
@@ -59,8 +60,7 @@ def decode_image(data: bytes, pre: Preprocessing, max_pixels: int) -> np.ndarray
             scale_side = max(h, w) / pre.crop_pct
             if img.format == "JPEG":  # decode a big JPEG at a fraction of its size: much faster, same result
                 img.draft("RGB" if c == 3 else "L", (int(scale_side), int(scale_side)))
-            img = ImageOps.exif_transpose(img)
-            img = img.convert("RGB" if c == 3 else "L")
+            img = orient_and_convert(img, c)
     except RequestError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -71,22 +71,7 @@ def decode_image(data: bytes, pre: Preprocessing, max_pixels: int) -> np.ndarray
         raise RequestError(400, f"cannot decode the image: {str(e)[:200]}") from None
     if c not in (1, 3):
         raise RequestError(422, f"model takes {c} channels; images are served for 1 or 3")
-    return _resize_crop_normalise(img, pre)
-
-
-def _resize_crop_normalise(img, pre: Preprocessing) -> np.ndarray:
-    from PIL import Image
-
-    c, h, w = pre.input_size
-    # Scale so the (h, w) crop is crop_pct of the image's extent along its tighter side, then centre-crop.
-    scale = max(h / img.height, w / img.width) / pre.crop_pct
-    rw, rh = max(w, round(img.width * scale)), max(h, round(img.height * scale))
-    img = img.resize((rw, rh), Image.BILINEAR)
-    left, top = (rw - w) // 2, (rh - h) // 2
-    img = img.crop((left, top, left + w, top + h))
-    x = np.asarray(img, dtype=np.float32).reshape(h, w, c) / 255.0
-    x = (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-    return np.ascontiguousarray(x if pre.layout == "NHWC" else x.transpose(2, 0, 1))
+    return resize_crop_normalise(img, pre.input_size, pre.mean, pre.std, pre.crop_pct, pre.layout)
 
 
 # ---------------------------------------------------------------------------------------------- tensors
