@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgezoo import __version__
-from edgezoo.errors import EdgezooError, MissingDependencyError
+from edgezoo.errors import EdgezooError, require_torch
 
 app = typer.Typer(
     name="edgezoo",
@@ -48,17 +48,6 @@ def _root(
 ) -> None:
     if debug:
         _state["debug"] = True
-
-
-def require_torch() -> None:
-    """Commands that build models from the registry need PyTorch; say so plainly when it is missing."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError(
-            "PyTorch", "pip install 'edgezoo[torch]'",
-            "registry models need it; .onnx files work without it",
-        ) from None
 
 
 def fmt_count(n: float | None, unit: str = "") -> str:

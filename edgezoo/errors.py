@@ -53,3 +53,14 @@ class VerificationError(EdgezooError):
     """A conversion step whose output disagrees with the step before it beyond tolerance."""
 
     exit_code = 3
+
+
+def require_torch() -> None:
+    """Registry models need PyTorch; .onnx files do not. Say so plainly when it is missing."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(
+            "PyTorch", "pip install 'edgezoo[torch]'",
+            "registry models need it; .onnx files run on onnxruntime without it",
+        ) from None

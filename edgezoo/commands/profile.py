@@ -40,7 +40,7 @@ def load_target(model: str, input_size: tuple[int, int, int] | None):
         if not path.exists():
             raise InputError(f"no such file: {model}", "give an .onnx file or a model name from `edgezoo list`")
         return path, str(path), input_size
-    from edgezoo.cli import require_torch
+    from edgezoo.errors import require_torch
 
     require_torch()
     from edgezoo.export.onnx import to_onnx_proto

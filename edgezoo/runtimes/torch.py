@@ -11,18 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgezoo.errors import InputError
+from edgezoo.errors import InputError, require_torch
 from edgezoo.runtimes.base import Runner, TensorInfo, first_line
-
-
-def require_torch() -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        from edgezoo.errors import MissingDependencyError
-
-        raise MissingDependencyError("PyTorch", "pip install 'edgezoo[torch]'",
-                                     "registry models need it; .onnx files run on onnxruntime without it") from None
 
 
 def build_registry_model(name: str, weights: str | None = None, seed: int = 0):
