@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -141,15 +140,8 @@ def top1_onnx(path: str | Path, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_at_start": os.getloadavg()[0],
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+    from edgezoo.profile.latency import describe_machine
+
+    info = describe_machine()
+    return {**info, "cores": info["cpus"], "load_average_at_start": os.getloadavg()[0], "torch": torch.__version__,
             "note": "shared 2-core machine: other jobs ran beside this benchmark"}

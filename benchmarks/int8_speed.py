@@ -21,7 +21,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -176,18 +175,10 @@ def run_model(name: str, rounds: int, threads_list: list[int], work: Path) -> di
 
 
 def machine() -> dict:
-    import onnxruntime as ort
+    from edgezoo.profile.latency import describe_machine
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "onnxruntime": ort.__version__,
-            "python": platform.python_version(), "load_average_at_start": os.getloadavg()}
+    info = describe_machine()
+    return {**info, "logical_cpus": info["cpus"], "load_average_at_start": os.getloadavg()}
 
 
 def write_results(rows: list[dict], meta: dict, out: Path) -> None:

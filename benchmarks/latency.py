@@ -30,9 +30,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-    from edgezoo.commands.bench import machine as bench_machine
+    from edgezoo.profile.latency import describe_machine
 
-    info = bench_machine()
+    info = describe_machine()
     try:
         info["load_average_at_start"] = os.getloadavg()
     except OSError:

@@ -300,12 +300,9 @@ def run(rounds: int, iters: int, quick: bool) -> dict:
 
 
 def machine() -> dict:
-    try:
-        from edgezoo.commands.bench import machine as describe
-        info = describe()
-    except Exception:  # the bench command is someone else's module; its absence must not stop this one
-        import platform
-        info = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    from edgezoo.profile.latency import describe_machine
+
+    info = describe_machine()
     info["loadavg_before"] = os.getloadavg()
     return info
 

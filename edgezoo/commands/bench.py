@@ -8,8 +8,6 @@ device with onnxruntime and numpy only.
 from __future__ import annotations
 
 import os
-import platform
-import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -278,32 +276,11 @@ def run_ops(runner, batch, opts, top) -> dict[str, Any]:
 
 # --- report --------------------------------------------------------------------------------------------------
 
-def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
-                            "python": platform.python_version(), "cpus": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        info["cpu"] = platform.processor()
-    try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
-    if "torch" in sys.modules:  # report it only when it was used: importing it here would defeat the device side
-        info["torch"] = sys.modules["torch"].__version__
-    return info
-
-
 def _report(mode: str, opts: dict[str, Any], **settings) -> dict[str, Any]:
     from edgezoo import __version__
+    from edgezoo.profile.latency import describe_machine
 
-    return {"schema": SCHEMA, "mode": mode, "edgezoo": __version__, "machine": machine(),
+    return {"schema": SCHEMA, "mode": mode, "edgezoo": __version__, "machine": describe_machine(),
             "settings": {"threads": opts["threads"], "providers": opts["providers"],
                          "graph_optimization": opts["graph_optimization"],
                          "input_size": list(opts["input_size"]) if opts["input_size"] else None, **settings},

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -312,3 +314,27 @@ def parse_profile(events: list[dict[str, Any]], runs: int | None = None) -> OpTi
     total = sum(d["time_ms"] for d in nodes)
     run_ms = sum(r["dur"] for r in model_runs) / n / 1e3
     return OpTimes(nodes=nodes, by_type=by_type, total_ms=total, run_ms=run_ms, runs=n, threads=0, input_shapes={})
+
+
+def describe_machine() -> dict[str, Any]:
+    """What a measurement ran on: CPU, core count, Python, onnxruntime (and torch when it was used)."""
+    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
+                            "python": platform.python_version(), "cpus": os.cpu_count(),
+                            "cpu": platform.processor()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    if "torch" in sys.modules:  # report it only when it was used: importing it here would defeat the device side
+        info["torch"] = sys.modules["torch"].__version__
+    return info
