@@ -225,3 +225,19 @@ def test_zoo_macs_from_exported_onnx_within_1_percent(spec):
     proto, _ = to_onnx_proto(spec.build().eval(), spec.input_size, simplify=True)
     macs = profile_onnx(proto).macs
     assert abs(macs / spec.paper.macs - 1) < 0.01, (spec.name, macs, spec.paper.macs)
+
+
+def test_fixed_input_dims_are_not_overridden(tmp_path):
+    from onnx import TensorProto, helper
+
+    from edgezoo.errors import InputError
+    from edgezoo.profile.graph import profile_onnx
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 1, 1], [1.0] * 12)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert profile_onnx(model, input_size=(3, 8, 8)).totals()["macs"] == 8 * 8 * 4 * 3
+    with pytest.raises(InputError, match="fixed shape 3x8x8"):
+        profile_onnx(model, input_size=(3, 16, 16))

@@ -258,6 +258,7 @@ def _fix_input_shapes(proto, input_size: Sequence[int] | None, batch: int) -> di
     """Replace symbolic input dims: batch -> ``batch``; others from input_size (C,H,W) or edgezoo metadata."""
     from edgezoo.onnx_meta import get_metadata
 
+    given = input_size is not None
     if input_size is None:
         meta = get_metadata(proto)
         input_size = meta.input_size
@@ -280,8 +281,11 @@ def _fix_input_shapes(proto, input_size: Sequence[int] | None, batch: int) -> di
             else:
                 raise InputError(f"graph input '{vi.name}' has an unknown dimension {i} ({d or '?'})",
                                  "pass --input-size C,H,W")
-        if input_size is not None and len(new) == len(input_size) + 1 and list(new[1:]) != list(input_size):
-            new = [new[0], *map(int, input_size)]
+        if given and len(new) == len(input_size) + 1 and list(new[1:]) != list(map(int, input_size)):
+            # the graph's own fixed dims win: constant reshapes inside it were computed for them
+            raise InputError(f"graph input '{vi.name}' has fixed shape {'x'.join(map(str, new[1:]))}; "
+                             f"it cannot be profiled at {'x'.join(map(str, input_size))}",
+                             "drop --input-size, or export the model at that size")
         for d, v in zip(vi.type.tensor_type.shape.dim, new):
             d.Clear()
             d.dim_value = v
