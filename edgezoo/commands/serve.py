@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         models: List[Path] = typer.Argument(..., help="ONNX files to serve (each under its file name)."),
         host: str = typer.Option("127.0.0.1", help="Address to bind. 0.0.0.0 exposes the server to the network."),
         port: int = typer.Option(8000, help="Port (0 picks a free one and prints it)."),
-        max_batch: int = typer.Option(16, "--max-batch", help="Most rows in one onnxruntime run."),
+        max_batch: int = typer.Option(16, "--max-batch", help="Most rows gathered into one onnxruntime run (a single larger request still runs whole)."),
         max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="How long a request may wait for others."),
         no_batching: bool = typer.Option(False, "--no-batching", help="Run every request alone."),
         max_queue: int = typer.Option(256, "--max-queue", help="Waiting requests per model before 503."),

@@ -88,7 +88,7 @@ class Runner(abc.ABC):
         return self._infer(feeds)
 
     def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
-        """Raise InputError when ``feeds`` cannot fit this model's inputs (names, rank, fixed dims, dtype)."""
+        """Raise InputError when ``feeds`` cannot fit this model's inputs (names, rank, fixed dims)."""
         infos = {i.name: i for i in self.inputs}
         missing = set(infos) - set(feeds)
         extra = set(feeds) - set(infos)
