@@ -327,16 +327,11 @@ def static_channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape(-1, c, h, w)
 
 
-class StaticChannelShuffle(nn.Module):
-    def __init__(self, groups: int):
-        super().__init__()
-        self.groups = groups
+class StaticChannelShuffle(zoo_layers.ChannelShuffle):
+    """The same permutation, exported with constant shapes (see static_channel_shuffle)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return static_channel_shuffle(x, self.groups)
-
-    def extra_repr(self) -> str:
-        return f"groups={self.groups}"
 
 
 def rewrite_channel_shuffle(model: nn.Module) -> PassResult:
@@ -350,7 +345,7 @@ def rewrite_channel_shuffle(model: nn.Module) -> PassResult:
     changes: list[str] = []
     for parent in list(model.modules()):
         for child_name, child in list(parent._modules.items()):
-            if isinstance(child, zoo_layers.ChannelShuffle):
+            if isinstance(child, zoo_layers.ChannelShuffle) and not isinstance(child, StaticChannelShuffle):
                 parent._modules[child_name] = StaticChannelShuffle(child.groups)
                 changes.append(f"{child_name}: ChannelShuffle(groups={child.groups}) -> constant-shape Reshape")
     functional = sorted({type(m).__module__ for m in model.modules() if _uses_functional_shuffle(m)})
