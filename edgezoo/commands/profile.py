@@ -34,9 +34,10 @@ def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
 
 def load_target(model: str, input_size: tuple[int, int, int] | None):
     """(ONNX bytes or path, label, input size) for a file or a registry name."""
+    from edgezoo.runtimes import model_kind
+
     path = Path(model)
-    looks_like_file = path.exists() or model.endswith(".onnx") or "/" in model or "\\" in model
-    if looks_like_file:
+    if model_kind(model) != "registry":  # the same file-or-name rule as `edgezoo bench`
         if not path.exists():
             raise InputError(f"no such file: {model}", "give an .onnx file or a model name from `edgezoo list`")
         return path, str(path), input_size
