@@ -201,16 +201,11 @@ def _preferred(given: Sequence[int] | None, max_batch: int) -> list[int]:
 
 
 def _labels(props: dict) -> list[str] | None:
-    raw = props.get("edgezoo.labels")
-    if not raw:
-        return None
-    try:
-        labels = json.loads(raw)
-    except json.JSONDecodeError:
-        return None
-    if isinstance(labels, list) and labels and all(isinstance(x, str) and "\n" not in x for x in labels):
-        return labels
-    return None
+    from edgezoo.onnx_meta import ModelMetadata
+
+    labels = ModelMetadata.from_props(props).labels  # validated there: a list of strings or None
+    # labels.txt holds one label per line
+    return labels if labels and all("\n" not in x for x in labels) else None
 
 
 def _label_output(outputs: list[TensorIO], labels: list[str] | None, max_batch: int) -> str | None:
