@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
+from edgezoo.runtimes.onnxruntime import ORT_DTYPES
 
 # Ops whose MACs we count, and which input holds the weight (the reduction dimension comes from it).
 CONV_OPS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose": 1}
@@ -362,8 +363,7 @@ def _shapes_by_running(proto, inputs: dict[str, list[int]], info: dict) -> None:
         sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         feed = {}
         for i in sess.get_inputs():
-            np_type = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
-                       "tensor(int8)": np.int8, "tensor(int64)": np.int64}.get(i.type, np.float32)
+            np_type = ORT_DTYPES.get(i.type, np.float32)
             feed[i.name] = np.zeros(inputs[i.name], dtype=np_type)
         outs = sess.run(None, feed)
     except Exception as e:

@@ -28,10 +28,11 @@ OPT_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic
               "disable": "ORT_DISABLE_ALL", "none": "ORT_DISABLE_ALL"}
 
 # ONNX tensor element type strings (as onnxruntime reports them) -> numpy
-_ORT_DTYPES = {
+ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
     "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16, "tensor(uint16)": np.uint16,
-    "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
+    "tensor(int32)": np.int32, "tensor(uint32)": np.uint32, "tensor(int64)": np.int64,
+    "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
 }
 
 
@@ -189,7 +190,7 @@ class OrtRunner(Runner):
 
 
 def _info(node) -> TensorInfo:
-    dtype = _ORT_DTYPES.get(node.type, np.float32)
+    dtype = ORT_DTYPES.get(node.type, np.float32)
     return TensorInfo(node.name, shape_of(node.shape), np.dtype(dtype))
 
 

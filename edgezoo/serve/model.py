@@ -17,14 +17,7 @@ import numpy as np
 from edgezoo.errors import EdgezooError, InputError, MissingDependencyError
 from edgezoo.imageprep import CROP_FRACTION
 from edgezoo.onnx_meta import ModelMetadata
-
-# onnxruntime's type strings -> numpy dtypes (only the ones a tensor body can carry).
-ORT_DTYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16, "tensor(uint16)": np.uint16,
-    "tensor(int32)": np.int32, "tensor(uint32)": np.uint32, "tensor(int64)": np.int64,
-    "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
-}
+from edgezoo.runtimes.onnxruntime import ORT_DTYPES
 
 
 @dataclass
