@@ -248,7 +248,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
 
             step("TensorRT engine")
             precision = "int8" if options.int8 else ("fp16" if options.fp16 else "fp32")
-            src = files[precision] if precision in files else fp32_path
+            src = files[precision]  # fp32 is always there, int8/fp16 when asked for
             plan = plan_engine(src, tmp / f"model.{precision}.engine", precision,
                                timing_cache=tmp / "timing.cache")
             report["tensorrt"] = build_engine(plan)

@@ -326,8 +326,6 @@ def _infer_shapes(proto) -> dict[str, tuple[list[int] | None, int]]:
     for vi in [*g.input, *g.value_info, *g.output]:
         dims = _dims(vi.type)
         static = dims if dims is not None and all(isinstance(d, int) and d > 0 or d == 0 for d in dims) else None
-        if static is not None and any(d is None for d in static):
-            static = None
         info[vi.name] = (static, vi.type.tensor_type.elem_type)
     for t in g.initializer:
         info[t.name] = (list(t.dims), t.data_type)

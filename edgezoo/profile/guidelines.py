@@ -187,11 +187,10 @@ def check_g4(p: GraphProfile, op_times=None, top: int = 5) -> Finding:
         d["share_of_bytes"] = round(d["bytes"] / total_bytes, 4)
     figure = (f"element-wise ops: {share:.1%} of bytes moved, {mac_share:.1%} of memory access cost, "
               f"{flop_share:.1%} of FLOPs; with depthwise convs {(ew_bytes + dw_bytes) / total_bytes:.1%} of bytes")
-    value = share
     if op_times is not None and getattr(op_times, "total_ms", 0):
         t = sum(ms for op, ms in op_times.by_type.items() if op in ELEMENTWISE_TIME_OPS)
         figure += f"; measured {t / op_times.total_ms:.1%} of time (after the runtime's fusions)"
-    return Finding("G4", "element-wise operations", _sev(share, 0.15, 0.30), figure, value, layers[:top],
+    return Finding("G4", "element-wise operations", _sev(share, 0.15, 0.30), figure, share, layers[:top],
                    "ReLU, Add, Mul, h-swish, ... have few FLOPs but a full read and write of their tensors")
 
 

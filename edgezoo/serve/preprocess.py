@@ -131,7 +131,7 @@ def json_to_array(value: Any, spec: TensorSpec) -> np.ndarray:
 def check_and_cast(arr: np.ndarray, spec: TensorSpec, allow_nan: bool) -> tuple[np.ndarray, bool]:
     """Check dtype and shape against the model input; returns (array with batch dim, whether one was added)."""
     want = spec.dtype
-    if arr.dtype.kind not in "biuf" or arr.dtype.kind == "c":
+    if arr.dtype.kind not in "biuf":
         raise RequestError(422, f"input '{spec.name}' takes {want}; got {arr.dtype}")
     if arr.dtype != want:
         # float64 -> float32 and int64 -> int32 ('same_kind') are what JSON and numpy defaults produce; a float
