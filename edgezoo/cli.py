@@ -10,15 +10,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from pathlib import Path
-from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from edgezoo import __version__
-from edgezoo.errors import EdgezooError, require_torch
+from edgezoo.console import console, err_console
+from edgezoo.errors import EdgezooError
 
 app = typer.Typer(
     name="edgezoo",
@@ -28,11 +25,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console()
-err_console = Console(stderr=True)
 _state = {"debug": bool(os.environ.get("EDGEZOO_DEBUG"))}
 
-COMMAND_MODULES = ("export", "bench", "profile", "serve", "triton")
+COMMAND_MODULES = ("zoo", "export", "bench", "profile", "serve", "triton")
 
 
 def _version(value: bool) -> None:
@@ -48,89 +43,6 @@ def _root(
 ) -> None:
     if debug:
         _state["debug"] = True
-
-
-def fmt_count(n: float | None, unit: str = "") -> str:
-    if n is None:
-        return "-"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suffix}{unit}"
-    return f"{n:.0f}{unit}"
-
-
-@app.command("list")
-def list_command(
-    family: Optional[str] = typer.Option(None, help="Only this family (e.g. mobilenet_v3)."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the list as JSON to this path."),
-) -> None:
-    """List the zoo: names, aliases, params, MACs, input size and the paper's top-1."""
-    require_torch()
-    from edgezoo.fileio import write_json
-    from edgezoo.models.registry import list_specs
-
-    specs = [s for s in list_specs() if family is None or s.family == family]
-    if not specs:
-        raise EdgezooError(f"no models in family '{family}'", "see `edgezoo list` for the families")
-    table = Table(title="edgezoo model zoo", header_style="bold")
-    for col, justify in (("name", "left"), ("aliases", "left"), ("params", "right"), ("MACs", "right"),
-                         ("input", "right"), ("top-1 %", "right")):
-        table.add_column(col, justify=justify, no_wrap=col != "aliases")
-    rows = []
-    for s in specs:
-        p = s.paper
-        table.add_row(s.name, ", ".join(s.aliases[:3]), f"{p.params:,}" if p.params else "-",
-                      fmt_count(p.macs), "x".join(map(str, s.input_size[1:])),
-                      f"{p.top1:.1f}" if p.top1 else "-")
-        rows.append(_spec_json(s))
-    console.print(table)
-    if json_path is not None:
-        write_json(json_path, rows)
-        console.print(f"wrote {json_path}")
-
-
-def _spec_json(s) -> dict:
-    return {
-        "name": s.name, "family": s.family, "aliases": list(s.aliases), "input_size": list(s.input_size),
-        "mean": list(s.mean), "std": list(s.std), "num_classes": s.num_classes,
-        "params": s.paper.params, "macs": s.paper.macs, "top1": s.paper.top1, "source": s.paper.source,
-        "weights": s.weights, "kwargs": dict(s.kwargs),
-    }
-
-
-@app.command("info")
-def info_command(
-    name: str = typer.Argument(..., help="Model name or alias (see `edgezoo list`)."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input side (default: the spec's)."),
-) -> None:
-    """Show a model's spec and a per-stage summary (output shape, params, MACs)."""
-    require_torch()
-    from edgezoo.models.counting import count_params, profile_model
-    from edgezoo.models.registry import get_spec
-
-    spec = get_spec(name)
-    size = spec.input_size if input_size is None else (spec.input_size[0], input_size, input_size)
-    model = spec.build()
-    try:
-        macs, stages = profile_model(model, size)
-    except RuntimeError as e:
-        raise EdgezooError(f"{spec.name} cannot take a {size[1]}x{size[2]} input: {str(e).splitlines()[0]}") from None
-    p = spec.paper
-    console.print(f"[bold]{spec.name}[/bold]  (family {spec.family}; aliases: {', '.join(spec.aliases) or '-'})")
-    console.print(f"  input {size}, mean {spec.mean}, std {spec.std}, {spec.num_classes} classes")
-    console.print(f"  params {count_params(model):,} (published {p.params:,})" if p.params
-                  else f"  params {count_params(model):,}")
-    console.print(f"  MACs {fmt_count(macs)} at {size[1]}x{size[2]} (published {fmt_count(p.macs)} at "
-                  f"{spec.input_size[1]}x{spec.input_size[2]})")
-    if p.top1:
-        console.print(f"  top-1 {p.top1}% ({p.source})")
-    console.print(f"  weights: {spec.weights or '-'}")
-    table = Table(header_style="bold")
-    for col in ("stage", "output", "params", "MACs"):
-        table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
-    for st in stages:
-        table.add_row(st.name, "x".join(map(str, st.output_shape)), f"{st.params:,}", fmt_count(st.macs))
-    console.print(table)
 
 
 def _register_commands() -> None:

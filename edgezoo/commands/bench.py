@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
                 finally:
                     runner.deactivate()
         except KeyboardInterrupt:  # while loading, before anything was measured
-            from edgezoo.cli import console
+            from edgezoo.console import console
 
             console.print("[yellow]interrupted[/yellow] before anything was measured")
             raise typer.Exit(130) from None
@@ -128,7 +128,7 @@ def _check_writable(path: Path) -> None:
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgezoo.cli import console
+    from edgezoo.console import console
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=True)
@@ -137,7 +137,7 @@ def _progress():
 def _open(model: str, runtime: str | None, opts: dict[str, Any]):
     from edgezoo.runtimes import open_runner
 
-    from edgezoo.cli import console
+    from edgezoo.console import console
 
     with console.status(f"loading {model}"):
         runner = open_runner(model, runtime, **opts)
@@ -260,7 +260,7 @@ def _require_ort(model, runner) -> None:
 
 
 def run_ops(runner, batch, opts, top) -> dict[str, Any]:
-    from edgezoo.cli import console
+    from edgezoo.console import console
     from edgezoo.profile.latency import op_times
 
     with console.status("profiling operators"):
@@ -288,7 +288,7 @@ def _report(mode: str, opts: dict[str, Any], **settings) -> dict[str, Any]:
 
 
 def finish(report: dict[str, Any], json_path: Path | None) -> None:
-    from edgezoo.cli import console
+    from edgezoo.console import console
     from edgezoo.fileio import write_json
 
     if report["mode"] == "latency":
@@ -319,7 +319,7 @@ def print_latency(report: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from edgezoo.cli import console
+    from edgezoo.console import console
 
     m = report["models"][0] if report["models"] else {"model": "?", "backend": "?", "size_bytes": None}
     shapes = sorted({"x".join(map(str, next(iter(r["input_shapes"].values()), [])[1:])) for r in report["results"]})
@@ -345,7 +345,7 @@ def print_compare(report: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from edgezoo.cli import console
+    from edgezoo.console import console
 
     if len(report["models"]) < 2:
         return
@@ -369,7 +369,7 @@ def print_ops(ops: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from edgezoo.cli import console
+    from edgezoo.console import console
 
     total = ops["total_ms"]
     t = Table(title=f"time by operator type (batch {ops['batch']}, {ops['threads']} thread(s), "

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
                                                   help="Classes of the checkpoint (default: the spec's, 1000)."),
     ) -> None:
         """Export a zoo model to a verified bundle: fp32 ONNX, and int8 / fp16 / TensorRT as asked, with a report."""
-        from edgezoo.cli import console, err_console
+        from edgezoo.console import console, err_console
         from edgezoo.errors import require_torch
 
         require_torch()

@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
         from rich import box
         from rich.table import Table
 
-        from edgezoo.cli import console, fmt_count
+        from edgezoo.console import console, fmt_count
         from edgezoo.fileio import atomic_write_text, write_json
         from edgezoo.profile.graph import profile_onnx, short_name
 
@@ -241,7 +241,7 @@ def register(app: typer.Typer) -> None:
         """Check the ShuffleNet V2 guidelines G1-G4: which layers break them, by how much, how badly."""
         from rich.table import Table
 
-        from edgezoo.cli import console
+        from edgezoo.console import console
         from edgezoo.fileio import write_json
         from edgezoo.profile.graph import profile_onnx, short_name
         from edgezoo.profile.guidelines import check_guidelines

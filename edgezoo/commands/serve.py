@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
     ) -> None:
         """Serve ONNX files over HTTP: /health, /v1/models, /v1/models/NAME/predict, /metrics."""
-        from edgezoo.cli import console
+        from edgezoo.console import console
         from edgezoo.errors import InputError, MissingDependencyError
 
         try:

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
             None, "--reference-onnx", help="For a plan: the ONNX it was built from (inputs and outputs)."),
     ) -> None:
         """Write OUT/NAME/config.pbtxt and OUT/NAME/1/model.onnx (or model.plan) for Triton."""
-        from edgezoo.cli import console
+        from edgezoo.console import console
         from edgezoo.errors import InputError
         from edgezoo.serve.triton import write_triton_repository
 
