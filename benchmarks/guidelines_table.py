@@ -46,7 +46,7 @@ def main() -> int:
         t_profile = time.time() - t0
         tot = prof.totals()
         findings = check_guidelines(prof)
-        paper = spec.paper.macs
+        paper = spec.reference.macs
         row = {"model": spec.name, "family": spec.family, "input": list(spec.input_size),
                "macs": tot["macs"], "paper_macs": paper,
                "macs_error": None if not paper else tot["macs"] / paper - 1,

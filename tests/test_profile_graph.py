@@ -210,7 +210,7 @@ def _smallest_per_family():
 
     best = {}
     for s in list_specs():
-        if s.paper.macs and (s.family not in best or s.paper.macs < best[s.family].paper.macs):
+        if s.reference.macs and (s.family not in best or s.reference.macs < best[s.family].reference.macs):
             best[s.family] = s
     return sorted(best.values(), key=lambda s: s.name)
 
@@ -224,7 +224,7 @@ def test_zoo_macs_from_exported_onnx_within_1_percent(spec):
 
     proto, _ = to_onnx_proto(spec.build().eval(), spec.input_size, simplify=True)
     macs = profile_onnx(proto).macs
-    assert abs(macs / spec.paper.macs - 1) < 0.01, (spec.name, macs, spec.paper.macs)
+    assert abs(macs / spec.reference.macs - 1) < 0.01, (spec.name, macs, spec.reference.macs)
 
 
 def test_fixed_input_dims_are_not_overridden(tmp_path):

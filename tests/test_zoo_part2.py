@@ -48,7 +48,7 @@ def test_params_and_macs(name, params, macs):
         assert abs(n - params[0]) <= params[1] * params[0], n
     else:
         assert n == params
-    assert n == spec.paper.params  # the registry states what the model has
+    assert n == spec.reference.params  # the registry states what the model has
     m = count_macs(model, spec.input_size)
     assert abs(m - macs) <= 0.01 * macs, m / 1e6
     if name in HARDNET_HEAD:  # the authors' key names: base.N... with the head where theirs is

@@ -35,7 +35,7 @@ def list_command(
         table.add_column(col, justify=justify, no_wrap=col != "aliases")
     rows = []
     for s in specs:
-        p = s.paper
+        p = s.reference
         table.add_row(s.name, ", ".join(s.aliases[:3]), f"{p.params:,}" if p.params else "-",
                       fmt_count(p.macs), "x".join(map(str, s.input_size[1:])),
                       f"{p.top1:.1f}" if p.top1 else "-")
@@ -50,7 +50,7 @@ def _spec_json(s) -> dict:
     return {
         "name": s.name, "family": s.family, "aliases": list(s.aliases), "input_size": list(s.input_size),
         "mean": list(s.mean), "std": list(s.std), "num_classes": s.num_classes,
-        "params": s.paper.params, "macs": s.paper.macs, "top1": s.paper.top1, "source": s.paper.source,
+        "params": s.reference.params, "macs": s.reference.macs, "top1": s.reference.top1, "source": s.reference.source,
         "weights": s.weights, "kwargs": dict(s.kwargs),
     }
 
@@ -71,7 +71,7 @@ def info_command(
         macs, stages = profile_model(model, size)
     except RuntimeError as e:
         raise EdgezooError(f"{spec.name} cannot take a {size[1]}x{size[2]} input: {str(e).splitlines()[0]}") from None
-    p = spec.paper
+    p = spec.reference
     console.print(f"[bold]{spec.name}[/bold]  (family {spec.family}; aliases: {', '.join(spec.aliases) or '-'})")
     console.print(f"  input {size}, mean {spec.mean}, std {spec.std}, {spec.num_classes} classes")
     console.print(f"  params {count_params(model):,} (published {p.params:,})" if p.params

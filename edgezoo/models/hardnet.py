@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edgezoo.models._init import torchvision_init
-from edgezoo.models.registry import ModelSpec, PaperFigures, register
+from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
 
 
 class Stage(NamedTuple):
@@ -195,7 +195,7 @@ for _name, _params, _macs, _figures, _top1, _aliases in _MODELS:
     register(ModelSpec(
         name=_name, family="hardnet", builder=hardnet, aliases=_aliases,
         kwargs={"arch": _name},
-        paper=PaperFigures(params=_params, macs=_macs, top1=_top1,
+        reference=ReferenceFigures(params=_params, macs=_macs, top1=_top1,
                            source=f"Chao et al. 2019, Table 4: {_figures}" if _name != "hardnet85"
                            else f"PingoLH/Pytorch-HarDNet: {_figures}"),
         weights=f"PingoLH/Pytorch-HarDNet {_name}-*.pth (torch.hub 'PingoLH/Pytorch-HarDNet'), keys as they are",

@@ -14,7 +14,7 @@ from torch import nn
 
 from edgezoo.models._init import torchvision_init
 from edgezoo.models.layers import ConvBNAct, make_divisible
-from edgezoo.models.registry import ModelSpec, PaperFigures, register
+from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
 
 STEM_CHANNELS = 32
 # Paper Table 1, rows 2-14: (pointwise output channels, depthwise stride).
@@ -101,7 +101,7 @@ for _name, _w, _macs, _top1, _params, _aliases in _WIDTHS:
     register(ModelSpec(
         name=_name, family="mobilenet_v1", builder=mobilenet_v1, aliases=_aliases,
         kwargs={"width_mult": _w},
-        paper=PaperFigures(params=_params, macs=_macs, top1=_top1,
+        reference=ReferenceFigures(params=_params, macs=_macs, top1=_top1,
                            source="Howard et al. 2017, Table 6 (569/325/149/41M Mult-Adds)"),
         weights=f"timm mobilenetv1_{int(_w * 100):03d} state_dict (ReLU6, keys remapped)"
         if _w == 1.0 else "timm-style mobilenetv1 state_dict of the same width (keys remapped)",

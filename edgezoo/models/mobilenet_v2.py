@@ -7,7 +7,7 @@ from torch import nn
 
 from edgezoo.models._init import torchvision_init
 from edgezoo.models.layers import ConvBNAct, make_divisible
-from edgezoo.models.registry import ModelSpec, PaperFigures, register
+from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
 
 # Paper Table 2: expansion t, output channels c, repeats n, first stride s.
 INVERTED_RESIDUAL_SETTING = [
@@ -76,21 +76,21 @@ def mobilenet_v2(**kwargs) -> MobileNetV2:
 register(ModelSpec(
     name="mobilenet_v2", family="mobilenet_v2", builder=mobilenet_v2,
     aliases=("mobilenetv2", "mobilenet_v2_x1_0", "mobilenetv2_100"),
-    paper=PaperFigures(params=3_504_872, macs=300.77e6, top1=72.0,
+    reference=ReferenceFigures(params=3_504_872, macs=300.77e6, top1=72.0,
                        source="Sandler et al. 2018, Table 4 (300M MAdds, 3.4M params)"),
     weights="torchvision.models.mobilenet_v2 state_dict, keys as they are",
 ))
 register(ModelSpec(
     name="mobilenet_v2_x1_4", family="mobilenet_v2", builder=mobilenet_v2, kwargs={"width_mult": 1.4},
     aliases=("mobilenetv2_140",),
-    paper=PaperFigures(params=6_108_776, macs=582.20e6, top1=74.7,
+    reference=ReferenceFigures(params=6_108_776, macs=582.20e6, top1=74.7,
                        source="Sandler et al. 2018, Table 4 (585M; params printed as 6.9M, TF-slim 6.06M)"),
     weights="torchvision-layout MobileNetV2(width_mult=1.4) state_dict",
 ))
 register(ModelSpec(
     name="mobilenet_v2_x0_35", family="mobilenet_v2", builder=mobilenet_v2, kwargs={"width_mult": 0.35},
     aliases=("mobilenetv2_035",),
-    paper=PaperFigures(params=1_677_128, macs=59.29e6, top1=60.8,
+    reference=ReferenceFigures(params=1_677_128, macs=59.29e6, top1=60.8,
                        source="Howard et al. 2019 (MobileNetV3), Table 3: 59.2M, 1.6M"),
     weights="torchvision-layout MobileNetV2(width_mult=0.35) state_dict",
 ))

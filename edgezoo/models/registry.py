@@ -30,13 +30,26 @@ FAMILY_MODULES = (
 
 
 @dataclass(frozen=True)
-class PaperFigures:
-    """Published figures. MACs are multiply-accumulates (the papers' "FLOPs"/"Mult-Adds")."""
+class ReferenceFigures:
+    """What the model has, counted on the reference implementation it matches exactly (tests assert these).
+
+    MACs are multiply-accumulates (the papers' "FLOPs"/"Mult-Adds") at the spec's input size.
+    """
 
     params: int | None = None
     macs: float | None = None  # at the spec's input size
     top1: float | None = None  # ImageNet top-1 %, as published
     source: str = ""
+
+
+@dataclass(frozen=True)
+class PaperFigures:
+    """The paper's figures as printed (rounded as printed), with the table they are printed in."""
+
+    params: int | None = None
+    macs: float | None = None
+    top1: float | None = None
+    table: str = ""  # e.g. "Howard et al. 2019, Table 3"
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,8 @@ class ModelSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     num_classes: int = 1000
-    paper: PaperFigures = PaperFigures()
+    reference: ReferenceFigures = ReferenceFigures()
+    paper: PaperFigures = PaperFigures()  # as printed; may differ from reference (rounding, counting, topology)
     weights: str = ""  # where compatible checkpoints come from, in words
     # Maps a foreign state_dict (torchvision/timm/authors') to this model's key names.
     remap_state_dict: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None

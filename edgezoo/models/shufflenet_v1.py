@@ -35,7 +35,7 @@ from torch import nn
 from edgezoo.errors import WeightsError
 from edgezoo.models._init import torchvision_init
 from edgezoo.models.layers import ChannelShuffle, ConvBNAct
-from edgezoo.models.registry import ModelSpec, PaperFigures, register
+from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
 
 STAGE_REPEATS = (4, 8, 4)  # Stage 2/3/4: one stride-2 unit, then 3/7/3 stride-1 units
 # Paper Table 1 (1.0x): conv1, Stage2, Stage3, Stage4 output channels per number of groups.
@@ -349,7 +349,7 @@ for _g, _w, _params, _macs, _flops, _top1, _where in _VARIANTS:
         name=f"shufflenet_v1_{_tag}", family="shufflenet_v1", builder=shufflenet_v1,
         kwargs={"groups": _g, "width_mult": _w},
         aliases=(f"shufflenetv1_{_tag}",) + (("shufflenetv1", "shufflenet_v1") if (_g, _w) == (3, 1.0) else ()),
-        paper=PaperFigures(params=_params, macs=_macs, top1=_top1,
+        reference=ReferenceFigures(params=_params, macs=_macs, top1=_top1,
                            source=f"Zhang et al. 2018, {_where}: {_flops}M FLOPs (multiply-adds)"),
         weights=(f"official megvii-model/ShuffleNet-Series ShuffleNetV1 {_w:.1f}x group={_g} checkpoint "
                  + ("(keys remapped, its inverse shuffle undone)" if _g == 3 or _w == 2.0 else

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from edgezoo.models.layers import ConvBNAct, channel_shuffle
-from edgezoo.models.registry import ModelSpec, PaperFigures, register
+from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
 
 STAGE_REPEATS = (4, 8, 4)
 # Paper Table 5: Conv1, Stage2, Stage3, Stage4, Conv5 output channels per scale.
@@ -100,7 +100,7 @@ for _w, _params, _macs, _paper_macs, _top1 in _SCALES:
         name=f"shufflenet_v2_{_tag}", family="shufflenet_v2", builder=shufflenet_v2,
         kwargs={"width_mult": _w},
         aliases=(f"shufflenetv2_{_tag}",) + (("shufflenetv2", "shufflenet_v2") if _w == 1.0 else ()),
-        paper=PaperFigures(params=_params, macs=_macs, top1=_top1,
+        reference=ReferenceFigures(params=_params, macs=_macs, top1=_top1,
                            source=f"Ma et al. 2018, Tables 5/8: {_paper_macs}M FLOPs (megvii topology); "
                                   "params and MACs here are torchvision's topology"),
         weights=f"torchvision.models.shufflenet_v2_{_tag} state_dict, keys as they are",
