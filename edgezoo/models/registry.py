@@ -24,6 +24,7 @@ FAMILY_MODULES = (
     "shufflenet_v1",
     "shufflenet_v2",
     "effnet",
+    "efficientnet",
     "ghostnet",
     "hardnet",
 )
