@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
-from edgezoo.imageprep import orient_and_convert, resize_crop_normalise
+from edgezoo.imageprep import CROP_FRACTION, INTERPOLATION, UnsupportedImageError, open_image, prepare
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -32,20 +32,23 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def preprocess_image(img, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def preprocess_image(img, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float],
+                     crop_pct: float = CROP_FRACTION, interpolation: str = INTERPOLATION) -> np.ndarray:
     """PIL image -> (C, H, W) float32, exactly as `edgezoo serve` prepares it (edgezoo.imageprep)."""
-    return resize_crop_normalise(orient_and_convert(img, input_size[0]), input_size, mean, std)
+    return prepare(img, input_size, mean, std, crop_pct, interpolation)
 
 
 def load_image_folder(path: str | os.PathLike, input_size: Sequence[int], mean: Sequence[float],
-                      std: Sequence[float], count: int | None = None, seed: int = 0) -> np.ndarray:
-    """Up to ``count`` images of ``path`` (a fixed-seed sample when there are more), preprocessed, stacked.
+                      std: Sequence[float], count: int | None = None, seed: int = 0,
+                      crop_pct: float = CROP_FRACTION, interpolation: str = INTERPOLATION) -> np.ndarray:
+    """Up to ``count`` images of ``path`` (a fixed-seed sample when there are more), preprocessed, stacked,
+    with the checkpoint preset's crop fraction and interpolation (``edgezoo.models.presets``).
 
     Files that are not decodable images are an error naming the first one, not a silent skip: a calibration
     set that is half garbage gives a bad int8 model.
     """
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import UnidentifiedImageError
     except ImportError:
         raise MissingDependencyError("Pillow", "pip install pillow", "needed to read calibration images") from None
     files = list_images(path)
@@ -58,8 +61,11 @@ def load_image_folder(path: str | os.PathLike, input_size: Sequence[int], mean: 
     out = np.empty((len(files), *input_size), dtype=np.float32)
     for i, f in enumerate(files):
         try:
-            with Image.open(f) as img:
-                out[i] = preprocess_image(img, input_size, mean, std)
+            with open_image(f) as img:
+                out[i] = preprocess_image(img, input_size, mean, std, crop_pct, interpolation)
+        except UnsupportedImageError as e:
+            raise InputError(f"cannot use calibration image {f}: {e.message}",
+                             "remove it or use a folder of JPEG/PNG images") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise InputError(f"cannot read calibration image {f}: {type(e).__name__}: {e}",
                              "remove it or use a folder of JPEG/PNG images") from None

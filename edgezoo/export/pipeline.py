@@ -93,13 +93,25 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         from edgezoo.runtimes.tensorrt import import_tensorrt
 
         import_tensorrt()  # fail in one line now, not after minutes of work
+    # the checkpoint's preset: how its images were prepared, its class names (edgezoo.models.presets)
+    from edgezoo.models.presets import default_preset, preset_for_keys, with_classes
+
+    if options.weights is not None:
+        from edgezoo.models.weights import read_state_dict
+
+        preset = preset_for_keys(spec, read_state_dict(options.weights).keys())
+    else:
+        preset = default_preset(spec)
+    num_classes = options.num_classes or spec.num_classes
+    preset = with_classes(preset, num_classes)
     calibration = None
     calib_source = None
     if options.int8 or options.lite:
         step("calibration images")
         if options.calib is not None:
-            calibration = load_image_folder(options.calib, size, spec.mean, spec.std,
-                                            count=options.calib_count + options.eval_count, seed=options.seed)
+            calibration = load_image_folder(options.calib, size, preset.mean, preset.std,
+                                            count=options.calib_count + options.eval_count, seed=options.seed,
+                                            crop_pct=preset.crop_pct, interpolation=preset.interpolation)
             calib_source = f"{min(len(calibration), options.calib_count)} images from {options.calib}"
         else:
             calibration = synthetic_images(options.calib_count, size, seed=options.seed)
@@ -112,8 +124,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
     torch.manual_seed(options.seed)
     model_kwargs = {"num_classes": options.num_classes} if options.num_classes else {}
     model = create_model(spec.name, weights=str(options.weights) if options.weights else None, **model_kwargs)
-    num_classes = options.num_classes or spec.num_classes
-    labels = list(spec.labels) if spec.labels and num_classes == spec.num_classes else None
+    labels = list(preset.labels) if preset.labels else None
     lite_report = None
     if options.lite:
         from edgezoo.export.lite import apply_lite
@@ -154,8 +165,10 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         report["lite"] = lite_report
 
     def meta(precision: str, passes: list[str], extra: dict | None = None) -> ModelMetadata:
-        return ModelMetadata(model=spec.name, input_size=tuple(size), mean=tuple(spec.mean), std=tuple(spec.std),
-                             num_classes=num_classes, labels=labels,
+        return ModelMetadata(model=spec.name, input_size=tuple(size), mean=tuple(preset.mean), std=tuple(preset.std),
+                             num_classes=num_classes, labels=labels, crop_pct=preset.crop_pct,
+                             interpolation=preset.interpolation, preset=preset.name,
+                             weights=preset.source if options.weights else "random init",
                              precision=precision, passes=passes, version=__version__, extra=extra or {})
 
     dynamic = options.batch is None

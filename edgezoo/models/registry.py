@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from edgezoo.errors import UnknownModelError
+from edgezoo.models.presets import Preset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -24,6 +25,7 @@ FAMILY_MODULES = (
     "shufflenet_v1",
     "shufflenet_v2",
     "effnet",
+    "efficientnet",
     "ghostnet",
     "hardnet",
 )
@@ -69,6 +71,8 @@ class ModelSpec:
     remap_state_dict: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)  # fixed builder arguments of this entry
     labels: tuple[str, ...] | None = None
+    # Checkpoint presets (preprocessing, class names), the default first; see edgezoo.models.presets.
+    presets: tuple[Preset, ...] = ()
 
     def build(self, **kwargs: Any):
         return self.builder(**{**self.kwargs, **kwargs})

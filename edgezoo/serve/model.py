@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgezoo.errors import EdgezooError, InputError, MissingDependencyError
-from edgezoo.imageprep import CROP_FRACTION
+from edgezoo.imageprep import CROP_FRACTION, INTERPOLATION
 from edgezoo.onnx_meta import ModelMetadata
 from edgezoo.runtimes.onnxruntime import ORT_DTYPES
 
@@ -40,10 +40,11 @@ class Preprocessing:
     std: tuple[float, ...]
     crop_pct: float = CROP_FRACTION  # the crop is this fraction of the image (ImageNet evaluation)
     layout: str = "NCHW"
+    interpolation: str = INTERPOLATION  # the checkpoint preset's resize filter
 
     def to_json(self) -> dict[str, Any]:
         return {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
-                "crop_pct": self.crop_pct, "layout": self.layout}
+                "crop_pct": self.crop_pct, "layout": self.layout, "interpolation": self.interpolation}
 
 
 @dataclass
@@ -164,9 +165,9 @@ def _preprocessing(inputs: list[TensorSpec], meta: ModelMetadata) -> Preprocessi
         return None
     shape = inputs[0].shape
     layout = "NHWC" if shape[3] == c and shape[1] != c else "NCHW"
-    crop = meta.extra.get("crop_pct", 0.875)
-    crop = float(crop) if isinstance(crop, (int, float)) and 0 < crop <= 1 else 0.875
-    return Preprocessing((c, h, w), tuple(map(float, meta.mean)), tuple(map(float, meta.std)), crop, layout)
+    crop = float(meta.crop_pct) if meta.crop_pct else CROP_FRACTION  # files written before presets lack it
+    return Preprocessing((c, h, w), tuple(map(float, meta.mean)), tuple(map(float, meta.std)), crop, layout,
+                         meta.interpolation or INTERPOLATION)
 
 
 def example_feeds(model: ServedModel, batch: int) -> dict[str, np.ndarray]:
