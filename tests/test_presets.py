@@ -54,12 +54,6 @@ def test_preset_follows_the_checkpoint_layout():
 # ---------------------------------------------------------------------------------------------- image prep
 
 
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
     ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     path = tmp_path / "deep.png"
