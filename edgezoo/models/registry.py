@@ -40,13 +40,16 @@ class ReferenceFigures:
 
     params: int | None = None
     macs: float | None = None  # at the spec's input size
-    top1: float | None = None  # ImageNet top-1 %, as published
-    source: str = ""
+    source: str = ""  # the reference implementation counted
 
 
 @dataclass(frozen=True)
 class PaperFigures:
-    """The paper's figures as printed (rounded as printed), with the table they are printed in."""
+    """The paper's figures as printed (rounded as printed), with the table they are printed in.
+
+    MACs in the papers' unit (multiply-adds; "FLOPs" in ShuffleNet/GhostNet), at the paper's input size;
+    top-1 is ImageNet % (100 - the printed error where the table prints errors). ``None``: not printed.
+    """
 
     params: int | None = None
     macs: float | None = None
