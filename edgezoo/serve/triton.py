@@ -39,10 +39,21 @@ PYTHON_MODEL = '''"""Triton Python backend model written by edgezoo: runs model.
 
 import json
 import os
+import sys
 
-import numpy as np
-import onnxruntime as ort
-import triton_python_backend_utils as pb_utils
+# The stub starts Python isolated (PYTHONPATH ignored); honour it, so a deployment can point the stub at the
+# environment that has numpy and onnxruntime without building a conda-pack execution environment.
+sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+
+def _array(tensor):
+    # through DLPack, not tensor.as_numpy(): the stub reads numpy arrays through the numpy 1 C ABI, which
+    # misreads them under numpy 2 (wrong values, wrong sizes); DLPack is the same in both
+    return np.array(np.from_dlpack(tensor), copy=True)
 
 
 class TritonPythonModel:
@@ -58,7 +69,7 @@ class TritonPythonModel:
         return self.session.run(self.outputs, feeds)
 
     def execute(self, requests):
-        feeds = [{n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.inputs} for r in requests]
+        feeds = [{n: _array(pb_utils.get_input_tensor_by_name(r, n)) for n in self.inputs} for r in requests]
         answers = None
         if self.batching and len(requests) > 1:
             # Triton's dynamic batcher handed us several requests: one onnxruntime run for all of them
@@ -73,7 +84,8 @@ class TritonPythonModel:
         for i, f in enumerate(feeds):
             try:
                 outs = answers[i] if answers is not None else self._run(f)
-                tensors = [pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.outputs, outs)]
+                # from_dlpack, not Tensor(name, array): see _array
+                tensors = [pb_utils.Tensor.from_dlpack(n, np.ascontiguousarray(o)) for n, o in zip(self.outputs, outs)]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             except Exception as e:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)[:500])))
