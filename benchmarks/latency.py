@@ -62,7 +62,8 @@ def compare_model(name: str, threads_list: list[int], rounds: int, round_s: floa
     from edgezoo.profile.latency import compare_interleaved
     from edgezoo.runtimes.inputs import feeds_for
     from edgezoo.runtimes.onnxruntime import OrtRunner
-    from edgezoo.runtimes.torch import TorchRunner, build_registry_model, export_to_bytes
+    from edgezoo.export.loaders import export_to_bytes
+    from edgezoo.runtimes.torch import TorchRunner, build_registry_model
 
     t0 = time.perf_counter()
     spec, module = build_registry_model(name)
@@ -97,7 +98,8 @@ def stability(name: str, runs: int = 3, threads: int = 1) -> dict:
     from edgezoo.profile.latency import compare_interleaved
     from edgezoo.runtimes.inputs import feeds_for
     from edgezoo.runtimes.onnxruntime import OrtRunner
-    from edgezoo.runtimes.torch import build_registry_model, export_to_bytes
+    from edgezoo.export.loaders import export_to_bytes
+    from edgezoo.runtimes.torch import build_registry_model
 
     spec, module = build_registry_model(name)
     data = export_to_bytes(module, spec)

@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 _state = {"debug": bool(os.environ.get("EDGEZOO_DEBUG"))}
 
-COMMAND_MODULES = ("zoo", "export", "bench", "profile", "serve", "triton")
+COMMAND_MODULES = ("zoo", "export", "bench", "compare", "profile", "serve", "triton")
 
 
 def _version(value: bool) -> None:

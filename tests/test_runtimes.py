@@ -175,7 +175,7 @@ def test_open_runner_dispatch(tiny, tmp_path):
     engine.write_bytes(b"not really an engine")
     with pytest.raises(InputError, match="TensorRT engine"):
         open_runner(engine, "onnxruntime")
-    with pytest.raises(InputError, match="not a registry name"):
+    with pytest.raises(InputError, match="tensorrt runs TensorRT engines .*; mobilenet_v2 is a registry model name"):
         open_runner("mobilenet_v2", "tensorrt")
 
 

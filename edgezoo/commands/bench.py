@@ -1,4 +1,5 @@
-"""`edgezoo bench`: latency of an .onnx file, a TensorRT engine or a registry model; `--vs` ratios; `--ops`.
+"""`edgezoo bench`: latency of a model file (.onnx, OpenVINO .xml, .pte, .tflite, TensorRT engine) or a registry
+model on any runtime; `--vs` ratios; `--ops`.
 
 The command is thin: it opens runners (edgezoo.runtimes), measures (edgezoo.profile.latency), prints a
 rich table and writes JSON. Nothing here imports torch at module level, so an .onnx file benches on a
@@ -21,10 +22,17 @@ SCHEMA = "edgezoo.bench/1"
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench_command(
-        model: str = typer.Argument(..., help="An .onnx file, a TensorRT engine (.engine/.plan) or a registry name."),
+        model: str = typer.Argument(..., help="A model file (.onnx, OpenVINO .xml, ExecuTorch .pte, .tflite, "
+                                                  "TensorRT .engine/.plan) or a registry name."),
         runtime: str = typer.Option("auto", "--runtime", "-r",
-                                    help="auto, onnxruntime, torch or tensorrt (auto: .onnx -> onnxruntime, "
-                                         "engine -> tensorrt, registry name -> torch)."),
+                                    help="auto, onnxruntime, openvino, executorch, litert, tensorrt or torch (auto: "
+                                         ".onnx -> onnxruntime, .xml -> openvino, .pte -> executorch, .tflite -> "
+                                         "litert, engine -> tensorrt, registry name -> torch; a registry name on "
+                                         "onnxruntime/openvino is exported in memory first)."),
+        precision: Optional[str] = typer.Option(None, "--precision",
+                                                help="OpenVINO inference precision: f32 (default), bf16, f16 or auto "
+                                                     "(OpenVINO's choice: bf16 on CPUs that have it)."),
+        streams: Optional[int] = typer.Option(None, "--streams", help="OpenVINO CPU streams (default 1)."),
         provider: Optional[str] = typer.Option(None, "--provider",
                                                help="onnxruntime execution providers, e.g. cuda or tensorrt,cuda."),
         threads: Optional[int] = typer.Option(None, "--threads", "-t", help="Intra-op threads (default: the runtime's)."),
@@ -66,6 +74,8 @@ def register(app: typer.Typer) -> None:
             _check_writable(json_path)
         opts = dict(threads=threads, providers=provider, graph_optimization=graph_opt,
                     weights=os.fspath(weights) if weights else None, input_size=size)
+        # OpenVINO's options travel only when given, so other runtimes never see them
+        opts.update({k: v for k, v in (("precision", precision), ("streams", streams)) if v is not None})
         try:
             if vs is not None or vs_runtime is not None:
                 report = run_compare(model, runtime, vs or model, vs_runtime or runtime, batches, opts, warmup,
@@ -135,12 +145,11 @@ def _progress():
 
 
 def _open(model: str, runtime: str | None, opts: dict[str, Any]):
-    from edgezoo.runtimes import open_runner
-
     from edgezoo.console import console
+    from edgezoo.export.loaders import open_model
 
     with console.status(f"loading {model}"):
-        runner = open_runner(model, runtime, **opts)
+        runner = open_model(model, runtime, **opts)
         runner.activate()
     return runner
 
@@ -149,7 +158,7 @@ def _model_json(model: str, runner) -> dict[str, Any]:
     meta = runner.model_metadata()
     return {
         "model": model, "runtime": runner.name, "backend": runner.describe(),
-        "size_bytes": runner.model_size_bytes(),
+        "size_bytes": runner.model_size_bytes(), "settings": runner.settings(),
         "inputs": [i.to_dict() for i in runner.inputs], "outputs": [o.to_dict() for o in runner.outputs],
         "metadata": {"model": meta.model, "input_size": meta.input_size, "mean": meta.mean, "std": meta.std,
                      "precision": meta.precision} if meta else None,
@@ -283,7 +292,8 @@ def _report(mode: str, opts: dict[str, Any], **settings) -> dict[str, Any]:
     return {"schema": SCHEMA, "mode": mode, "edgezoo": __version__, "machine": describe_machine(),
             "settings": {"threads": opts["threads"], "providers": opts["providers"],
                          "graph_optimization": opts["graph_optimization"],
-                         "input_size": list(opts["input_size"]) if opts["input_size"] else None, **settings},
+                         "input_size": list(opts["input_size"]) if opts["input_size"] else None,
+                         "precision": opts.get("precision"), "streams": opts.get("streams"), **settings},
             "models": [], "results": [], "interrupted": False}
 
 

@@ -20,11 +20,16 @@ Dim = int | str | None  # a fixed size, a symbolic name ("batch") or unknown
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One input or output: name, shape (dynamic dimensions as str or None) and numpy dtype."""
+    """One input or output: name, shape (dynamic dimensions as str or None), numpy dtype and, for images,
+    the layout as the file has it ("NCHW" or "NHWC"; None when not an image or not known).
+
+    The dtype is what the runner takes and returns through ``infer``: a runner that quantizes for its
+    backend (LiteRT's int8 inputs) still reports float32 here."""
 
     name: str
     shape: tuple[Dim, ...]
     dtype: np.dtype
+    layout: str | None = None
 
     @property
     def dynamic(self) -> bool:
@@ -35,7 +40,10 @@ class TensorInfo:
         return f"{self.name}: {np.dtype(self.dtype).name}[{dims}]"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": np.dtype(self.dtype).name}
+        d = {"name": self.name, "shape": list(self.shape), "dtype": np.dtype(self.dtype).name}
+        if self.layout is not None:
+            d["layout"] = self.layout
+        return d
 
 
 class Runner(abc.ABC):
@@ -133,6 +141,10 @@ class Runner(abc.ABC):
     def describe(self) -> str:
         return self.name
 
+    def settings(self) -> dict[str, Any]:
+        """What actually ran, read back from the backend where it allows (threads, precision, streams...)."""
+        return {}
+
 
 def first_line(e: BaseException) -> str:
     """The first non-empty line of an exception message (backends tend to write pages)."""
@@ -140,6 +152,47 @@ def first_line(e: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(e).__name__
+
+
+def check_threads(threads: int | None) -> None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise InputError(f"threads must be a whole number of at least 1, got {threads!r}")
+
+
+def check_model_file(path, what: str) -> None:
+    """Cheap checks with clear messages before a backend gives its own (longer) ones."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such file: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not {what}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty, not {what}")
+
+
+def guess_layout(shape: Sequence[Any], channels: int | None = None) -> str | None:
+    """"NCHW" or "NHWC" for a rank-4 image shape, from where the channel count sits; None if it cannot tell.
+
+    ``channels`` (from the model's metadata) decides when given; otherwise a small last axis (1, 3 or 4)
+    beside a larger second axis means channels-last, as TFLite files are."""
+    if len(shape) != 4:
+        return None
+    c1, c3 = shape[1], shape[3]
+    if channels is not None:
+        if c1 == channels and c3 != channels:
+            return "NCHW"
+        if c3 == channels and c1 != channels:
+            return "NHWC"
+    small = (1, 3, 4)
+    if isinstance(c1, int) and c1 in small and not (isinstance(c3, int) and c3 in small):
+        return "NCHW"
+    if isinstance(c3, int) and c3 in small and not (isinstance(c1, int) and c1 in small):
+        return "NHWC"
+    if isinstance(c1, int) and c1 in small:
+        return "NCHW"
+    return None
 
 
 def shape_of(dims: Sequence[Any]) -> tuple[Dim, ...]:

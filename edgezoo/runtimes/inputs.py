@@ -1,6 +1,6 @@
 """Synthetic inputs for a runner: shapes from the model itself, its edgezoo metadata, or the user.
 
-An image input (rank 4, NCHW) gets random pixels normalised with the model's own mean/std when its metadata
+An image input (rank 4, NCHW, or NHWC where the runner says the file has it so) gets random pixels normalised with the model's own mean/std when its metadata
 has them, so values have the scale the model was built for. No torch here.
 """
 
@@ -53,15 +53,18 @@ def resolve_shape(info: TensorInfo, batch: int, input_size: Sequence[int] | None
     elif metadata is not None and metadata.input_size:
         want, source = tuple(metadata.input_size), "the model's metadata"
     if want is not None and len(shape) == 4:
-        chw = want if len(want) == 3 else (shape[1], *want)
-        for axis, v in zip((1, 2, 3), chw):
+        # the axes of C, H and W in this input's layout
+        axes = (3, 1, 2) if info.layout == "NHWC" else (1, 2, 3)
+        chw = want if len(want) == 3 else (shape[axes[0]], *want)
+        for axis, v in zip(axes, chw):
             fixed = shape[axis]
             if v is None:
                 continue
             if isinstance(fixed, int) and fixed != v:
                 raise InputError(
                     f"{info.describe()} cannot take {'x'.join(map(str, chw[1:]))} with {chw[0]} channels from "
-                    f"{source}", f"this model's input is fixed at {'x'.join(str(d) for d in info.shape[1:])}")
+                    f"{source}", f"this model's input is fixed at {'x'.join(str(d) for d in info.shape[1:])}"
+                    + (" (NHWC)" if info.layout == "NHWC" else ""))
             shape[axis] = v
     if any(not isinstance(d, int) for d in shape):
         raise InputError(f"input {info.describe()} has dynamic dimensions and no size was given",
@@ -70,15 +73,24 @@ def resolve_shape(info: TensorInfo, batch: int, input_size: Sequence[int] | None
 
 
 def make_array(shape: Sequence[int], dtype: np.dtype, mean: Sequence[float] | None = None,
-               std: Sequence[float] | None = None, seed: int = 0) -> np.ndarray:
+               std: Sequence[float] | None = None, seed: int = 0, layout: str | None = None) -> np.ndarray:
+    """Random values of ``shape``: normalised pixels for an image with mean/std, else standard normal.
+
+    The pixels are drawn in NCHW and transposed for an NHWC input, so the same seed gives the same image
+    in either layout."""
     rng = np.random.default_rng(seed)
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
-        if len(shape) == 4 and mean is not None and std is not None and len(mean) == shape[1] == len(std):
-            pixels = rng.random(shape, dtype=np.float32)
+        nhwc = layout == "NHWC" and len(shape) == 4
+        nchw = (shape[0], shape[3], shape[1], shape[2]) if nhwc else tuple(shape)
+        if len(shape) == 4 and mean is not None and std is not None and len(mean) == nchw[1] == len(std):
+            pixels = rng.random(nchw, dtype=np.float32)
             m = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
             s = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-            return ((pixels - m) / s).astype(dtype)
+            x = (pixels - m) / s
+            return np.ascontiguousarray(x.transpose(0, 2, 3, 1) if nhwc else x).astype(dtype)
+        if nhwc:
+            return np.ascontiguousarray(rng.standard_normal(nchw, dtype=np.float32).transpose(0, 2, 3, 1)).astype(dtype)
         return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
     if dtype.kind == "b":
         return rng.random(shape) < 0.5
@@ -95,5 +107,5 @@ def feeds_for(runner: Runner, batch: int = 1, input_size: Sequence[int] | None =
     feeds = {}
     for k, info in enumerate(runner.inputs):
         shape = resolve_shape(info, batch, input_size, meta)
-        feeds[info.name] = make_array(shape, info.dtype, mean, std, seed + k)
+        feeds[info.name] = make_array(shape, info.dtype, mean, std, seed + k, info.layout)
     return feeds

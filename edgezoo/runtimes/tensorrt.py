@@ -1,5 +1,8 @@
-"""TensorRT: run a serialized engine (or build one from ONNX through edgezoo.export.tensorrt) with TensorRT's
-own Python API (10.x).
+"""TensorRT: run a serialized engine with TensorRT's own Python API (10.x).
+
+The runner takes an engine file, engine bytes, or a loader (a function returning engine bytes, called on
+activate): building an engine from ONNX is the export side's job (``edgezoo.export.loaders.engine_loader``),
+so this module does not import edgezoo.export.
 
 ``tensorrt`` and ``cuda-python`` are imported lazily: neither is a dependency of edgezoo, and both need an
 NVIDIA GPU. When they are missing the runner says so in one line at construction, before any work.
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -51,41 +54,38 @@ def _cuda(result):
 
 
 class TrtRunner(Runner):
-    """A TensorRT engine. ``path`` is a serialized engine, or an .onnx file that is first built into one by
-    edgezoo's export module (``edgezoo.export.tensorrt``) in ``precision`` (default: the file's own, from its
-    edgezoo metadata, else fp32; int8 needs the Q/DQ nodes of an edgezoo int8 export).
-    """
+    """A TensorRT engine: a serialized engine file, its bytes, or a loader that returns them."""
 
     name = "tensorrt"
 
-    def __init__(self, path: str | os.PathLike, precision: str | None = None, max_batch: int = 32) -> None:
+    def __init__(self, engine: str | os.PathLike | bytes | Callable[[], bytes], max_batch: int = 32) -> None:
         super().__init__()
-        self.path = Path(path)
-        if not self.path.exists():
-            raise InputError(f"no such file: {self.path}")
+        self.path: Path | None = None
+        self._loader: Callable[[], bytes] | None = None
+        self._serialized: bytes | None = None
+        if isinstance(engine, (bytes, bytearray)):
+            self._serialized = bytes(engine)
+        elif callable(engine):
+            self._loader = engine
+        else:
+            self.path = Path(engine)
+            if not self.path.exists():
+                raise InputError(f"no such file: {self.path}")
+            if self.path.suffix.lower() == ".onnx":
+                raise InputError(f"TrtRunner runs engines; {self.path} is an .onnx file",
+                                 "build one with edgezoo.export.loaders.engine_loader or `edgezoo export --target tensorrt`")
         self._trt = import_tensorrt()
         self._cudart = import_cudart()
-        self.precision, self.max_batch = precision, max_batch
+        self.max_batch = max_batch
         self.engine = self.context = self.stream = None
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
-        self._serialized: bytes | None = None
 
     def _engine_bytes(self) -> bytes:
-        if self.path.suffix.lower() != ".onnx":
-            return self.path.read_bytes()
-        import tempfile
-
-        from edgezoo.export.tensorrt import build_engine, plan_engine
-
-        precision = self.precision
-        if precision is None:
-            from edgezoo.onnx_meta import read_metadata
-
-            precision = read_metadata(self.path).precision or "fp32"
-        with tempfile.TemporaryDirectory(prefix="edgezoo-trt-") as tmp:
-            engine = Path(tmp) / "model.engine"
-            build_engine(plan_engine(self.path, engine, precision=precision, max_batch=self.max_batch))
-            return engine.read_bytes()
+        if self._serialized is not None:
+            return self._serialized
+        if self._loader is not None:
+            return bytes(self._loader())
+        return self.path.read_bytes()
 
     def _activate(self) -> None:
         trt = self._trt
@@ -94,7 +94,7 @@ class TrtRunner(Runner):
         runtime = trt.Runtime(self._logger)
         self.engine = runtime.deserialize_cuda_engine(self._serialized)
         if self.engine is None:
-            raise InputError(f"TensorRT cannot load {self.path} as an engine",
+            raise InputError(f"TensorRT cannot load {self.path or 'the engine bytes'} as an engine",
                              "engines only load with the TensorRT version and GPU that built them")
         self.context = self.engine.create_execution_context()
         self.stream = _cuda(self._cudart.cudaStreamCreate())
@@ -158,7 +158,9 @@ class TrtRunner(Runner):
         return [h for h, _ in results]
 
     def model_size_bytes(self) -> int | None:
-        return len(self._serialized) if self._serialized is not None else self.path.stat().st_size
+        if self._serialized is not None:
+            return len(self._serialized)
+        return self.path.stat().st_size if self.path is not None else None
 
     def describe(self) -> str:
         return f"TensorRT {self._trt.__version__}"

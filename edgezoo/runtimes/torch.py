@@ -1,12 +1,12 @@
 """PyTorch eager, for a registry name (or any nn.Module), so the zoo's models can be compared with their exports.
 
+It builds registry models (edgezoo.models) but never exports them: that is edgezoo.export.loaders.
+
 Imported only when asked for: the device side never loads this module.
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -42,20 +42,6 @@ def registry_metadata(spec, input_size: Sequence[int] | None = None):
         size = (spec.input_size[0], *size)
     return ModelMetadata(model=spec.name, input_size=size, mean=tuple(spec.mean), std=tuple(spec.std),
                          num_classes=spec.num_classes)
-
-
-def export_to_bytes(model, spec, input_size: Sequence[int] | None = None, tolerance: float = 1e-3) -> bytes:
-    """Export a registry model through edgezoo's verified exporter and return the ONNX bytes (no file kept)."""
-    from edgezoo.export.onnx import export_onnx
-
-    meta = registry_metadata(spec, input_size)
-    with tempfile.TemporaryDirectory(prefix="edgezoo-bench-") as tmp:
-        path = Path(tmp) / f"{spec.name}.onnx"
-        try:
-            export_onnx(model, path, meta.input_size, metadata=meta, tolerance=tolerance)
-        except RuntimeError as e:  # the exporter's tracing fails on input sizes the model cannot take
-            raise InputError(f"{spec.name} cannot be exported at {meta.input_size}: {first_line(e)}") from None
-        return path.read_bytes()
 
 
 class TorchRunner(Runner):
@@ -154,4 +140,4 @@ class TorchRunner(Runner):
         return f"torch {torch.__version__.split('+')[0]} eager ({what}{thr})"
 
 
-__all__ = ["TorchRunner", "build_registry_model", "export_to_bytes", "registry_metadata"]
+__all__ = ["TorchRunner", "build_registry_model", "registry_metadata"]

@@ -1,0 +1,156 @@
+"""LiteRT (TFLite): .tflite files through ``ai_edge_litert.interpreter.Interpreter`` (with its default XNNPACK
+delegate), ``threads`` passed as the interpreter's ``num_threads``.
+
+Inputs are described as the file has them: a converted torch model usually keeps NCHW, a TensorFlow model is
+NHWC (``TensorInfo.layout`` says which). The contract stays float in, float out: an int8/uint8 quantized
+input is quantized here with the tensor's own scale and zero point, and a quantized output dequantized, so
+the same float feeds run every runtime. Integer inputs that carry no quantization (token ids) pass as they
+are. No torch here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgezoo.errors import InputError, MissingDependencyError
+from edgezoo.runtimes.base import Runner, TensorInfo, check_model_file, check_threads, first_line, guess_layout
+
+SUFFIXES = (".tflite",)
+
+
+def import_litert():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise MissingDependencyError("LiteRT", "pip install 'edgezoo[litert]'",
+                                     "the litert runtime needs ai-edge-litert") from None
+    return Interpreter
+
+
+def _quantization(detail: dict[str, Any]) -> tuple[float, int] | None:
+    """(scale, zero point) of a per-tensor quantized tensor, else None."""
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if np.dtype(detail["dtype"]).kind in "iu" and scale:
+        return float(scale), int(zero)
+    return None
+
+
+def _name(detail: dict[str, Any]) -> str:
+    # converters name inputs "serving_default_args_0:0" and the like; keep the name as the file has it
+    return detail["name"]
+
+
+class LiteRTRunner(Runner):
+    """A .tflite model in a LiteRT interpreter."""
+
+    name = "litert"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        super().__init__()
+        check_threads(threads)
+        self.path = Path(path)
+        if self.path.suffix.lower() not in SUFFIXES:
+            raise InputError(f"litert runs .tflite files; {self.path} is not one")
+        check_model_file(self.path, "a .tflite file")
+        self.threads = threads
+        self._interpreter_cls = import_litert()
+        self.interpreter = None
+        self._in: list[dict[str, Any]] = []
+        self._out: list[dict[str, Any]] = []
+
+    def _activate(self) -> None:
+        try:
+            self.interpreter = self._interpreter_cls(model_path=os.fspath(self.path), num_threads=self.threads)
+            self.interpreter.allocate_tensors()
+        except Exception as e:  # ValueError / RuntimeError with the flatbuffer verifier's detail
+            self.interpreter = None
+            raise InputError(f"litert cannot load {self.path}: {first_line(e)}",
+                             "is it a complete, valid .tflite file?") from None
+        self._in = self.interpreter.get_input_details()
+        self._out = self.interpreter.get_output_details()
+
+    def _deactivate(self) -> None:
+        self.interpreter = None
+        self._in, self._out = [], []
+
+    def settings(self) -> dict[str, Any]:
+        # the interpreter does not report its thread count back; this is what it was built with
+        return {"threads": self.threads, "quantized_inputs": [_name(d) for d in self._in if _quantization(d)],
+                "quantized_outputs": [_name(d) for d in self._out if _quantization(d)]}
+
+    def _info(self, detail: dict[str, Any]) -> TensorInfo:
+        dims = detail.get("shape_signature", detail["shape"])
+        shape = tuple(int(d) if d > 0 else None for d in dims)
+        dtype = np.dtype(np.float32) if _quantization(detail) else np.dtype(detail["dtype"])
+        return TensorInfo(_name(detail), shape, dtype, guess_layout(shape))
+
+    def _inputs(self) -> list[TensorInfo]:
+        return [self._info(d) for d in self._in]
+
+    def _outputs(self) -> list[TensorInfo]:
+        return [self._info(d) for d in self._out]
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        it = self.interpreter
+        names = [_name(d) for d in self._in]
+        if sorted(feeds) != sorted(names):
+            raise InputError(f"litert: inputs {sorted(feeds)} do not match the model's {names}")
+        resized = False
+        for d in self._in:
+            arr = np.asarray(feeds[_name(d)])
+            if tuple(arr.shape) != tuple(d["shape"]):
+                sig = d.get("shape_signature", d["shape"])
+                if len(sig) != arr.ndim or any(s > 0 and s != a for s, a in zip(sig, arr.shape)):
+                    raise InputError(f"input '{_name(d)}' of shape {tuple(arr.shape)} does not fit the model's "
+                                     f"{self._info(d).describe()}")
+                it.resize_tensor_input(d["index"], list(arr.shape))
+                resized = True
+        if resized:
+            it.allocate_tensors()
+            self._in, self._out = it.get_input_details(), it.get_output_details()
+        for d in self._in:
+            it.set_tensor(d["index"], _to_tensor(np.asarray(feeds[_name(d)]), d))
+        try:
+            it.invoke()
+        except Exception as e:
+            raise InputError(f"litert cannot run {self.path}: {first_line(e)}") from None
+        return [_from_tensor(it.get_tensor(d["index"]), d) for d in self._out]
+
+    def model_size_bytes(self) -> int | None:
+        return self.path.stat().st_size
+
+    def describe(self) -> str:
+        try:
+            from importlib.metadata import version
+
+            v = " " + version("ai-edge-litert")
+        except Exception:
+            v = ""
+        thr = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.threads else ""
+        q = " int8 I/O" if self.is_active and any(_quantization(d) for d in self._in + self._out) else ""
+        return f"LiteRT{v} (XNNPACK{thr}{q})"
+
+
+def _to_tensor(arr: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    q = _quantization(detail)
+    dtype = np.dtype(detail["dtype"])
+    if q is None:
+        return np.ascontiguousarray(arr, dtype=dtype)
+    scale, zero = q
+    info = np.iinfo(dtype)
+    return np.clip(np.round(arr.astype(np.float32) / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def _from_tensor(arr: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    q = _quantization(detail)
+    if q is None:
+        return np.array(arr)
+    scale, zero = q
+    return ((arr.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+__all__ = ["LiteRTRunner", "import_litert"]
