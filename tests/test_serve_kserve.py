@@ -255,3 +255,18 @@ def test_bad_ports_are_refused(models, port):
 
     r = run_edgezoo("serve", str(models["double"]), "--port", port, block_torch=True, timeout=120)
     assert r.returncode != 0 and "65535" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_runs_the_file_on_another_runtime(models):
+    """`edgezoo serve --runtime openvino`: the model is loaded through the Runner interface (OpenVINO here),
+    keeps the file's metadata, and answers like onnxruntime."""
+    pytest.importorskip("openvino", reason="openvino (edgezoo[openvino]) is not installed")
+    import onnxruntime as ort
+
+    from edgezoo.serve.model import load_model
+
+    m = load_model(models["tiny"], runtime="openvino")
+    assert m.runtime == "openvino" and m.preprocessing is not None and m.labels[0] == "class_0"
+    x = np.random.default_rng(2).standard_normal((2, *SIZE)).astype(np.float32)
+    want = ort.InferenceSession(str(models["tiny"]), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(m.run({"input": x})[0], want, rtol=1e-4, atol=1e-4)
