@@ -31,11 +31,12 @@ from edgezoo.serve.work import WorkPool
 from edgezoo.serve.batching import BatchConfig, Batcher, QueueFull, RunFailed, ShuttingDown
 from edgezoo.serve.metrics import CONTENT_TYPE as PROMETHEUS_TYPE
 from edgezoo.serve.metrics import ServerMetrics
-from edgezoo.serve.model import ServedModel
+from edgezoo.serve.model import ModelIO, ServedModel
 from edgezoo.serve.preprocess import RequestError
 
 API_KEY_ENV = "EDGEZOO_API_KEY"
 NPY_TYPES = ("application/x-npy", "application/npy", "application/octet-stream")
+SMALL_JSON = 64 * 1024  # JSON bodies up to this are parsed on a work thread; larger in the parse process
 
 
 @dataclass
@@ -168,6 +169,7 @@ class ServerState:
         return self.batchers[name].depth + self.preparing[name]
 
     async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.work.start_processes)
         for b in self.batchers.values():
             await b.start()
 
@@ -240,9 +242,9 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None):
         finally:
             state.preparing[model.name] -= 1
 
-    async def _work(fn, *args, deadline: float, what: str, cancellable: bool = False):
+    async def _work(fn, *args, deadline: float, what: str, cancellable: bool = False, in_process: bool = False):
         return await state.work.run(fn, *args, run_timeout_s=config.decode_timeout_s, deadline=deadline,
-                                    what=what, cancellable=cancellable)
+                                    what=what, cancellable=cancellable, in_process=in_process)
 
     async def _infer(model: ServedModel, feeds: dict[str, np.ndarray], deadline: float) -> list[np.ndarray]:
         rows = next(iter(feeds.values())).shape[0]
@@ -278,7 +280,8 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None):
         if ctype.startswith("image/"):
             return "image", *(await _image_feeds(model, [body], deadline))
         if ctype == "application/json" or (not ctype and body.lstrip()[:1] == b"{"):
-            arrays = await _work(_json_arrays, body, model, deadline=deadline, what="JSON body")
+            arrays = await _work(_json_arrays, body, model.io, deadline=deadline, what="JSON body",
+                                 in_process=len(body) > SMALL_JSON)
             return "tensor", *_tensor_feeds(model, arrays)
         if ctype in NPY_TYPES or not ctype:
             kind = pp.sniff(body)
@@ -409,8 +412,9 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None):
         deadline = time.monotonic() + config.request_timeout_s
 
         async def parse():
-            req = await _work(kserve.parse_infer, body, header_length, model, deadline=deadline,
-                              what="inference request")
+            json_size = header_length if header_length is not None else len(body)
+            req = await _work(kserve.parse_infer, body, header_length, model.io, deadline=deadline,
+                              what="inference request", in_process=json_size > SMALL_JSON)
             feeds, added = _tensor_feeds(model, req.arrays)
             if added:
                 raise RequestError(400, "KServe shapes include the batch dimension: give every input its full "
@@ -462,7 +466,7 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None):
     return app
 
 
-def _json_arrays(body: bytes, model: ServedModel) -> dict[str, np.ndarray]:
+def _json_arrays(body: bytes, model: "ModelIO") -> dict[str, np.ndarray]:
     """/v1's JSON body -> arrays (on a work thread)."""
     raw = pp.parse_json_tensors(body, model)
     specs = {t.name: t for t in model.inputs}

@@ -41,6 +41,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_tail = b""
         self._in_head = True  # waiting for a request head (the first one, or the next on keep-alive)
         self._head_timer = None
+        self._discarding = False
         if len(self.connections) > self.max_sockets:
             self._count("too_many_sockets")
             transport.close()
@@ -52,6 +53,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:  # after a 431: read and drop what the client still sends (see _refuse_431)
+            return
         if self._in_head and not self.transport.is_closing():
             if self._head_timer is None:  # first byte of a keep-alive request: its head is timed from now
                 self._arm_head_timer()
@@ -108,7 +111,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                              b"content-type: application/json\r\n"
                              b"content-length: " + str(len(body)).encode() + b"\r\n"
                              b"connection: close\r\n\r\n" + body)
-        self.transport.close()
+        # Closing now, with the rest of the client's header unread, makes the kernel answer with a reset that
+        # can destroy the 431 before the client reads it. Half-close instead, drop what still arrives, and
+        # close when the client does or after a short grace.
+        self._discarding = True
+        self._in_head = False
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(2.0, self._close_now)
+
+    def eof_received(self):
+        if self._discarding:
+            self._close_now()
+            return False
+        return super().eof_received()
+
+    def _close_now(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def _count(self, reason: str) -> None:
         if self.metrics is not None:

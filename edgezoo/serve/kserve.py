@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgezoo.runtimes.base import TensorInfo
-from edgezoo.serve.model import ServedModel
+from edgezoo.serve.model import ModelIO, ServedModel
 from edgezoo.serve.preprocess import RequestError, load_json
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -59,7 +59,7 @@ class InferRequest:
     outputs: list[tuple[str, bool]] = field(default_factory=list)  # (name, as binary), in response order
 
 
-def parse_infer(body: bytes, header_length: int | None, model: ServedModel) -> InferRequest:
+def parse_infer(body: bytes, header_length: int | None, model: ModelIO) -> InferRequest:
     """The request body -> named arrays (as sent; dtype and shape are checked against the model later)."""
     if header_length is None:
         header, binary = body, memoryview(b"")
@@ -147,7 +147,7 @@ def _json_data(data: Any, dtype: np.dtype, name: str) -> np.ndarray:
         return arr.astype(dtype).reshape(-1)
 
 
-def _requested_outputs(doc: dict, model: ServedModel) -> list[tuple[str, bool]]:
+def _requested_outputs(doc: dict, model: ModelIO) -> list[tuple[str, bool]]:
     params = doc.get("parameters") or {}
     default_binary = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
     names = [t.name for t in model.outputs]

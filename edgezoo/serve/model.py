@@ -41,6 +41,15 @@ class Preprocessing:
                 "crop_pct": self.crop_pct, "layout": self.layout}
 
 
+@dataclass(frozen=True)
+class ModelIO:
+    """What request parsing needs to know of a model (picklable: JSON is parsed in a helper process)."""
+
+    name: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+
+
 @dataclass
 class ServedModel:
     name: str
@@ -57,6 +66,10 @@ class ServedModel:
     @property
     def labels(self) -> list[str] | None:
         return self.metadata.labels
+
+    @property
+    def io(self) -> ModelIO:
+        return ModelIO(self.name, tuple(self.inputs), tuple(self.outputs))
 
     @property
     def runtime(self) -> str:

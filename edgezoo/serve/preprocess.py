@@ -15,7 +15,7 @@ import numpy as np
 
 from edgezoo.imageprep import orient_and_convert, resize_crop_normalise
 from edgezoo.runtimes.base import TensorInfo
-from edgezoo.serve.model import Preprocessing, ServedModel
+from edgezoo.serve.model import ModelIO, Preprocessing, ServedModel
 
 NPY_MAGIC = b"\x93NUMPY"
 IMAGE_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
@@ -28,6 +28,9 @@ class RequestError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+    def __reduce__(self):  # raised in a parse process and re-raised here: keep status and headers
+        return (RequestError, (self.status, self.message, self.headers))
 
 
 def sniff(body: bytes) -> str | None:
@@ -192,7 +195,7 @@ def load_json(body: bytes | memoryview, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise RequestError(400, f"invalid JSON: {str(e)[:200]}") from None
 
 
-def parse_json_tensors(body: bytes, model: ServedModel) -> dict[str, Any]:
+def parse_json_tensors(body: bytes, model: "ModelIO | ServedModel") -> dict[str, Any]:
     """``{"inputs": [...]}`` for one input, ``{"inputs": {"name": [...], ...}}`` for several (or one)."""
     doc = load_json(body)
     if not isinstance(doc, dict) or "inputs" not in doc:

@@ -8,6 +8,10 @@
   to stop (``CancelToken``: Pillow's reads check it block by block) and its result is dropped.
 - Pixels are a budget: ``reserve_pixels`` refuses a request when the images being decoded or waiting to be,
   across the server, would exceed ``max_pixels``, so a few huge uploads cannot occupy every thread.
+- Large JSON goes to a helper process (``in_process=True``): ``json.loads`` holds the GIL for its whole
+  parse (about 3 s for 16 MB of numbers here), which would stall the event loop from any thread. The work
+  thread waits for the process (without the GIL); a parse already running in the process is not stopped,
+  but it is bounded by the body limit, and its result is dropped.
 - ``depth`` (jobs waiting or running) is what /metrics shows as ``edgezoo_work_queue_depth``.
 """
 
@@ -25,10 +29,23 @@ from edgezoo.serve.preprocess import Cancelled, CancelToken, RequestError
 class WorkPool:
     def __init__(self, threads: int, max_pixels: int):
         self._executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix="prepare")
+        self._processes = None  # started by start_processes (spawned: no fork of a threaded server)
         self.max_pixels = max_pixels
         self.pixels_in_use = 0
         self.depth = 0
         self._lock = threading.Lock()
+
+    def start_processes(self, n: int = 1) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._processes = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+        self._processes.submit(int, 0).result(timeout=120)  # started now, not on the first request
+
+    def _in_process(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._processes is None:
+            return fn(*args)
+        return self._processes.submit(fn, *args).result()
 
     def reserve_pixels(self, n: int) -> None:
         with self._lock:
@@ -42,7 +59,7 @@ class WorkPool:
             self.pixels_in_use -= n
 
     async def run(self, fn: Callable[..., Any], *args: Any, run_timeout_s: float, deadline: float,
-                  what: str = "request", cancellable: bool = False) -> Any:
+                  what: str = "request", cancellable: bool = False, in_process: bool = False) -> Any:
         """``fn(*args[, cancel=token])`` on a work thread. ``deadline`` (time.monotonic) bounds the wait for a
         thread (503), ``run_timeout_s`` the run itself (400: this input costs too much to prepare)."""
         loop = asyncio.get_running_loop()
@@ -55,7 +72,10 @@ class WorkPool:
                 return
             loop.call_soon_threadsafe(started.set)
             try:
-                result = fn(*args, cancel=token) if cancellable else fn(*args)
+                if in_process:
+                    result = self._in_process(fn, *args)
+                else:
+                    result = fn(*args, cancel=token) if cancellable else fn(*args)
             except BaseException as e:  # handed to the waiting request, which knows what to answer
                 if not isinstance(e, Cancelled) and not token.cancelled:
                     loop.call_soon_threadsafe(_settle, done, None, e)
@@ -85,6 +105,8 @@ class WorkPool:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=True, cancel_futures=True)
 
 
 def _settle(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
