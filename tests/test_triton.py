@@ -153,3 +153,33 @@ def test_cli_writes_repository_without_torch(tmp_path):
     assert cfg.name == "clf" and cfg.max_batch_size == 4 and list(cfg.dynamic_batching.preferred_batch_size) == [2, 4]
     r = run_edgezoo("triton", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "repo"), block_torch=True)
     assert r.returncode != 0 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_empty_or_input_less_files_are_refused_and_nothing_is_written(tmp_path):
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    r = run_edgezoo("triton", str(empty), "-o", str(tmp_path / "repo"), block_torch=True)
+    assert r.returncode != 0 and "empty" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+    # a valid ONNX file with no graph inputs (a constant) is not a servable model either
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    c = helper.make_node("Constant", [], ["y"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))
+    proto = helper.make_model(helper.make_graph([c], "g", [], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(proto, tmp_path / "const.onnx")
+    with pytest.raises(InputError, match="no graph inputs"):
+        write_triton_repository(tmp_path / "const.onnx", tmp_path / "repo")
+    assert not (tmp_path / "repo" / "const").exists()
+
+
+def test_python_backend_variant_parses_and_carries_model_py(tmp_path):
+    src = _onnx_file(tmp_path / "clf.onnx")
+    target = write_triton_repository(src, tmp_path / "repo", backend="python")
+    pb2, cfg = parse_config(target)
+    assert cfg.backend == "python" and cfg.platform == ""
+    assert cfg.max_batch_size == 16 and [i.name for i in cfg.input] == ["pixels"]
+    assert (target / "1" / "model.onnx").read_bytes() == src.read_bytes()
+    code = (target / "1" / "model.py").read_text()
+    compile(code, "model.py", "exec")  # valid Python; it runs under the real Triton in test_triton_server.py
+    assert "class TritonPythonModel" in code
+    with pytest.raises(InputError, match="unknown Triton backend"):
+        write_triton_repository(src, tmp_path / "repo2", backend="tensorflow")
