@@ -14,13 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-<<<<<<< HEAD
-from edgezoo.errors import EdgezooError, InputError, MissingDependencyError
-from edgezoo.imageprep import CROP_FRACTION, INTERPOLATION
-=======
 from edgezoo.errors import EdgezooError, InputError
-from edgezoo.imageprep import CROP_FRACTION
->>>>>>> serve
+from edgezoo.imageprep import CROP_FRACTION, INTERPOLATION
 from edgezoo.onnx_meta import ModelMetadata
 from edgezoo.runtimes.base import Runner, TensorInfo
 
