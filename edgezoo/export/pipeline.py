@@ -159,6 +159,8 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         "input_size": list(size), "opset": options.opset,
         "batch": "dynamic" if options.batch is None else options.batch,
         "weights": str(options.weights) if options.weights else "random init (no --weights)",
+        "preset": {"name": preset.name, "source": preset.source, "mean": list(preset.mean), "std": list(preset.std),
+                   "crop_pct": preset.crop_pct, "interpolation": preset.interpolation},
         "passes": pass_reports, "files": {},
     }
     if lite_report is not None:

@@ -34,7 +34,8 @@ from torch.nn import functional as F
 
 from edgezoo.models.layers import make_divisible
 from edgezoo.models.presets import Preset, imagenet_classes
-from edgezoo.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, PaperFigures, ReferenceFigures, register
+from edgezoo.models.registry import (IMAGENET_MEAN, IMAGENET_STD, ModelSpec, PaperFigures, ReferenceFigures,
+                                     register)
 
 
 class Stage(NamedTuple):
