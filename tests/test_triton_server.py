@@ -115,7 +115,7 @@ def triton(tmp_path_factory):
         else:
             log.seek(0)
             pytest.fail(f"tritonserver did not load toy_py within 60 s: {log.read()[-3000:]}")
-        yield client, src, d / "triton.log"
+        yield client, src, d / "triton.log", f"127.0.0.1:{port}"
     finally:
         client.close()
         proc.terminate()
@@ -130,7 +130,7 @@ def triton(tmp_path_factory):
 def test_triton_runs_the_python_backend_repository(triton):
     import onnxruntime as ort
 
-    client, src, _ = triton
+    client, src, _, url = triton
     meta = client.get_model_metadata("toy_py")
     assert meta["inputs"][0]["name"] == "x" and meta["inputs"][0]["shape"] == [-1, 4]
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
@@ -147,9 +147,7 @@ def test_triton_runs_the_python_backend_repository(triton):
         inp = httpclient.InferInput("x", [1, 4], "FP32")
         inp.set_data_from_numpy(x[i:i + 1], binary_data=True)
         reqs.append(inp)
-    c4 = httpclient.InferenceServerClient(client._parsed_url.netloc if hasattr(client, "_parsed_url")
-                                          else client._client_stub.host + ":" + str(client._client_stub.port),
-                                          concurrency=4)
+    c4 = httpclient.InferenceServerClient(url, concurrency=4)
     try:
         pending = [c4.async_infer("toy_py", [r]) for r in reqs]
         for i, p in enumerate(pending):
@@ -159,7 +157,7 @@ def test_triton_runs_the_python_backend_repository(triton):
 
 
 def test_the_default_onnxruntime_entry_is_parsed_and_needs_the_onnxruntime_backend(triton):
-    client, _, log = triton
+    client = triton[0]
     # This server has no onnxruntime backend: the entry is not ready, and the reason is the missing backend
     # (a config Triton could not parse would say so instead).
     assert not client.is_model_ready("toy_ort")
