@@ -5,25 +5,20 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from edgezoo.profile.graph import profile_onnx
 from edgezoo.profile.guidelines import check_g1, check_g2, check_g3, check_g4, check_guidelines, g1_lower_bound
+from onnx_builders import const, make_model, value_info
 
 
 def _model(nodes, x_shape, inits):
-    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                          [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
-                          initializer=inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m
+    return make_model(nodes, [value_info("x", x_shape)], [value_info(nodes[-1].output[0], None)], inits)
 
 
 def _w(name, shape):
-    return numpy_helper.from_array(np.full(shape, 0.01, np.float32), name)
+    return const(name, shape, 0.01)
 
 
 def g1_stack(c1, c2, blocks=2, hw=28):

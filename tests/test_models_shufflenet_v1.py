@@ -1,4 +1,4 @@
-"""Issue 3: ShuffleNet v1, EFFNet, GhostNet, HarDNet: exact counts, MACs, reference parity, structure."""
+"""ShuffleNet v1: the paper's figures, its channel shuffle, unit structure, and the megvii release's checkpoints."""
 
 from __future__ import annotations
 
@@ -9,159 +9,26 @@ from torch import nn  # noqa: E402
 
 import edgezoo  # noqa: E402
 from edgezoo.errors import WeightsError  # noqa: E402
-from edgezoo.models import effnet as effnet_mod  # noqa: E402
-from edgezoo.models import hardnet as hardnet_mod  # noqa: E402
 from edgezoo.models import shufflenet_v1 as sv1  # noqa: E402
-from edgezoo.models.counting import count_macs, count_params  # noqa: E402
+from edgezoo.models.counting import count_params  # noqa: E402
 from edgezoo.models.layers import channel_shuffle  # noqa: E402
 from edgezoo.testing import randomize_bn  # noqa: E402
 
-# name, params (exact int, or (value, relative tolerance)), MACs at the spec's input size, HarDNet head key
-TARGETS = [
-    ("shufflenet_v1_g1_x1_0", (1.531e6, 1e-3), 143.08e6),
-    ("shufflenet_v1_g2_x1_0", (1.733e6, 1e-3), 140.84e6),
-    ("shufflenet_v1_g3_x1_0", (1.865e6, 1e-3), 137.46e6),
-    ("shufflenet_v1_g4_x1_0", (1.967e6, 1e-3), 134.34e6),
-    ("shufflenet_v1_g8_x1_0", 2_433_768, 138.37e6),
-    ("shufflenet_v1_g3_x0_5", 717_324, 37.59e6),
-    ("shufflenet_v1_g3_x2_0", 5_449_776, 524.05e6),
-    ("effnet", 151_146, 5.64e6),
-    ("ghostnet_x0_5", 2_587_292, 42.33e6),
-    ("ghostnet_x1_0", 5_182_508, 141.15e6),
-    ("ghostnet_x1_3", 7_358_820, 227.00e6),
-    ("hardnet39ds", 3_488_228, 429.5e6),
-    ("hardnet68ds", 4_180_602, 775.3e6),
-    ("hardnet68", 17_565_348, 4_246e6),
-    ("hardnet85", 36_670_212, 9_074e6),
+# Zhang et al. 2018, Table 2 prints these parameter counts (rounded to 0.001M) for the 1x models; ours, counted
+# on the official release's layout (FC without bias), must round to them.
+PAPER_PARAMS = [
+    ("shufflenet_v1_g1_x1_0", 1.531e6),
+    ("shufflenet_v1_g2_x1_0", 1.733e6),
+    ("shufflenet_v1_g3_x1_0", 1.865e6),
+    ("shufflenet_v1_g4_x1_0", 1.967e6),
 ]
-# Index of the classifier Sequential in the reference's `base` list (PingoLH/Pytorch-HarDNet): 3 stem modules,
-# then per block [block, (Dropout for 85's last), transition, (down-sample)].
-HARDNET_HEAD = {"hardnet39ds": 14, "hardnet68ds": 16, "hardnet68": 16, "hardnet85": 19}
 
 
-@pytest.mark.parametrize("name, params, macs", TARGETS, ids=[t[0] for t in TARGETS])
-def test_params_and_macs(name, params, macs):
-    spec = edgezoo.get_spec(name)
-    model = edgezoo.create_model(name)
-    n = count_params(model)
-    if isinstance(params, tuple):
-        assert abs(n - params[0]) <= params[1] * params[0], n
-    else:
-        assert n == params
-    assert n == spec.reference.params  # the registry states what the model has
-    m = count_macs(model, spec.input_size)
-    assert abs(m - macs) <= 0.01 * macs, m / 1e6
-    if name in HARDNET_HEAD:  # the authors' key names: base.N... with the head where theirs is
-        head = HARDNET_HEAD[name]
-        assert tuple(model.state_dict()[f"base.{head}.3.weight"].shape) == (1000, model.num_features)
+@pytest.mark.parametrize("name, printed", PAPER_PARAMS)
+def test_params_round_to_the_printed_figures(name, printed):
+    n = count_params(edgezoo.create_model(name))
+    assert abs(n - printed) <= 1e-3 * printed, n
 
-
-def test_new_names_and_aliases_resolve():
-    names = set(edgezoo.list_models())
-    assert {"shufflenet_v1_g3_x1_0", "shufflenet_v1_g8_x1_5", "effnet", "ghostnet_x0_5", "ghostnet_x1_3",
-            "hardnet39ds", "hardnet68ds", "hardnet68", "hardnet85"} <= names
-    for alias, name in [("shufflenetv1", "shufflenet_v1_g3_x1_0"), ("shufflenetv1_g8_x1_0", "shufflenet_v1_g8_x1_0"),
-                        ("ghostnet", "ghostnet_x1_0"), ("ghostnet_100", "ghostnet_x1_0"),
-                        ("ghostnet_050", "ghostnet_x0_5"), ("hardnet", "hardnet68"), ("HarDNet-39DS", "hardnet39ds"),
-                        ("effnet", "effnet")]:
-        assert edgezoo.get_spec(alias).name == name
-
-
-# --- GhostNet ----------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("name, timm_name", [("ghostnet_x0_5", "ghostnet_050"), ("ghostnet_x1_0", "ghostnet_100"),
-                                             ("ghostnet_x1_3", "ghostnet_130")])
-def test_ghostnet_matches_timm(timm, tmp_path, name, timm_name):
-    torch.manual_seed(0)
-    ref = randomize_bn(timm.create_model(timm_name), seed=1).eval()
-    path = tmp_path / "timm.pth"
-    torch.save(ref.state_dict(), path)
-    ours = edgezoo.create_model(name, weights=str(path))
-    x = torch.randn(2, 3, 96, 96)
-    with torch.no_grad():
-        expected, got = ref(x), ours(x)
-    assert expected.abs().max() > 0.05  # a check on outputs that are not ~0
-    assert (got - expected).abs().max().item() <= 1e-5
-    # our own state_dict loads back as it is (the remap leaves non-timm keys alone)
-    torch.save(ours.state_dict(), path)
-    again = edgezoo.create_model(name, weights=str(path))
-    with torch.no_grad():
-        assert torch.equal(again(x), got)
-
-
-def test_ghostnet_structure():
-    m = edgezoo.create_model("ghostnet_x1_0")
-    se = [b.se for b in m.features[1:-1] if b.se is not None]
-    assert [s.fc1.out_channels for s in se] == [20, 32, 120, 168, 168, 240, 240]  # make_divisible(c/4, 4)
-    assert all(isinstance(s.scale_activation, nn.Hardsigmoid) for s in se)
-    assert m.conv_head.bias is not None and m.conv_head.out_channels == 1280  # bias, no BN, not scaled
-    assert not any(isinstance(x, nn.Hardswish) for x in m.modules())
-    ghost = m.features[2].ghost1  # 16 -> 48: primary 1x1 makes 24, cheap dw 3x3 makes 24
-    assert ghost.primary_conv[0].out_channels == 24 and ghost.cheap_operation[0].groups == 24
-
-
-# --- HarDNet -----------------------------------------------------------------------------------------------
-
-def _reference_links(k: int) -> list[int]:
-    """The rule as the paper states it: k - 2^n for every n with 2^n dividing k, in the order n = 0, 1, ..."""
-    return [k - 2 ** n for n in range(k.bit_length()) if k % 2 ** n == 0 and k - 2 ** n >= 0]
-
-
-def test_hardnet_links():
-    assert hardnet_mod.harmonic_links(8) == [7, 6, 4, 0]
-    assert hardnet_mod.harmonic_links(16) == [15, 14, 12, 8, 0]
-    assert hardnet_mod.harmonic_links(6) == [5, 4]
-    for k in range(1, 65):
-        assert hardnet_mod.harmonic_links(k) == _reference_links(k), k
-
-
-def test_hardnet_block_widths_and_output():
-    block = randomize_bn(hardnet_mod.HarDBlock(64, growth=14, m=1.7, n_layers=8)).eval()
-    assert block.widths == [14, 24, 14, 40, 14, 24, 14, 68]
-    assert block.out_channels == 124  # layers 1, 3, 5, 7 and the last (8): 14 * 4 + 68
-    # layer 8 reads layers 7, 6, 4 and the input: 14 + 24 + 40 + 64 channels
-    assert block.layers[7].conv.in_channels == 14 + 24 + 40 + 64
-    assert isinstance(block.layers[0].relu, nn.ReLU6)
-    with torch.no_grad():
-        y = block(torch.randn(2, 64, 8, 8))
-    assert y.shape == (2, 124, 8, 8)
-    # output = concat of layer outputs 1, 3, 5, 7, 8 (ascending): the last 68 channels are layer 8's
-    feats = [torch.randn(2, 64, 8, 8)]
-    with torch.no_grad():
-        for links, layer in zip(block.links, block.layers):
-            feats.append(layer(torch.cat([feats[j] for j in links], 1)))
-        assert torch.equal(block(feats[0]), torch.cat([feats[k] for k in (1, 3, 5, 7, 8)], 1))
-
-
-@pytest.mark.parametrize("arch, outs", [
-    ("hardnet68", [124, 262, 328, 654, 782]),
-    ("hardnet39ds", [72, 292, 518, 730]),
-    ("hardnet85", [214, 392, 458, 588, 784, 1252]),
-])
-def test_hardnet_block_outputs(arch, outs):
-    cfg = hardnet_mod.ARCHS[arch]
-    got, ch = [], cfg.stem[1]
-    with torch.device("meta"):  # shapes only, no memory
-        for st in cfg.stages:
-            got.append(hardnet_mod.HarDBlock(ch, st.growth, cfg.m, st.layers, cfg.depthwise).out_channels)
-            ch = st.transition
-    assert got == outs
-
-
-def test_hardnet_ds_layer_is_pointwise_then_depthwise():
-    with torch.device("meta"):
-        m = hardnet_mod.HarDNet("hardnet39ds")
-    layer = m.base[3].layers[0]
-    assert list(layer.state_dict()) == [
-        "layer1.conv.weight", "layer1.norm.weight", "layer1.norm.bias", "layer1.norm.running_mean",
-        "layer1.norm.running_var", "layer1.norm.num_batches_tracked", "layer2.dwconv.weight", "layer2.norm.weight",
-        "layer2.norm.bias", "layer2.norm.running_mean", "layer2.norm.running_var", "layer2.norm.num_batches_tracked"]
-    assert layer.layer1.conv.kernel_size == (1, 1) and layer.layer2.dwconv.groups == layer.layer2.dwconv.in_channels
-    assert isinstance(m.base[2], hardnet_mod.DWConvLayer)  # DS models down-sample with a stride-2 dw conv
-    assert m.base[1].conv.kernel_size == (1, 1)  # and their second stem conv is 1x1
-
-
-# --- ShuffleNet v1 -----------------------------------------------------------------------------------------
 
 def test_shuffle_is_the_papers_permutation():
     paper = [0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]
@@ -290,26 +157,3 @@ def test_megvii_relabelling_exists_for_every_g3_release():
             assert sorted(alpha) == list(range(out // 4)) and sorted(src) == list(range(out // 4))
             assert all(a // n == j // n for j, a in enumerate(alpha))  # stays inside its conv group
             assert all(s // n == i // n for i, s in enumerate(src))
-
-
-# --- EFFNet ------------------------------------------------------------------------------------------------
-
-def test_effnet_block_and_head():
-    m = edgezoo.create_model("effnet")
-    block = m.features[0]
-    convs = [mod for mod in block.modules() if isinstance(mod, nn.Conv2d)]
-    assert [(c.kernel_size, c.stride, c.groups) for c in convs] == [
-        ((1, 1), (1, 1), 1), ((1, 3), (1, 1), 32), ((3, 1), (1, 1), 32), ((1, 2), (1, 2), 1)]
-    assert [c.out_channels for c in convs] == [32, 32, 32, 64]  # bottleneck factor 2
-    assert isinstance(block[2], nn.MaxPool2d) and block[2].kernel_size == (2, 1) and block[2].stride == (2, 1)
-    for seq in (block[0], block[1], block[3], block[4]):  # conv, BN, leaky ReLU 0.3
-        assert isinstance(seq[1], nn.BatchNorm2d) and seq[2].negative_slope == 0.3
-    assert m.classifier.in_features == 256 * 4 * 4
-    big = edgezoo.create_model("effnet", input_size=(3, 64, 48), num_classes=43)
-    with torch.no_grad():
-        assert big(torch.randn(2, 3, 64, 48)).shape == (2, 43)
-    ref_order = edgezoo.create_model("effnet", act_before_bn=True)
-    assert isinstance(ref_order.features[0][0][1], nn.LeakyReLU)  # the references' order, same counts
-    assert count_params(ref_order) == 151_146
-    with pytest.raises(ValueError, match="divisible by 8"):
-        effnet_mod.EffNet(input_size=20)

@@ -9,24 +9,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgezoo.errors import InputError
 from edgezoo.profile.graph import profile_onnx
-
-F32 = TensorProto.FLOAT
-
-
-def _model(nodes, inputs, outputs, inits=(), opset=17):
-    g = helper.make_graph(nodes, "t", inputs, outputs, initializer=list(inits))
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-
-    return m
+from onnx_builders import const, make_model, value_info
 
 
-def _vi(name, shape, t=F32):
-    return helper.make_tensor_value_info(name, t, shape)
-
-
-def _w(name, shape, dtype=np.float32):
-    return numpy_helper.from_array(np.ones(shape, dtype=dtype), name)
+_model, _vi, _w = make_model, value_info, const
 
 
 def conv_model(c1, c2, h, w, k=1, group=1, stride=1, bias=False):

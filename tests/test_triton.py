@@ -15,6 +15,7 @@ from edgezoo.errors import InputError
 from edgezoo.onnx_meta import ModelMetadata, set_metadata
 from edgezoo.serve.triton import write_triton_repository
 from conftest import run_edgezoo
+from onnx_builders import make_model, value_info
 
 
 def _model_config_pb2():
@@ -40,9 +41,9 @@ def parse_config(folder: Path):
 
 def _onnx_file(path: Path, batch: str | int = "batch", labels: list[str] | None = None, classes: int = 5) -> Path:
     """MatMul + Add classifier over a (batch, 2, 4) input; two outputs (logits, and an int64 argmax)."""
-    x = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [batch, 2, 4])
-    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])
-    top = helper.make_tensor_value_info("top", TensorProto.INT64, [batch])
+    x = value_info("pixels", [batch, 2, 4])
+    logits = value_info("logits", [batch, classes])
+    top = value_info("top", [batch], TensorProto.INT64)
     w = helper.make_tensor("w", TensorProto.FLOAT, [8, classes], np.arange(8 * classes, dtype=np.float32) / 10)
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 8])
     nodes = [
@@ -50,9 +51,7 @@ def _onnx_file(path: Path, batch: str | int = "batch", labels: list[str] | None 
         helper.make_node("MatMul", ["flat", "w"], ["logits"]),
         helper.make_node("ArgMax", ["logits"], ["top"], axis=1, keepdims=0),
     ]
-    graph = helper.make_graph(nodes, "g", [x], [logits, top], initializer=[w, shape])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
+    proto = make_model(nodes, [x], [logits, top], [w, shape], name="g")
     set_metadata(proto, ModelMetadata(model="toy", input_size=(2, 4, 1), labels=labels, num_classes=classes))
     onnx.checker.check_model(proto)
     onnx.save(proto, path)

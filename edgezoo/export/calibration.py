@@ -17,17 +17,20 @@ from edgezoo.imageprep import CROP_FRACTION, INTERPOLATION, UnsupportedImageErro
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder`` (recursively, so class sub-folders work), sorted for determinism."""
+def list_images(folder: str | os.PathLike, what: str = "calibration folder",
+                option: str = "--calib DIR") -> list[Path]:
+    """Image files under ``folder`` (recursively, so class sub-folders work), sorted for determinism.
+
+    ``what`` and ``option`` name the folder in the errors (the calibration and the distillation folders)."""
     root = Path(folder)
     if not root.exists():
-        raise InputError(f"calibration folder {root} does not exist", "pass --calib DIR with images in it")
+        raise InputError(f"{what} {root} does not exist", f"pass {option} with images in it")
     if not root.is_dir():
-        raise InputError(f"calibration path {root} is not a folder", "pass --calib DIR with images in it")
+        raise InputError(f"{what} {root} is not a folder", f"pass {option} with images in it")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not files:
-        raise InputError(f"calibration folder {root} has no images",
+        raise InputError(f"{what} {root} has no images",
                          f"put JPEG/PNG files in it (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
 
