@@ -89,17 +89,29 @@ def quantize_int8(
     percentile: float = 99.999,
     extra_options: dict | None = None,
     share_concat_scales: bool = True,
+    reduce_range: bool = False,
+    bias_correction: bool = False,
+    weight_type: str = "int8",
 ) -> dict:
     """Static QDQ U8S8 quantization of ``fp32_path`` into ``out_path``; returns a JSON-able report.
 
     ``op_types``: op types to quantize (default: every type in the graph onnxruntime can quantize, plus
     HardSwish/HardSigmoid). ``exclude_nodes``: node names left in float (mixed precision).
+    ``reduce_range``: 7-bit weights (-64..63). x86 CPUs without VNNI run u8 x s8 products through
+    VPMADDUBSW, whose 16-bit pair sums saturate with full-range weights (onnxruntime's quantization docs);
+    7-bit weights cannot saturate there.
+    ``bias_correction``: fold the mean output shift of each conv's quantized weights into its bias
+    (edgezoo.export.bias_correction), then quantize the corrected model again.
+    ``weight_type``: "int8" (U8S8, the default) or "uint8" (U8U8: onnxruntime's x86 u8u8 kernels widen to
+    16 bits before multiplying, so they do not saturate on CPUs without VNNI either, and keep 8-bit weights).
     """
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     if method not in METHODS:
         raise InputError(f"unknown calibration method '{method}'", f"use one of {', '.join(METHODS)}")
+    if weight_type not in ("int8", "uint8"):
+        raise InputError(f"unknown weight type '{weight_type}'", "use int8 or uint8")
     calibration = np.asarray(calibration, dtype=np.float32)
     if calibration.ndim != 4 or len(calibration) == 0:
         raise InputError(f"calibration data must be a non-empty (N, C, H, W) array, got shape {calibration.shape}")
@@ -122,7 +134,14 @@ def quantize_int8(
         options["CalibPercentile"] = percentile
     options.update(extra_options or {})
     reader = _ArrayReader(_input_name(model), calibration, batch=_fixed_batch(model))
-    q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options)
+    q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options, reduce_range, weight_type)
+    corrected = None
+    if bias_correction:
+        from edgezoo.export.bias_correction import correct_biases
+
+        model, corrected = correct_biases(model, q, calibration, batch=max(8, reader.batch))
+        reader.rewind()
+        q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options, reduce_range, weight_type)
     shared = 0
     if share_concat_scales:
         overrides = concat_scale_overrides(q)
@@ -132,7 +151,7 @@ def quantize_int8(
             user = dict(options.get("TensorQuantOverrides", {}))
             options["TensorQuantOverrides"] = {**overrides, **user}
             reader.rewind()
-            q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options)
+            q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options, reduce_range, weight_type)
             shared = len(overrides)
     _copy_metadata(model, q)
     data = q.SerializeToString()
@@ -140,10 +159,12 @@ def quantize_int8(
 
     atomic_write_bytes(out_path, data)
     return {
-        "format": "QDQ", "activations": "uint8", "weights": "int8",
-        "per_channel": per_channel, "method": method, "calibration_images": int(len(calibration)),
+        "format": "QDQ", "activations": "uint8", "weights": weight_type,
+        "per_channel": per_channel, "reduce_range": reduce_range, "method": method, "calibration_images": int(len(calibration)),
         "op_types": list(op_types), "excluded_nodes": list(exclude_nodes),
         "size_bytes": len(data), "reducemean_as_global_pool": pooled, "concat_inputs_sharing_scale": shared,
+        "bias_correction": None if corrected is None else {"convs": corrected["convs"],
+                                                           "changes": corrected["changes"]},
     }
 
 
@@ -172,7 +193,8 @@ def _copy_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
             entry.key, entry.value = p.key, p.value
 
 
-def _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options) -> onnx.ModelProto:
+def _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options,
+                     reduce_range: bool = False, weight_type: str = "int8") -> onnx.ModelProto:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     with tempfile.TemporaryDirectory(prefix="edgezoo-quant-") as tmp:
@@ -184,8 +206,9 @@ def _quantize_static(model, reader, op_types, per_channel, calib_method, exclude
             with _quiet():
                 quantize_static(
                     str(src), str(dst), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
-                    per_channel=per_channel, reduce_range=False, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude_nodes),
+                    per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QUInt8 if weight_type == "uint8" else QuantType.QInt8,
+                    nodes_to_exclude=list(exclude_nodes),
                     calibrate_method=calib_method, extra_options=options,
                 )
         except Exception as e:  # onnxruntime raises plain exceptions; say which step failed
