@@ -129,3 +129,36 @@ def test_sigterm_mid_export_leaves_nothing(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out.decode(errors="replace")[-2000:]
     assert list(tmp_path.iterdir()) == [], [p.name for p in tmp_path.iterdir()]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this-must-not-run",))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_malicious_weights_are_refused_with_the_reason(capsys, tmp_path, legacy):
+    import torch
+
+    path = tmp_path / "evil.pt"
+    torch.save({"w": _RunsCode()}, path, _use_new_zipfile_serialization=not legacy)
+    code, out, err = run(capsys, "export", MODEL, "--weights", str(path), "-o", str(tmp_path / "b"))
+    text = " ".join((out + err).split())
+    assert code == 2 and "Traceback" not in text and "this-must-not-run" not in text
+    assert "UserWarning" not in text and "Warning" not in text
+    assert "refused to load" in text and ".system" in text and "could run anything" in text
+    assert "weights_only=False" in text and "trust" in text  # what to do
+    assert not (tmp_path / "b").exists()
+
+
+def test_weights_that_are_no_checkpoint(capsys, tmp_path):
+    from edgezoo.errors import WeightsError
+    from edgezoo.models.weights import read_state_dict
+
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint\n")
+    with pytest.raises(WeightsError, match="not a PyTorch checkpoint") as info:
+        read_state_dict(junk)
+    assert "refused" not in info.value.message
+    with pytest.raises(WeightsError, match="is a folder"):
+        read_state_dict(tmp_path)
