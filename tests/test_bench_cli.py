@@ -143,3 +143,25 @@ def test_bench_ctrl_c_prints_partial(tiny, tmp_path):
     assert "interrupted" in stdout and "p50 ms" in stdout
     assert "Traceback" not in stdout + stderr
     assert not out.exists()  # a partial measurement is printed, not written
+
+
+@pytest.mark.parametrize("where, says", [("file/x.json", "file is a file, not a folder"),
+                                         ("/proc/edgezoo-x.json", "does not accept new files"),
+                                         (".", "is a folder, not a file")])
+def test_bench_json_path_is_checked_before_measuring(tiny, tmp_path, where, says):
+    (tmp_path / "file").write_text("x")
+    target = where if where.startswith("/") else str(tmp_path / where)
+    proc = run_edgezoo("bench", str(tiny), "-n", "2", "--json", target, block_torch=True)
+    assert proc.returncode == 2 and says in " ".join(proc.stderr.split()), proc.stderr
+    assert "p50" not in proc.stdout  # nothing was measured
+    no_traceback(proc)
+
+
+def test_bench_input_size_uses_the_common_grammar(tiny):
+    from edgezoo.runtimes.inputs import INPUT_SIZE_GRAMMAR
+
+    proc = run_edgezoo("bench", str(tiny), "-n", "1", "--input-size", "10000", block_torch=True)
+    assert proc.returncode == 2 and "must lie in 1..4096" in proc.stderr
+    assert INPUT_SIZE_GRAMMAR.split(",")[0] in " ".join(proc.stderr.split())
+    ok = run_edgezoo("bench", str(tiny), "-n", "1", "--warmup", "0", "--input-size", "3x8x8", block_torch=True)
+    assert ok.returncode == 0, ok.stderr
