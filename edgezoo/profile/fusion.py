@@ -120,6 +120,7 @@ def runtime_fusions(p: GraphProfile, rt: RuntimeGraph) -> dict[str, str]:
     """Node name -> the runtime node (its name) that does its work, for the file's nodes that do not run as
     kernels of their own in onnxruntime's optimized graph. Element-wise, pooling and data nodes only: a
     conv or gemm always runs."""
+    producer = {o: n for n in p.nodes for o in n.outputs}
     fused = {}
     for n in p.nodes:
         if n.category in MAC_CATEGORIES:
@@ -127,8 +128,10 @@ def runtime_fusions(p: GraphProfile, rt: RuntimeGraph) -> dict[str, str]:
         found = rt.matches(n)
         if any(_same_kind(n.op_type, r.op_type) for r in found):
             continue
-        if found:
-            fused[n.name] = found[0].name
+        if found:  # done by another kernel: name the file's conv/gemm feeding it when there is one
+            src = next((producer[i] for i in n.inputs if i in producer and producer[i].category in MAC_CATEGORIES),
+                       None)
+            fused[n.name] = src.name if src is not None else found[0].name
         elif n.op_type not in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"):
             fused[n.name] = "(removed by the runtime)"
     return fused
