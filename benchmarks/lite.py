@@ -86,12 +86,12 @@ def latency_rows(models: list[str], tmp: Path, rounds: int = 21, iters: int = 10
     from edgezoo.models.registry import create_model, get_spec
     from edgezoo.profile.latency import compare_interleaved
     from edgezoo.runtimes.onnxruntime import OrtRunner
-    from edgezoo.testing import recalibrate_bn
+    from edgezoo.models.batchnorm import random_images, recalibrate_bn
 
     rows = []
     for name in models:
         spec = get_spec(name)
-        model = recalibrate_bn(create_model(name), spec.input_size)
+        model = recalibrate_bn(create_model(name), random_images(spec.input_size), batch_size=8)
         weights = tmp / f"{name}-random.pt"
         torch.save(model.state_dict(), weights)
         plain = export_224(name, weights, tmp / f"{name}-224-plain")
