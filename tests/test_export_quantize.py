@@ -158,3 +158,31 @@ def test_small_rgb_stem_stays_float_on_onnxruntime_but_not_a_big_one():
     sh = to_onnx_proto(create_model("shufflenet_v2_x0_5"), (3, 64, 64), simplify=False)[0].graph
     assert small_stem_convs(sh) == []  # 3x3, 3 -> 24, but a max-pool follows
     assert choose(mv3, "onnxruntime").float_stem and not choose(mv3, "tensorrt").float_stem
+
+
+def test_quiet_restores_logging_and_stderr_and_leaves_onnxruntime_severity_alone(monkeypatch, capfd):
+    import logging
+    import os
+
+    import onnxruntime as ort
+
+    from edgezoo.export import quantize
+
+    calls = []
+    monkeypatch.setattr(ort, "set_default_logger_severity", lambda level: calls.append(level))
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.INFO)
+    fd_before = os.fstat(2)
+    with quantize._quiet():
+        assert root.level == logging.ERROR
+        os.write(2, b"C++ side chatter\n")  # what onnxruntime's logger writes during calibration
+    os.write(2, b"after\n")
+    assert calls == []  # the process-wide severity (which cannot be read back) is never changed
+    assert root.level == logging.INFO
+    assert (os.fstat(2).st_ino, os.fstat(2).st_dev) == (fd_before.st_ino, fd_before.st_dev)
+    err = capfd.readouterr().err
+    assert "chatter" not in err and "after" in err
+    with pytest.raises(RuntimeError):  # restored on an error too
+        with quantize._quiet():
+            raise RuntimeError("boom")
+    assert root.level == logging.INFO and os.fstat(2).st_ino == fd_before.st_ino

@@ -2,7 +2,7 @@
 
 onnxruntime's int8 conv kernels fold ReLU / ReLU6 / Clip into the conv's output range, but not h-swish, and
 the squeeze-excitation (SE) blocks add a pool, two tiny convs and a full-size element-wise multiply per
-block (shared/reference/baseline-int8.md: "What rewrites can and cannot buy"). So the lite path
+block (benchmarks/results/int8_speed.md profiles where the int8 time goes). So the lite path
 
 - replaces h-swish by ReLU (or ReLU6)                                     ``hswish_to_relu``
 - turns h-sigmoid gates into Clip(0, 1) with the +3 and /6 folded into the conv before it (exact)

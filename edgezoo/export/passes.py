@@ -8,7 +8,7 @@ The function-preserving passes here:
 
 - ``fold_batchnorm``: Conv{1,2,3}d / ConvTranspose / Linear followed by BatchNorm in an ``nn.Sequential``
   (the zoo's convention) becomes one layer with rescaled weights and a bias. Grouped and depthwise convs,
-  with or without a bias, are handled per output channel (the mistakes of pitfalls.md #12 are tested).
+  with or without a bias, are handled per output channel (tests/test_export_passes.py checks each kind).
 - ``rewrite_activations``: ReLU6 as Clip (or ReLU, which changes the function above 6); h-swish and
   h-sigmoid as single ops or decomposed into Add/Mul/Clip that every int8 runtime quantizes.
 - ``fold_hardsigmoid_gates``: hardsigmoid(W x + b) == clip((W/6) x + (b + 3)/6, 0, 1), so an SE gate's
@@ -381,8 +381,9 @@ def drop_noop_slices(model: nn.Module) -> PassResult:
 def static_channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """The paper's shuffle with the batch as -1 and C, H, W as constants when exporting.
 
-    Tracing ``x.shape`` records Shape -> Gather -> Concat chains that freeze or confuse the batch (pitfall 11)
-    and that TensorRT rejects around grouped convs (pitfall 10); Python ints here become constant shapes.
+    Tracing ``x.shape`` records Shape -> Gather -> Concat chains that can freeze the batch in the exported
+    graph and that TensorRT's parser handles poorly around grouped convs; Python ints here become constant
+    shapes (tests/test_export_passes.py checks the exported Reshapes).
     A 4-D view (-1, g, C/g, H*W) is enough: TensorRT and every runtime handle it.
     """
     c, h, w = (int(d) for d in x.shape[1:])

@@ -3,7 +3,7 @@
 - ``quantize_int8``: onnxruntime static quantization in QDQ format, uint8 activations with int8 weights
   (signed activations run slowly on x86), per-channel weights by default, MinMax / Entropy / Percentile
   calibration. Every op type in the graph that has a quantized form is listed for quantization, HardSwish
-  and HardSigmoid included (onnxruntime leaves them out by default: pitfalls.md #1).
+  and HardSigmoid included (onnxruntime's default list, ``onnxruntime.quantization.registry``, leaves them out).
 - ``float_islands``: nodes that still compute in float between DequantizeLinear and QuantizeLinear after
   onnxruntime has fused what it can: what an int8 graph really runs in float.
 - ``to_fp16``: float16 weights and compute, fp32 inputs/outputs unless asked.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -150,18 +151,28 @@ def quantize_int8(
 @contextlib.contextmanager
 def _quiet():
     """onnxruntime's quantizer logs advice on the root logger and its C++ side warns about unused
-    initializers: neither is for our users. Errors still surface as exceptions."""
-    import onnxruntime as ort
+    initializers on stderr: neither is for our users. Errors still surface as exceptions.
 
+    Both are silenced for the duration only: the root logger's level is put back, and file descriptor 2
+    (where onnxruntime's C++ logger writes) is pointed at a scratch file and then restored. onnxruntime's
+    own log severity, which it offers no way to read back, is never changed.
+    """
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
-    ort.set_default_logger_severity(3)
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
     try:
-        yield
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved_fd, 2)
     finally:
+        os.close(saved_fd)
         root.setLevel(level)
-        ort.set_default_logger_severity(2)
 
 
 def _copy_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
@@ -313,13 +324,6 @@ def island_summary(islands: list[dict]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for i in islands:
         counts[i["op_type"]] = counts.get(i["op_type"], 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
-
-
-def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for n in model.graph.node:
-        counts[n.op_type] = counts.get(n.op_type, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
