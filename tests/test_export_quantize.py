@@ -186,3 +186,21 @@ def test_quiet_restores_logging_and_stderr_and_leaves_onnxruntime_severity_alone
         with quantize._quiet():
             raise RuntimeError("boom")
     assert root.level == logging.INFO and os.fstat(2).st_ino == fd_before.st_ino
+
+
+def test_export_checks_run_models_through_the_runner(mv3, monkeypatch, tmp_path):
+    """One execution path: parity checks, agreement figures and metadata reads open an OrtRunner."""
+    from pathlib import Path
+
+    from edgezoo.runtimes.onnxruntime import OrtRunner
+
+    opened = []
+    real = OrtRunner._activate
+    monkeypatch.setattr(OrtRunner, "_activate", lambda self: (opened.append(self.path), real(self))[1])
+    compare_models(mv3 / "fp32.onnx", mv3 / "fp32.onnx", synthetic_images(2, SIZE), worst_layers=0)
+    read_metadata(mv3 / "fp32.onnx")
+    assert opened == [mv3 / "fp32.onnx"] * 3
+    root = Path(__file__).resolve().parents[1] / "edgezoo"
+    direct = [str(p.relative_to(root)) for p in [*(root / "export").glob("*.py"), root / "onnx_meta.py"]
+              if "InferenceSession(" in p.read_text()]
+    assert direct == []

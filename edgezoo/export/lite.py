@@ -332,13 +332,11 @@ def add_int8_agreement(report: LiteReport, int8_path: str | Path) -> LiteReport:
     if report.original is None or report.heldout is None or not len(report.heldout):
         report["heldout_agreement_int8"] = None
         return report
-    import onnxruntime as ort
+    from edgezoo.export.quantize import _runner, run_batched
 
-    from edgezoo.export.quantize import run_batched
-
-    sess = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
     x = np.ascontiguousarray(report.heldout, dtype=np.float32)
-    lite = run_batched(sess, x)[0]
+    with _runner(int8_path) as runner:
+        lite = run_batched(runner, x)[0]
     with torch.no_grad():
         ref = report.original.eval()(torch.from_numpy(x)).numpy()
     report["heldout_agreement_int8"] = float(np.mean(lite.argmax(1) == ref.argmax(1)))

@@ -277,17 +277,14 @@ def _rank(model: onnx.ModelProto, name: str) -> int | None:
 
 def optimized_graph(path_or_bytes: str | os.PathLike | bytes, threads: int = 1) -> onnx.ModelProto:
     """The graph onnxruntime actually runs on this CPU (all optimizations, QDQ fused into QLinear ops)."""
-    import onnxruntime as ort
+    from edgezoo.runtimes.onnxruntime import OrtRunner, import_onnxruntime
 
     with tempfile.TemporaryDirectory(prefix="edgezoo-opt-") as tmp:
         out = os.path.join(tmp, "optimized.onnx")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.optimized_model_filepath = out
-        so.intra_op_num_threads = threads
-        so.log_severity_level = 3  # it warns that the NCHWc file is machine-specific: we only read it
-        src = path_or_bytes if isinstance(path_or_bytes, bytes) else os.fspath(path_or_bytes)
-        ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        so = import_onnxruntime().SessionOptions()
+        so.optimized_model_filepath = out  # it warns that this NCHWc file is machine-specific: we only read it
+        with OrtRunner(path_or_bytes, threads=threads, graph_optimization="all", session_options=so):
+            pass  # opening the session writes the optimized graph
         return onnx.load(out)
 
 
@@ -345,27 +342,28 @@ def to_fp16(fp32_path: str | os.PathLike, out_path: str | os.PathLike, keep_io_t
 
 # ------------------------------------------------------------------------------------------ agreement
 
-def _session(path_or_model, threads: int = 0):
-    import onnxruntime as ort
+def _runner(path_or_model, threads: int | None = None):
+    """An (inactive) onnxruntime Runner on the CPU for a file, its bytes or a ModelProto."""
+    from edgezoo.runtimes.onnxruntime import OrtRunner
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    src = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) else os.fspath(path_or_model)
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    src = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) else path_or_model
+    return OrtRunner(src, threads=threads)
 
 
-def run_batched(sess, inputs: np.ndarray, batch: int = 8, outputs=None) -> list[np.ndarray]:
-    """Run ``inputs`` through an onnxruntime session in chunks; a fixed-batch model gets its own batch size,
-    the last chunk padded and the padding's outputs dropped."""
-    name = sess.get_inputs()[0].name
-    fixed = sess.get_inputs()[0].shape[0]
+def run_batched(runner, inputs: np.ndarray, batch: int = 8, outputs=None) -> list[np.ndarray]:
+    """Run ``inputs`` through an active Runner (``edgezoo.runtimes``) in chunks; ``outputs``: names of the
+    outputs to return (default all). A fixed-batch model gets its own batch size, the last chunk padded and
+    the padding's outputs dropped."""
+    name = runner.inputs[0].name
+    fixed = runner.inputs[0].shape[0]
     step = fixed if isinstance(fixed, int) and fixed > 0 else batch
+    names = [o.name for o in runner.outputs]
+    pick = list(range(len(names))) if outputs is None else [names.index(o) for o in outputs]
     parts: list[list[np.ndarray]] = []
     for i in range(0, len(inputs), step):
         chunk = inputs[i:i + step].astype(np.float32)
-        out = sess.run(outputs, {name: _pad_rows(chunk, step) if step == fixed else chunk})
+        out = runner.infer({name: _pad_rows(chunk, step) if step == fixed else chunk})
+        out = [out[k] for k in pick]
         parts.append([o[:len(chunk)] if np.ndim(o) else o for o in out])
     # 0-d outputs (constants made graph outputs) are the same in every batch
     return [np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) else parts[0][k]
@@ -406,8 +404,10 @@ def compare_models(ref_path, test_path, inputs: np.ndarray, worst_layers: int = 
     activation forms rescale some intermediate tensors: per-layer figures must compare like with like).
     """
     inputs = np.asarray(inputs, dtype=np.float32)
-    ref = run_batched(_session(ref_path), inputs)[0]
-    test = run_batched(_session(test_path), inputs)[0]
+    with _runner(ref_path) as r:
+        ref = run_batched(r, inputs)[0]
+    with _runner(test_path) as r:
+        test = run_batched(r, inputs)[0]
     result = output_agreement(ref, test)
     if worst_layers:
         try:
@@ -446,8 +446,10 @@ def layer_sqnr(ref_path, qdq_path, inputs: np.ndarray) -> list[dict]:
     pairs = [p for p in pairs if not (p[0] in seen or seen.add(p[0]))]
     _add_outputs(ref_model, [p[0] for p in pairs])
     _add_outputs(q_model, [p[1] for p in pairs])
-    ref_out = run_batched(_session(ref_model), inputs, outputs=[p[0] for p in pairs])
-    q_out = run_batched(_session(q_model), inputs, outputs=[p[1] for p in pairs])
+    with _runner(ref_model) as r:
+        ref_out = run_batched(r, inputs, outputs=[p[0] for p in pairs])
+    with _runner(q_model) as r:
+        q_out = run_batched(r, inputs, outputs=[p[1] for p in pairs])
     rows = [{"tensor": x, "op_type": op, "sqnr_db": round(sqnr_db(r, t), 2)}
             for (x, _, op), r, t in zip(pairs, ref_out, q_out)]
     return sorted(rows, key=lambda r: r["sqnr_db"])
