@@ -102,10 +102,8 @@ def get_metadata(model_proto) -> ModelMetadata:
 
 
 def read_metadata(path: str | os.PathLike) -> ModelMetadata:
-    """Metadata of an ONNX file, read through onnxruntime (which also proves the file loads there)."""
-    import onnxruntime as ort
+    """Metadata of an ONNX file, read through its onnxruntime Runner (which also proves the file loads there)."""
+    from edgezoo.runtimes.onnxruntime import OrtRunner
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
-    return ModelMetadata.from_props(dict(sess.get_modelmeta().custom_metadata_map))
+    with OrtRunner(path, graph_optimization="disable") as runner:
+        return ModelMetadata.from_props(runner.metadata())

@@ -20,7 +20,7 @@ _tv_lib = None  # keep the torch.library handle alive, or the schemas vanish
 
 def _define_torchvision_ops() -> None:
     """torchvision 0.28's C++ ops cannot load beside the CPU torch build; defining the two schemas that its
-    Python side registers fake kernels for makes its model code importable (see shared/DESIGN.md)."""
+    Python side registers fake kernels for makes its model code importable (torchvision/_meta_registrations.py)."""
     global _tv_lib
     if _tv_lib is not None:
         return

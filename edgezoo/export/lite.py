@@ -2,7 +2,7 @@
 
 onnxruntime's int8 conv kernels fold ReLU / ReLU6 / Clip into the conv's output range, but not h-swish, and
 the squeeze-excitation (SE) blocks add a pool, two tiny convs and a full-size element-wise multiply per
-block (shared/reference/baseline-int8.md: "What rewrites can and cannot buy"). So the lite path
+block (benchmarks/results/int8_speed.md profiles where the int8 time goes). So the lite path
 
 - replaces h-swish by ReLU (or ReLU6)                                     ``hswish_to_relu``
 - turns h-sigmoid gates into Clip(0, 1) with the +3 and /6 folded into the conv before it (exact)
@@ -332,13 +332,11 @@ def add_int8_agreement(report: LiteReport, int8_path: str | Path) -> LiteReport:
     if report.original is None or report.heldout is None or not len(report.heldout):
         report["heldout_agreement_int8"] = None
         return report
-    import onnxruntime as ort
+    from edgezoo.export.quantize import _runner, run_batched
 
-    from edgezoo.export.quantize import run_batched
-
-    sess = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
     x = np.ascontiguousarray(report.heldout, dtype=np.float32)
-    lite = run_batched(sess, x)[0]
+    with _runner(int8_path) as runner:
+        lite = run_batched(runner, x)[0]
     with torch.no_grad():
         ref = report.original.eval()(torch.from_numpy(x)).numpy()
     report["heldout_agreement_int8"] = float(np.mean(lite.argmax(1) == ref.argmax(1)))

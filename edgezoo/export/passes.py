@@ -8,7 +8,7 @@ The function-preserving passes here:
 
 - ``fold_batchnorm``: Conv{1,2,3}d / ConvTranspose / Linear followed by BatchNorm in an ``nn.Sequential``
   (the zoo's convention) becomes one layer with rescaled weights and a bias. Grouped and depthwise convs,
-  with or without a bias, are handled per output channel (the mistakes of pitfalls.md #12 are tested).
+  with or without a bias, are handled per output channel (tests/test_export_passes.py checks each kind).
 - ``rewrite_activations``: ReLU6 as Clip (or ReLU, which changes the function above 6); h-swish and
   h-sigmoid as single ops or decomposed into Add/Mul/Clip that every int8 runtime quantizes.
 - ``fold_hardsigmoid_gates``: hardsigmoid(W x + b) == clip((W/6) x + (b + 3)/6, 0, 1), so an SE gate's
@@ -21,7 +21,6 @@ The function-preserving passes here:
 from __future__ import annotations
 
 import copy
-import functools
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -363,34 +362,17 @@ def defer_hardswish_scale(model: nn.Module) -> PassResult:
     return PassResult("defer_hardswish_scale", model, changes)
 
 
-class _GhostModuleNoSlice(nn.Module):
-    """A GhostModule whose two halves add up to exactly ``out_channels``: the slice after the concat is a
-    no-op, and dropping it saves a copy (and, in fp32 onnxruntime, the NCHWc reorders around it)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = self.primary_conv(x)
-        return torch.cat([x1, self.cheap_operation(x1)], dim=1)
-
-
-@functools.lru_cache(maxsize=None)
-def _no_slice_class(base: type) -> type:
-    return type("GhostModuleNoSlice", (_GhostModuleNoSlice, base), {})
-
-
 def drop_noop_slices(model: nn.Module) -> PassResult:
-    """GhostNet: ``cat([primary, cheap])[:, :out]`` keeps every channel whenever ``out`` is even; drop the slice."""
+    """Drop every ``ChannelSlice`` that keeps all of its input's channels (GhostNet's ``cat(...)[:, :out]``
+    whenever ``out`` is even): it saves a copy and, in fp32 onnxruntime, the NCHWc reorders around it."""
     model = _copy(model)
     changes: list[str] = []
-    try:
-        from edgezoo.models.ghostnet import GhostModule
-    except ImportError:  # no GhostNet family in this build
-        return PassResult("drop_noop_slices", model, changes)
-    for name, m in model.named_modules():
-        if type(m) is GhostModule:
-            produced = m.primary_conv[0].out_channels + m.cheap_operation[0].out_channels
-            if produced == m.out_channels:
-                m.__class__ = _no_slice_class(GhostModule)
-                changes.append(f"{name}: no-op channel slice [:{m.out_channels}] dropped")
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent._modules.items()):
+            if isinstance(child, zoo_layers.ChannelSlice) and child.keep >= child.in_channels:
+                parent._modules[child_name] = nn.Identity()
+                where = f"{parent_name}.{child_name}" if parent_name else child_name
+                changes.append(f"{where}: no-op channel slice [:{child.keep}] dropped")
     return PassResult("drop_noop_slices", model, changes)
 
 
@@ -399,8 +381,9 @@ def drop_noop_slices(model: nn.Module) -> PassResult:
 def static_channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """The paper's shuffle with the batch as -1 and C, H, W as constants when exporting.
 
-    Tracing ``x.shape`` records Shape -> Gather -> Concat chains that freeze or confuse the batch (pitfall 11)
-    and that TensorRT rejects around grouped convs (pitfall 10); Python ints here become constant shapes.
+    Tracing ``x.shape`` records Shape -> Gather -> Concat chains that can freeze the batch in the exported
+    graph and that TensorRT's parser handles poorly around grouped convs; Python ints here become constant
+    shapes (tests/test_export_passes.py checks the exported Reshapes).
     A 4-D view (-1, g, C/g, H*W) is enough: TensorRT and every runtime handle it.
     """
     c, h, w = (int(d) for d in x.shape[1:])
@@ -416,56 +399,19 @@ class StaticChannelShuffle(zoo_layers.ChannelShuffle):
 
 
 def rewrite_channel_shuffle(model: nn.Module) -> PassResult:
-    """Swap ``ChannelShuffle`` modules for ``StaticChannelShuffle`` and reroute functional uses.
+    """Swap every ``ChannelShuffle`` module for ``StaticChannelShuffle`` (the same permutation, constant shapes).
 
-    Families that call ``channel_shuffle(x, g)`` from their forward (ShuffleNet v2, as torchvision does) get
-    their module-level name pointed at the static form while the model is exported: see
-    ``export_friendly_shuffle``. Here we count those call sites so the report says what happened.
+    The families shuffle through the module (never the bare function), so this swap reaches every shuffle.
     """
     model = _copy(model)
     changes: list[str] = []
-    for parent in list(model.modules()):
+    for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent._modules.items()):
             if isinstance(child, zoo_layers.ChannelShuffle) and not isinstance(child, StaticChannelShuffle):
                 parent._modules[child_name] = StaticChannelShuffle(child.groups)
-                changes.append(f"{child_name}: ChannelShuffle(groups={child.groups}) -> constant-shape Reshape")
-    functional = sorted({type(m).__module__ for m in model.modules() if _uses_functional_shuffle(m)})
-    for mod in functional:
-        changes.append(f"{mod}: channel_shuffle() calls -> constant-shape Reshape while exporting")
+                where = f"{parent_name}.{child_name}" if parent_name else child_name
+                changes.append(f"{where}: ChannelShuffle(groups={child.groups}) -> constant-shape Reshape")
     return PassResult("rewrite_channel_shuffle", model, changes)
-
-
-def _uses_functional_shuffle(m: nn.Module) -> bool:
-    import sys
-
-    module = sys.modules.get(type(m).__module__)
-    return (module is not None and getattr(module, "channel_shuffle", None) is zoo_layers.channel_shuffle
-            and "channel_shuffle" in getattr(type(m).forward, "__code__", compile("", "", "exec")).co_names)
-
-
-class export_friendly_shuffle:
-    """Context manager: while active, family modules' ``channel_shuffle`` name is the static form.
-
-    The traced function is then Reshape(-1, ...) with constants; eager results are identical (tested).
-    """
-
-    def __init__(self, model: nn.Module):
-        import sys
-
-        self._targets = [sys.modules[type(m).__module__] for m in model.modules() if _uses_functional_shuffle(m)]
-        self._saved: list = []
-
-    def __enter__(self):
-        for mod in self._targets:
-            self._saved.append((mod, mod.channel_shuffle))
-            mod.channel_shuffle = static_channel_shuffle
-        return self
-
-    def __exit__(self, *exc):
-        for mod, fn in reversed(self._saved):
-            mod.channel_shuffle = fn
-        self._saved.clear()
-        return False
 
 
 # ------------------------------------------------------------------------------------------- checking
@@ -494,8 +440,7 @@ def check_pass(before: nn.Module, result: PassResult, input_size: tuple[int, int
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *input_size, generator=g)
     ref = before.eval()(x)
-    with export_friendly_shuffle(result.model):
-        out = result.model.eval()(x)
+    out = result.model.eval()(x)
     diff = float((out - ref).abs().max())
     scale = float(ref.abs().max())
     if tolerance is None and result.exact:

@@ -145,9 +145,8 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         step("export fp32 ONNX")
         fp32_path = tmp / "model.fp32.onnx"
         fp32_passes = [p["name"] for p in pass_reports]
-        with P.export_friendly_shuffle(fp32_model):
-            res = export_onnx(fp32_model, fp32_path, size, meta("fp32", fp32_passes + (["lite"] if lite_report else [])),
-                              opset=options.opset, dynamic_batch=dynamic, batch=options.batch or 1)
+        res = export_onnx(fp32_model, fp32_path, size, meta("fp32", fp32_passes + (["lite"] if lite_report else [])),
+                          opset=options.opset, dynamic_batch=dynamic, batch=options.batch or 1)
         files["fp32"] = fp32_path
         report["export"] = {"simplified": res.simplified, "dynamic_batch": dynamic,
                             "checks": [{"batch": ck.batch, "max_abs_diff": ck.max_abs_diff, "tolerance": ck.tolerance}
@@ -173,9 +172,8 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
             q_model = apply(P.rewrite_activations, q_model, relu6="clip", hardswish=forms.hardswish, label=label)
             q_passes.append(label)
             src_path = tmp / ".int8-source.fp32.onnx"
-            with P.export_friendly_shuffle(q_model):
-                export_onnx(q_model, src_path, size, meta("fp32", q_passes), opset=options.opset,
-                            dynamic_batch=dynamic, batch=options.batch or 1)
+            export_onnx(q_model, src_path, size, meta("fp32", q_passes), opset=options.opset,
+                        dynamic_batch=dynamic, batch=options.batch or 1)
             step("quantize int8")
             calib_set = calibration[: options.calib_count]
             exclude = forms.exclude_nodes(src_path)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from edgezoo.models._init import torchvision_init
-from edgezoo.models.layers import ConvBNAct, SqueezeExcitation, make_divisible
+from edgezoo.models.layers import ChannelSlice, ConvBNAct, SqueezeExcitation, make_divisible
 from edgezoo.models.registry import ModelSpec, PaperFigures, ReferenceFigures, register
 
 
@@ -71,11 +71,11 @@ class GhostModule(nn.Module):
         act = nn.ReLU if relu else None
         self.primary_conv = ConvBNAct(in_channels, init, 1, activation=act)
         self.cheap_operation = ConvBNAct(init, init * (ratio - 1), dw_size, groups=init, activation=act)
+        self.slice = ChannelSlice(out_channels, init * ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.primary_conv(x)
-        out = torch.cat([x1, self.cheap_operation(x1)], dim=1)
-        return out[:, : self.out_channels]
+        return self.slice(torch.cat([x1, self.cheap_operation(x1)], dim=1))
 
 
 class GhostBottleneck(nn.Module):

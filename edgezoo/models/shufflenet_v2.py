@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgezoo.models.layers import ConvBNAct, channel_shuffle
+from edgezoo.models.layers import ChannelShuffle, ConvBNAct
 from edgezoo.models.registry import ModelSpec, PaperFigures, ReferenceFigures, register
 
 STAGE_REPEATS = (4, 8, 4)
@@ -50,6 +50,8 @@ class InvertedResidual(nn.Module):
             _dw(bf, stride), nn.BatchNorm2d(bf),
             nn.Conv2d(bf, bf, 1, bias=False), nn.BatchNorm2d(bf), nn.ReLU(inplace=True),
         )
+        # A module (no parameters, so torchvision's state_dict keys are unchanged) that export passes can swap.
+        self.shuffle = ChannelShuffle(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
@@ -57,7 +59,7 @@ class InvertedResidual(nn.Module):
             out = torch.cat((x1, self.branch2(x2)), dim=1)
         else:
             out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
-        return channel_shuffle(out, 2)
+        return self.shuffle(out)
 
 
 class ShuffleNetV2(nn.Module):

@@ -2,11 +2,11 @@
 
 Works on any ONNX file (ours, torchvision's, a user's) with onnx and numpy alone: no PyTorch.
 
-Counting rules (the same as the papers' and as ``reference/models.md`` section 0):
+Counting rules (the papers' own: MobileNet v1 §3, ShuffleNet v2 §2 count multiply-adds):
   * MACs = multiply-accumulates of Conv / ConvTranspose / Gemm / MatMul (and their int8 forms), without the
     bias term. Conv: ``N*Cout*Hout*Wout * (Cin/groups)*kh*kw``; Gemm/MatMul: ``M*N*K``.
     (onnx-tool adds element-wise ops and one MAC per output for the bias, which puts it 2-12% above the
-    published figures; see reference/baseline-int8.md.)
+    published figures; tests/test_profile_graph.py checks ours against the zoo's reference figures.)
   * Element-wise, pooling and reduction work is counted separately, in ``ops`` (one op per output element;
     pooling: one per window element).
   * Bytes are counted at each tensor's stored dtype. In a QDQ graph, ``DequantizeLinear -> Conv ->

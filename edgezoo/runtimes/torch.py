@@ -24,13 +24,13 @@ def build_registry_model(name: str, weights: str | None = None, seed: int = 0):
     import torch
 
     from edgezoo.models.registry import create_model, get_spec
-    from edgezoo.testing import recalibrate_bn
+    from edgezoo.models.batchnorm import random_images, recalibrate_bn
 
     spec = get_spec(name)
     torch.manual_seed(seed)
     model = create_model(spec.name, weights=weights)
     if weights is None:
-        recalibrate_bn(model, spec.input_size, batches=2, batch_size=4, seed=seed)
+        recalibrate_bn(model, random_images(spec.input_size, 8, seed), batch_size=4)
     return spec, model.eval()
 
 
