@@ -96,7 +96,7 @@ class TorchRunner(Runner):
 
     def _inputs(self) -> list[TensorInfo]:
         # Convolutional nets take any size above their minimum, so H and W are reported as dynamic
-        return [TensorInfo("input", ("batch", self._channels(), "height", "width"), np.dtype(np.float32))]
+        return [TensorInfo("input", ("batch", self._channels(), "height", "width"), np.dtype(np.float32), "NCHW")]
 
     def _outputs(self) -> list[TensorInfo]:
         classes = self.spec.num_classes if self.spec is not None else "classes"
