@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from edgezoo.errors import EdgezooError, InputError, MissingDependencyError
+from edgezoo.errors import EdgezooError, InputError
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -113,7 +113,7 @@ def parse_targets(text: str | Sequence[str] | None) -> list[str]:
 
 
 def missing_message(target: Target, why: str) -> str:
-    return str(MissingDependencyError(f"target {target.name}: {why}", f"pip install 'edgezoo[{target.extra}]'"))
+    return f"target {target.name} skipped: {why} (install it with: pip install 'edgezoo[{target.extra}]')"
 
 
 def agreement(reference: np.ndarray, outputs: np.ndarray) -> dict:
@@ -158,8 +158,9 @@ def run_targets(ctx: TargetContext, names: Sequence[str], precisions: Sequence[s
                     path = ctx.files[f"{name}:{precision}"]
                     facts = {}
                 else:
-                    facts = target.build(ctx, precision, path)
-                row.update(facts or {})
+                    facts = target.build(ctx, precision, path) or {}
+                    path = facts.pop("_path", path)  # a precision that reuses another's file
+                row.update(facts)
                 row["build_seconds"] = round(time.perf_counter() - t0, 1)
                 if path is not None and precision != "engine" and getattr(target, "runnable", True):
                     with target.runner(path, ctx.threads, precision) as r:
@@ -175,6 +176,46 @@ def run_targets(ctx: TargetContext, names: Sequence[str], precisions: Sequence[s
                 _cleanup(path)
             rows.append(row)
     return rows
+
+
+def bench_rows(ctx: TargetContext, rows: list[dict], rounds: int = 7, runs: int = 10) -> None:
+    """Latency p50 (batch 1, ``ctx.threads``) of every verified row, interleaved: each round runs every file
+    ``runs`` times in turn, so load that comes and goes hits all files alike; adds ``latency_ms`` and ``ratio``
+    (to the fastest fp32 file)."""
+    ok = [r for r in rows if r.get("status") == "ok" and "agreement" in r]
+    runners = []
+    x = np.ascontiguousarray(ctx.eval_inputs[:1], dtype=np.float32)
+    try:
+        for r in ok:
+            runner = get_target(r["target"]).runner(ctx.out_dir / r["file"], ctx.threads, r["precision"]).activate()
+            runners.append((r, runner, {runner.inputs[0].name: x}, []))
+        for _ in range(3):  # warm-up
+            for _, runner, feeds, _ in runners:
+                runner.infer(feeds)
+        for _ in range(rounds):
+            for _, runner, feeds, times in runners:
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    runner.infer(feeds)
+                    times.append(time.perf_counter() - t0)
+    finally:
+        for _, runner, _, _ in runners:
+            runner.deactivate()
+    for r, _, _, times in runners:
+        r["latency_ms"] = round(float(np.median(times)) * 1e3, 3)
+    fp32 = [r["latency_ms"] for r in ok if r["precision"] == "fp32" and "latency_ms" in r]
+    for r in ok:
+        if fp32 and "latency_ms" in r:
+            r["ratio_to_fastest_fp32"] = round(r["latency_ms"] / min(fp32), 3)
+
+
+def fastest_int8(rows: list[dict]) -> dict | None:
+    """The verified int8 row that ran fastest (by latency when measured, else the only one or None)."""
+    int8 = [r for r in rows if r.get("precision") == "int8" and r.get("status") == "ok" and "agreement" in r]
+    timed = [r for r in int8 if "latency_ms" in r]
+    if timed:
+        return min(timed, key=lambda r: r["latency_ms"])
+    return int8[0] if len(int8) == 1 else None
 
 
 def _size(path: Path) -> int:
