@@ -1,0 +1,244 @@
+"""Export targets: one module per edge runtime, each writing that runtime's own file in fp32 and int8.
+
+A ``Target`` names its runtime, its pip extra and the precisions it can write; ``available()`` says in one
+line what is missing; ``preflight(model)`` lists what it will not quantize or fuse for this model (rules
+checked in tests/test_targets_*.py); ``build(ctx, precision, path)`` writes the file; ``runner(path, threads)``
+opens it on the runtime's own Runner (edgezoo.runtimes), through which every file is verified against the
+PyTorch fp32 model. ``run_targets`` does that for every (target, precision), so one failure costs one row,
+never the bundle. Adding a target is one module and one ``register`` call (see the bottom of this file).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from edgezoo.errors import EdgezooError, InputError
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+@dataclass
+class TargetContext:
+    """What every target builds from: the verified fp32 model (PyTorch) and its files, the images."""
+
+    name: str  # the zoo name, for file metadata and messages
+    input_size: tuple[int, int, int]
+    model: Any  # torch.nn.Module after the function-preserving passes (BN folded, shuffle static, ...)
+    calibration: np.ndarray  # (N, C, H, W) float32, the images int8 ranges come from
+    eval_inputs: np.ndarray  # held-out images the agreement is measured on
+    reference: np.ndarray  # the PyTorch fp32 model's outputs on eval_inputs
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)  # already written: "onnxruntime:fp32" -> path
+    per_channel: bool = True
+    threads: int | None = 1  # for verification and the benchmark
+    progress: Callable[[str], None] = lambda s: None
+    cache: dict[str, Any] = field(default_factory=dict)  # models derived once and shared by targets
+
+    def int8_model(self, backend: str = "generic"):
+        """The fp32 model with the activation forms an int8 ``backend`` takes (int8_forms), computed once."""
+        key = f"int8_model:{backend}"
+        if key not in self.cache:
+            self.cache[key] = int8_source_model(self.model, backend)
+        return self.cache[key]
+
+
+def int8_source_model(model, backend: str):
+    """h-sigmoid gates folded, h-swish in the backend's form: what ``quantize`` sees. Exact passes only."""
+    from edgezoo.export import int8_forms
+    from edgezoo.export import passes as P
+
+    forms = int8_forms.choose(model, backend)
+    m = P.fold_hardsigmoid_gates(model).model
+    if forms.defer_scale:
+        m = P.defer_hardswish_scale(m).model
+    return P.rewrite_activations(m, relu6="keep", hardswish=forms.hardswish).model.eval()
+
+
+class Target(Protocol):
+    name: str
+    extra: str  # pip extra that brings the runtime and the converter
+    precisions: tuple[str, ...]
+    suffix: str
+
+    def available(self) -> str | None:
+        """None when the converter and runtime import; else what is missing, in one line."""
+
+    def preflight(self, model) -> list[str]:
+        """What this target will not quantize or fuse for ``model``."""
+
+    def build(self, ctx: TargetContext, precision: str, path: Path) -> dict:
+        """Write ``path``; returns facts for the report (method, partitions, ...)."""
+
+    def runner(self, path: Path, threads: int | None, precision: str):
+        """A (not yet active) edgezoo Runner for ``path``."""
+
+
+REGISTRY: dict[str, str] = {}  # target name -> module path holding ``TARGET``
+_loaded: dict[str, Target] = {}
+
+
+def register(name: str, module: str) -> None:
+    REGISTRY[name] = module
+
+
+def get_target(name: str) -> Target:
+    if name not in REGISTRY:
+        raise InputError(f"unknown export target '{name}'", f"choose from {', '.join(REGISTRY)} or all")
+    if name not in _loaded:
+        _loaded[name] = importlib.import_module(REGISTRY[name]).TARGET
+    return _loaded[name]
+
+
+def parse_targets(text: str | Sequence[str] | None) -> list[str]:
+    """'onnxruntime,openvino' / 'all' -> target names (all: those whose extra is installed), in order."""
+    if text is None:
+        return ["onnxruntime"]
+    items = [t.strip().lower() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    if not items:
+        raise InputError("--target is empty", f"choose from {', '.join(REGISTRY)} or all")
+    if "all" in items:
+        return [n for n in REGISTRY if get_target(n).available() is None]
+    out = []
+    for t in items:
+        get_target(t)  # raises for an unknown name
+        if t not in out:
+            out.append(t)
+    return out
+
+
+def missing_message(target: Target, why: str) -> str:
+    return f"target {target.name} skipped: {why} (install it with: pip install 'edgezoo[{target.extra}]')"
+
+
+def agreement(reference: np.ndarray, outputs: np.ndarray) -> dict:
+    from edgezoo.export.quantize import output_agreement
+
+    return output_agreement(reference.reshape(len(reference), -1), outputs.reshape(len(outputs), -1))
+
+
+def run_on(runner, inputs: np.ndarray) -> np.ndarray:
+    """Outputs of an active runner, one image at a time (.pte and .tflite programs are planned for batch 1)."""
+    name = runner.inputs[0].name
+    return np.concatenate([runner.infer({name: inputs[i:i + 1]})[0] for i in range(len(inputs))])
+
+
+def file_name(target: str, precision: str, suffix: str) -> str:
+    base = "model" if target == "onnxruntime" else f"model.{target}"
+    return f"{base}.{precision}{suffix}"
+
+
+def run_targets(ctx: TargetContext, names: Sequence[str], precisions: Sequence[str]) -> list[dict]:
+    """Build and verify every (target, precision) asked for; a failure becomes a row with its reason."""
+    rows: list[dict] = []
+    for name in names:
+        target = get_target(name)
+        why = target.available()
+        if why is not None:
+            rows.append({"target": name, "precision": "-", "status": "missing", "error": missing_message(target, why)})
+            continue
+        try:
+            findings = target.preflight(ctx.model)
+        except Exception as e:  # a rule that cannot be checked must not stop the build
+            findings = [f"preflight failed: {type(e).__name__}: {_first(e)}"]
+        for precision in precisions:
+            if precision not in target.precisions:
+                continue
+            row = {"target": name, "precision": precision, "preflight": findings if precision == "int8" else []}
+            path = ctx.out_dir / file_name(name, precision, target.suffix)
+            ctx.progress(f"{name} {precision}")
+            t0 = time.perf_counter()
+            try:
+                if f"{name}:{precision}" in ctx.files:
+                    path = ctx.files[f"{name}:{precision}"]
+                    facts = {}
+                else:
+                    facts = target.build(ctx, precision, path) or {}
+                    path = facts.pop("_path", path)  # a precision that reuses another's file
+                row.update(facts)
+                row["build_seconds"] = round(time.perf_counter() - t0, 1)
+                if path is not None and precision != "engine" and getattr(target, "runnable", True):
+                    with target.runner(path, ctx.threads, precision) as r:
+                        row["agreement"] = agreement(ctx.reference, run_on(r, ctx.eval_inputs))
+                    row["runtime"] = r.describe()
+                row.update(status="ok", file=path.name, size_bytes=_size(path))
+                ctx.files[f"{name}:{precision}"] = path
+            except EdgezooError as e:
+                row.update(status="failed", error=str(e))
+                _cleanup(path)
+            except Exception as e:  # a converter's own exception: one line, the other targets go on
+                row.update(status="failed", error=f"{type(e).__name__}: {_first(e)}")
+                _cleanup(path)
+            rows.append(row)
+    return rows
+
+
+def bench_rows(ctx: TargetContext, rows: list[dict], rounds: int = 7, runs: int = 10) -> None:
+    """Latency p50 (batch 1, ``ctx.threads``) of every verified row, interleaved: each round runs every file
+    ``runs`` times in turn, so load that comes and goes hits all files alike; adds ``latency_ms`` and ``ratio``
+    (to the fastest fp32 file)."""
+    ok = [r for r in rows if r.get("status") == "ok" and "agreement" in r]
+    runners = []
+    x = np.ascontiguousarray(ctx.eval_inputs[:1], dtype=np.float32)
+    try:
+        for r in ok:
+            runner = get_target(r["target"]).runner(ctx.out_dir / r["file"], ctx.threads, r["precision"]).activate()
+            runners.append((r, runner, {runner.inputs[0].name: x}, []))
+        for _ in range(3):  # warm-up
+            for _, runner, feeds, _ in runners:
+                runner.infer(feeds)
+        for _ in range(rounds):
+            for _, runner, feeds, times in runners:
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    runner.infer(feeds)
+                    times.append(time.perf_counter() - t0)
+    finally:
+        for _, runner, _, _ in runners:
+            runner.deactivate()
+    for r, _, _, times in runners:
+        r["latency_ms"] = round(float(np.median(times)) * 1e3, 3)
+    fp32 = [r["latency_ms"] for r in ok if r["precision"] == "fp32" and "latency_ms" in r]
+    for r in ok:
+        if fp32 and "latency_ms" in r:
+            r["ratio_to_fastest_fp32"] = round(r["latency_ms"] / min(fp32), 3)
+
+
+def fastest_int8(rows: list[dict]) -> dict | None:
+    """The verified int8 row that ran fastest (by latency when measured, else the only one or None)."""
+    int8 = [r for r in rows if r.get("precision") == "int8" and r.get("status") == "ok" and "agreement" in r]
+    timed = [r for r in int8 if "latency_ms" in r]
+    if timed:
+        return min(timed, key=lambda r: r["latency_ms"])
+    return int8[0] if len(int8) == 1 else None
+
+
+def _size(path: Path) -> int:
+    side = path.with_suffix(".bin") if path.suffix == ".xml" else None
+    return path.stat().st_size + (side.stat().st_size if side is not None and side.exists() else 0)
+
+
+def _cleanup(path: Path | None) -> None:
+    if path is None:
+        return
+    for p in (path, path.with_suffix(".bin") if path.suffix == ".xml" else None):
+        if p is not None and p.exists():
+            p.unlink()
+
+
+def _first(e: BaseException) -> str:
+    from edgezoo.runtimes.base import first_line
+
+    return first_line(e)[:300]
+
+
+register("onnxruntime", "edgezoo.export.targets.onnxruntime")
+register("openvino", "edgezoo.export.targets.openvino")
+register("executorch", "edgezoo.export.targets.executorch")
+register("litert", "edgezoo.export.targets.litert")
+register("tensorrt", "edgezoo.export.targets.tensorrt")

@@ -1,0 +1,79 @@
+"""LiteRT target: a .tflite through litert-torch (no TensorFlow); int8 by litert-torch's PT2E quantizer.
+
+fp32: litert_torch.convert(model). int8: the model in the decomposed activation forms (int8_forms 'generic'),
+export -> prepare_pt2e(litert-torch's PT2EQuantizer, symmetric per-channel weights, ReLU6 fused with its conv
+by _pt2e.fused_clamp_quantizer) -> calibrate -> convert_pt2e(fold_quantize=False) -> litert_torch.convert with
+the same quantizer in its QuantConfig, as litert-torch's documentation shows. Runs on LiteRT's XNNPACK delegate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgezoo.export.targets import TargetContext
+
+
+class LiteRTTarget:
+    name = "litert"
+    extra = "litert"
+    precisions = ("fp32", "int8")
+    suffix = ".tflite"
+
+    def available(self) -> str | None:
+        try:
+            import ai_edge_litert  # noqa: F401
+            import litert_torch  # noqa: F401
+        except ImportError as e:
+            return f"litert-torch / ai-edge-litert are not importable ({e.name or e})"
+        return None
+
+    def preflight(self, model) -> list[str]:
+        from edgezoo.export.targets.rules import xnnpack_findings
+
+        return xnnpack_findings(model, "litert")
+
+    def build(self, ctx: TargetContext, precision: str, path: Path) -> dict:
+        import litert_torch
+        import torch
+
+        from edgezoo.fileio import atomic_directory  # noqa: F401  (the bundle folder is already atomic)
+
+        x = torch.from_numpy(np.ascontiguousarray(ctx.calibration[:1], dtype=np.float32))
+        facts: dict = {"method": "litert_torch.convert"}
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            if precision == "int8":
+                from litert_torch.quantize import pt2e_quantizer as pq
+                from litert_torch.quantize.quant_config import QuantConfig
+                from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+                from edgezoo.export.targets._pt2e import fused_clamp_quantizer
+
+                inner = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=ctx.per_channel))
+                quantizer = fused_clamp_quantizer(inner)
+                graph = torch.export.export(ctx.int8_model("generic"), (x,)).module()
+                prepared = prepare_pt2e(graph, quantizer)
+                for i in range(len(ctx.calibration)):
+                    prepared(torch.from_numpy(np.ascontiguousarray(ctx.calibration[i:i + 1], dtype=np.float32)))
+                module = convert_pt2e(prepared, fold_quantize=False)
+                edge = litert_torch.convert(module, (x,), quant_config=QuantConfig(pt2e_quantizer=inner))
+                facts["method"] = ("PT2E static int8 (litert-torch PT2EQuantizer, symmetric "
+                                   f"{'per-channel' if ctx.per_channel else 'per-tensor'} weights, ReLU6 fused)")
+            else:
+                edge = litert_torch.convert(ctx.model.eval(), (x,))
+            tmp = path.with_name(path.name + ".part")
+            edge.export(os.fspath(tmp))
+            os.replace(tmp, path)
+        return facts
+
+    def runner(self, path: Path, threads: int | None, precision: str):
+        from edgezoo.runtimes.litert import LiteRTRunner
+
+        return LiteRTRunner(path, threads=threads)
+
+
+TARGET = LiteRTTarget()
