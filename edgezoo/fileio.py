@@ -38,6 +38,20 @@ def _check_parent(path: Path) -> None:
         raise InputError(f"cannot write {path}: folder {parent} is not writable")
 
 
+def check_writable_folder(path: str | os.PathLike, hint: str | None = None) -> Path:
+    """Fail early, before slow work, when folder ``path`` could not be made or replaced (as
+    ``atomic_directory`` does at the end); nothing is created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"cannot write {path}: a file with that name exists", hint)
+    probe = path.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {path}: folder {probe} is not writable", hint)
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

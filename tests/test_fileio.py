@@ -67,3 +67,16 @@ def test_hostile_metadata_values_are_ignored_not_trusted():
     assert meta.input_size is None and meta.mean is None and meta.std is None and meta.labels is None
     assert meta.num_classes is None and meta.model == "ok" and meta.precision == "int8"
     assert sorted(meta.extra["invalid"]) == ["input_size", "labels", "mean", "num_classes", "std"]
+
+
+def test_check_writable_folder_creates_nothing_and_names_the_problem(tmp_path):
+    from edgezoo.fileio import check_writable_folder
+
+    target = tmp_path / "new" / "bundle"
+    assert check_writable_folder(target) == target and not (tmp_path / "new").exists()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match="a file with that name exists"):
+        check_writable_folder(tmp_path / "f")
+    with pytest.raises(InputError, match="not writable") as e:
+        check_writable_folder(tmp_path / "f" / "sub", hint="choose another")
+    assert e.value.hint == "choose another"

@@ -14,6 +14,7 @@ from typing import Any, List, Optional
 import typer
 
 from edgezoo.errors import InputError
+from edgezoo.fileio import check_writable
 
 SCHEMA = "edgezoo.bench/1"
 
@@ -63,7 +64,7 @@ def register(app: typer.Typer) -> None:
         if ops and (vs is not None or vs_runtime is not None):
             raise InputError("--ops profiles one model; run it without --vs / --vs-runtime")
         if json_path is not None:
-            _check_writable(json_path)
+            check_writable(json_path)
         opts = dict(threads=threads, providers=provider, graph_optimization=graph_opt,
                     weights=os.fspath(weights) if weights else None, input_size=size)
         try:
@@ -112,15 +113,6 @@ def parse_batches(values: List[str]) -> list[int]:
     if not out:
         raise InputError("no batch size given")
     return out
-
-
-def _check_writable(path: Path) -> None:
-    """Fail before measuring, not after minutes of it."""
-    if path.exists() and path.is_dir():
-        raise InputError(f"--json {path} is a folder")
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {path}: folder {parent} is not writable")
 
 
 # --- measurements --------------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
     from edgezoo.export import passes as P
     from edgezoo.export.calibration import load_image_folder, synthetic_images
     from edgezoo.export.onnx import export_onnx
-    from edgezoo.fileio import atomic_directory, write_json, atomic_write_text
+    from edgezoo.fileio import atomic_directory, atomic_write_text, check_writable_folder, write_json
     from edgezoo.models.registry import create_model, get_spec
     from edgezoo.onnx_meta import ModelMetadata
 
@@ -88,7 +88,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
     if options.weights is not None and not Path(options.weights).is_file():
         raise InputError(f"weights file {options.weights} does not exist")
     out_dir = Path(options.out) if options.out is not None else default_out_dir(spec.name)
-    _check_writable(out_dir)
+    check_writable_folder(out_dir, "choose another output folder with -o DIR")
     if options.tensorrt:
         from edgezoo.runtimes.tensorrt import import_tensorrt
 
@@ -268,21 +268,6 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         best = files.get("int8") or files["fp32"]
         outcome.files["triton"] = Path(write_triton_repository(best, options.triton, name=spec.name))
     return outcome
-
-
-def _check_writable(out_dir: Path) -> None:
-    """Fail before any work when the bundle cannot be written (atomic_directory checks again at the end)."""
-    import os
-
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"cannot write bundle {out_dir}: a file with that name exists")
-    parent = out_dir.parent
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write bundle {out_dir}: folder {probe} is not writable",
-                         "choose another output folder with -o DIR")
 
 
 def _eval_inputs(calibration: np.ndarray | None, options: ExportOptions, size) -> tuple[np.ndarray, str]:
