@@ -129,19 +129,15 @@ def top1_torch(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def top1_onnx(path: str | Path, x: np.ndarray, y: np.ndarray) -> float:
-    import onnxruntime as ort
+    from _common import session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    pred = np.concatenate([sess.run(None, {name: x[i:i + 256]})[0].argmax(1) for i in range(0, len(x), 256)])
+    with session(path, threads=1) as runner:
+        name = runner.inputs[0].name
+        pred = np.concatenate([runner.infer({name: x[i:i + 256]})[0].argmax(1) for i in range(0, len(x), 256)])
     return 100.0 * float((pred == y).mean())
 
 
 def machine() -> dict:
-    from edgezoo.profile.latency import describe_machine
+    from _common import machine
 
-    info = describe_machine()
-    return {**info, "cores": info["cpus"], "load_average_at_start": os.getloadavg()[0], "torch": torch.__version__,
-            "note": "shared 2-core machine: other jobs ran beside this benchmark"}
+    return machine("shared 2-core machine: other jobs ran beside this benchmark")

@@ -168,8 +168,8 @@ def render(r: dict) -> str:
             f"{row['int8_per_tensor_float_islands']} | {'met' if row['goal_met'] else '**not met**'} |")
     missed = [row["model"] for row in r["rows"] if not row["goal_met"]]
     lines += ["", "Goal met for every family." if not missed else f"Goal not met for: {', '.join(missed)}.", "",
-              f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, load average "
-              f"{r['machine']['load_average_at_start']:.1f} at the start ({r['machine']['note']}); torch "
+              f"Machine: {r['machine']['cpu']}, {r['machine']['cpus']} cores, load average "
+              f"{r['machine']['load_average_at_start'][0]:.1f} at the start ({r['machine']['note']}); torch "
               f"{r['machine']['torch']}, onnxruntime {r['machine']['onnxruntime']}. Total run time "
               f"{r['total_seconds'] / 60:.1f} min ("
               + ("training included" if any(row.get("train_seconds") for row in r["rows"])

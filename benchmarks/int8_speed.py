@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _common import machine, session  # noqa: E402
 
 GOAL_MODELS = ("mobilenet_v3_large", "ghostnet_x1_0")
 PROFILE_MODELS = GOAL_MODELS
@@ -89,21 +90,13 @@ def plain_flow(model, size, calib: np.ndarray, d: Path) -> tuple[Path, Path]:
     return fp32, int8
 
 
-def session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def measure(paths: dict[str, Path], threads: int, rounds: int, x: np.ndarray) -> dict:
     from edgezoo.profile.latency import compare_interleaved
 
     sessions = {k: session(p, threads) for k, p in paths.items()}
-    fns = {k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()}
+    fns = {k: (lambda s=s: s.infer({"input": x})) for k, s in sessions.items()}
     res = compare_interleaved(fns, rounds=rounds, iters_per_round=10, warmup=5)
     med = res.round_medians_ms
     out = {"fp32_ms": {}, "int8_ms": {}, "ratio": {}, "ratio_iqr": {}}
@@ -174,19 +167,12 @@ def run_model(name: str, rounds: int, threads_list: list[int], work: Path) -> di
     return row
 
 
-def machine() -> dict:
-    from edgezoo.profile.latency import describe_machine
-
-    info = describe_machine()
-    return {**info, "logical_cpus": info["cpus"], "load_average_at_start": os.getloadavg()}
-
-
 def write_results(rows: list[dict], meta: dict, out: Path) -> None:
     from edgezoo.fileio import atomic_write_text, write_json
 
     write_json(out / "int8_speed.json", {"machine": meta, "models": rows})
     lines = ["# int8 vs fp32 on onnxruntime CPU: plain flow vs edgezoo", "",
-             f"Machine: {meta['cpu']}, {meta['logical_cpus']} logical CPUs, onnxruntime {meta['onnxruntime']}; "
+             f"Machine: {meta['cpu']}, {meta['cpus']} logical CPUs, onnxruntime {meta['onnxruntime']}; "
              f"load average at start {', '.join(f'{x:.1f}' for x in meta['load_average_at_start'])} "
              "(the machine is shared: ratios are medians of interleaved rounds, not single runs).",
              f"Batch 1, 224x224, random init with recalibrated BatchNorm, {meta['rounds']} rounds x 10 runs per "

@@ -29,20 +29,7 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def machine() -> dict:
-    from edgezoo.profile.latency import describe_machine
-
-    info = describe_machine()
-    try:
-        info["load_average_at_start"] = os.getloadavg()
-    except OSError:
-        pass
-    import torch
-
-    info["torch"] = torch.__version__
-    info["note"] = ("shared machine: other jobs ran at the same time, so absolute times are noisy; "
-                    "the ratios come from interleaved rounds in one process")
-    return info
+from _common import machine  # noqa: E402
 
 
 def probe_ms(fn) -> float:

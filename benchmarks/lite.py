@@ -208,7 +208,7 @@ def render(r: dict) -> str:
         if missed:
             lines += ["", f"Latency goal not met: {', '.join(missed)}. " + MISSED_WHY]
         lines.append("")
-    lines += [f"Machine: {m['cpu']}, {m['cores']} cores, load average {m['load_average_at_start']:.1f} at the start "
+    lines += [f"Machine: {m['cpu']}, {m['cpus']} cores, load average {m['load_average_at_start'][0]:.1f} at the start "
               f"({m['note']}; during the latency part another helper's int8 speed benchmark was running, hence "
               f"the wide min-max ranges); torch {m['torch']}, onnxruntime {m['onnxruntime']}. Run time: "
               f"accuracy part {(r.get('accuracy_seconds') or 0) / 60:.1f} min (models trained beforehand by "

@@ -72,7 +72,7 @@ def main() -> None:
                 raise SystemExit(r.stderr.decode())
         nodes = len(profile_onnx(path).nodes)
         size = path.stat().st_size
-    from edgezoo.profile.latency import describe_machine as machine
+    from _common import machine
 
     res = {"model": spec.name, "nodes": nodes, "onnx_bytes": size, "runs": args.runs,
            "profile_onnx_s": {"median": float(np.median(lib)), "max": float(np.max(lib))},

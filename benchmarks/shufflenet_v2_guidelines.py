@@ -42,6 +42,7 @@ from edgezoo.fileio import atomic_write_text, write_json  # noqa: E402
 from edgezoo.profile.graph import profile_onnx  # noqa: E402
 from edgezoo.profile.latency import op_times  # noqa: E402
 from edgezoo.profile.roofline import analyze, measure_peaks  # noqa: E402
+from _common import machine  # noqa: E402
 
 HW = 56
 BLOCKS = 10
@@ -190,17 +191,12 @@ LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED"}
 def session(model: onnx.ModelProto, level: str = "all"):
     """level 'all' is onnxruntime's default (with the NCHWc layout transform on x86: blocked channels, fused
     activations); 'extended' stops before layout changes, so every conv goes through im2col + GEMM."""
-    import onnxruntime as ort
+    from _common import session as runner_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    runner = runner_session(model, threads=1, graph_optimization=level)  # sequential execution is the default
     x = np.random.default_rng(1).standard_normal((1, model.graph.input[0].type.tensor_type.shape.dim[1].dim_value,
                                                   HW, HW), dtype=np.float32)
-    return lambda: sess.run(None, {"input": x})
+    return lambda: runner.infer({"input": x})
 
 
 def cpu_time_interleaved(fns: dict, rounds: int, iters: int, warmup: int = 3) -> dict:
@@ -299,12 +295,6 @@ def run(rounds: int, iters: int, quick: bool) -> dict:
     return out
 
 
-def machine() -> dict:
-    from edgezoo.profile.latency import describe_machine
-
-    info = describe_machine()
-    info["loadavg_before"] = os.getloadavg()
-    return info
 
 
 # -------------------------------------------------------------------------------------------------- report
@@ -316,7 +306,7 @@ def markdown(res: dict) -> str:
         "",
         f"Machine: {m.get('cpu', '?')}, {m.get('cpus', '?')} vCPUs, onnxruntime {m.get('onnxruntime', '?')}, "
         f"1 thread, batch 1, 56x56 input, 10 stacked blocks. Shared with other jobs (load average "
-        f"{m['loadavg_before'][0]:.1f} before, {res['load_after'][0]:.1f} after), so only the per-column "
+        f"{m['load_average_at_start'][0]:.1f} before, {res['load_after'][0]:.1f} after), so only the per-column "
         f"orderings and ratios are meaningful: variants were timed in interleaved rounds ({res['rounds']} rounds "
         f"x {res['iters_per_round']} runs), images/s = 1000 / median CPU ms of the inference thread (onnxruntime "
         f"runs a 1-thread session on the caller's thread; wall-clock medians, 2-2.5x higher under this load, "
