@@ -152,11 +152,11 @@ def latency_rows(models: list[str], work: Path, rounds: int = 21, iters: int = 1
 RUNS = RESULTS / "lite_runs.json"
 
 
-def record_run(rows: list[dict], load_start: float) -> None:
+def record_run(rows: list[dict], load_start: float, started: str) -> None:
     from edgezoo.fileio import write_json
 
     runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
-    runs.append({"started": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "load_start": load_start,
+    runs.append({"started": started, "load_start": load_start,
                  "load_end": os.getloadavg()[0],
                  "ratios": {r["model"]: {k: r[f"{k}_ratio"] for k in ("int8", "lite_fp32", "lite_int8")}
                             for r in rows}})
@@ -214,10 +214,10 @@ def main() -> None:
         tmp = Path(tmp)
         if not args.skip_latency:
             t = time.perf_counter()
-            load_start = os.getloadavg()[0]
+            load_start, started = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M", time.gmtime())
             out["latency"] = latency_rows(models, args.work or tmp)
             out["latency_seconds"] = round(time.perf_counter() - t, 1)
-            record_run(out["latency"], load_start)
+            record_run(out["latency"], load_start, started)
         if not args.skip_accuracy:
             t = time.perf_counter()
             out["accuracy"] = accuracy_rows(models, args.steps, args.distill_steps, tmp)
