@@ -1,18 +1,24 @@
 """int8 vs fp32 speed on onnxruntime CPU: the plain flow against edgezoo's pipeline, every family.
 
-For each family (one model each, plus MobileNet v3 small), batch 1, 224x224, random-init weights with
-BatchNorm statistics recalibrated on random data (edgezoo.models.batchnorm.recalibrate_bn, as the baseline did):
+For each family (one model each, plus MobileNet v3 small), batch 1, 224x224, with the model as a user's
+would run (benchmarks/_realistic.py): BatchNorm statistics from real photos, calibration on a folder of photo
+views, a held-out photo as the timed input. ``--inputs synthetic`` gives the setting of the first round of
+this benchmark (BN from random data, synthetic calibration, a random-normal input), for comparison.
 
 - plain flow: torch.onnx.export (TorchScript exporter, opset 17, dynamic batch) -> onnxsim ->
   quant_pre_process -> quantize_static (QDQ, per-channel, uint8 activations, int8 weights, MinMax);
-- edgezoo: `run_export(int8=True)`, the same code as `edgezoo export NAME --int8`.
+- edgezoo: `run_export(int8=True, calib=DIR)`, the same code as `edgezoo export NAME --int8 --calib DIR`.
 
-Both flows calibrate on the same 32 synthetic images. The four sessions (plain fp32/int8, edgezoo fp32/int8)
-are timed in interleaved rounds (edgezoo.profile.latency.compare_interleaved) at 1 and 2 threads; each
-flow's ratio is the median over rounds of that round's int8 median / fp32 median. For MobileNet v3 large
-and GhostNet, onnxruntime's per-op profile says where each int8 model's time goes.
+Both flows calibrate on the same images. The four sessions (plain fp32/int8, edgezoo fp32/int8) are timed in
+interleaved rounds (edgezoo.profile.latency.compare_interleaved) at 1 and 2 threads; each flow's ratio is the
+median over rounds of that round's int8 median / fp32 median. For MobileNet v3 large and GhostNet,
+onnxruntime's per-op profile says where each int8 model's time goes.
 
-    python benchmarks/int8_speed.py [--models a,b] [--rounds 12] [--out benchmarks/results]
+Every run is appended to results/int8_speed_runs.json (time, load, ratios), and the results file shows the
+spread over the runs: run it at different times (``--work DIR`` keeps the exported files, so a later run only
+times them again).
+
+    python benchmarks/int8_speed.py [--models a,b] [--rounds 12] [--work DIR] [--inputs photos|synthetic]
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import tempfile
 import time
@@ -90,14 +97,14 @@ def plain_flow(model, size, calib: np.ndarray, d: Path) -> tuple[Path, Path]:
     return fp32, int8
 
 
-
-
 def measure(paths: dict[str, Path], threads: int, rounds: int, x: np.ndarray) -> dict:
     from edgezoo.profile.latency import compare_interleaved
 
     sessions = {k: session(p, threads) for k, p in paths.items()}
     fns = {k: (lambda s=s: s.infer({"input": x})) for k, s in sessions.items()}
     res = compare_interleaved(fns, rounds=rounds, iters_per_round=10, warmup=5)
+    for s in sessions.values():
+        s.deactivate()
     med = res.round_medians_ms
     out = {"fp32_ms": {}, "int8_ms": {}, "ratio": {}, "ratio_iqr": {}}
     for flow in ("plain", "edgezoo"):
@@ -128,56 +135,123 @@ def islands_of(path: Path) -> dict:
     return island_summary(float_islands(optimized_graph(path)))
 
 
-def run_model(name: str, rounds: int, threads_list: list[int], work: Path) -> dict:
+def export_both(name: str, size, inputs: str, d: Path) -> dict:
+    """Export the plain and the edgezoo files into ``d`` (or reuse them when a previous run left them)."""
     import torch
 
+    from _realistic import photo_sets, prepared, realistic_model, write_calib_folder
     from edgezoo.export.calibration import synthetic_images
     from edgezoo.export.pipeline import ExportOptions, run_export
     from edgezoo.models.registry import create_model, get_spec
-    from edgezoo.models.batchnorm import random_images, recalibrate_bn
+
+    done = d / "export.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    spec = get_spec(name)
+    d.mkdir(parents=True, exist_ok=True)
+    calib_views, eval_views = photo_sets()
+    if inputs == "photos":
+        model, weights_note = realistic_model(name, size, calib_views)
+        calib = prepared(calib_views, size, spec.mean, spec.std)
+        calib_dir = write_calib_folder(calib_views, d / "calib")
+        x = prepared(eval_views[:1], size, spec.mean, spec.std)
+    else:  # the first round's setting
+        from edgezoo.models.batchnorm import random_images, recalibrate_bn
+
+        torch.manual_seed(0)
+        model = recalibrate_bn(create_model(name), random_images(size), batch_size=8)
+        weights_note = "random init, BatchNorm from random data"
+        calib, calib_dir = synthetic_images(32, size, seed=0), None
+        x = np.random.default_rng(1).standard_normal((1, *size)).astype(np.float32)
+    weights = d / "weights.pt"
+    torch.save(model.state_dict(), weights)
+    np.save(d / "x.npy", x)
+    t0 = time.perf_counter()
+    plain_fp32, plain_int8 = plain_flow(model, size, calib, d)
+    t1 = time.perf_counter()
+    outcome = run_export(ExportOptions(name=name, weights=weights, int8=True, calib=calib_dir,
+                                       calib_count=len(calib), input_size=size[1], out=d / "bundle"))
+    t2 = time.perf_counter()
+    info = {"paths": {"plain_fp32": str(plain_fp32), "plain_int8": str(plain_int8),
+                      "edgezoo_fp32": str(outcome.files["fp32"]), "edgezoo_int8": str(outcome.files["int8"])},
+            "x": str(d / "x.npy"), "weights": weights_note, "calibration": f"{len(calib)} {inputs} images",
+            "export_s": {"plain": round(t1 - t0, 1), "edgezoo": round(t2 - t1, 1)},
+            "forms": outcome.report["int8"]["forms"],
+            "agreement": {k: outcome.report["int8"]["agreement"][k] for k in ("top1_agreement", "cosine_mean", "sqnr_db")}}
+    done.write_text(json.dumps(info))
+    return info
+
+
+def run_model(name: str, rounds: int, threads_list: list[int], work: Path, inputs: str) -> dict:
+    from edgezoo.models.registry import get_spec
 
     spec = get_spec(name)
     # 224x224 as asked, except for models made for another resolution (EffNet: 32x32, a dense head)
     size = (spec.input_size[0], 224, 224) if spec.input_size[1] >= 224 else tuple(spec.input_size)
-    torch.manual_seed(0)
-    model = recalibrate_bn(create_model(name), random_images(size), batch_size=8)
-    d = work / name
-    d.mkdir(parents=True, exist_ok=True)
-    weights = d / "weights.pt"
-    torch.save(model.state_dict(), weights)
-    calib = synthetic_images(32, size, seed=0)
-    t0 = time.perf_counter()
-    plain_fp32, plain_int8 = plain_flow(model, size, calib, d)
-    t1 = time.perf_counter()
-    outcome = run_export(ExportOptions(name=name, weights=weights, int8=True, calib_count=32, input_size=size[1],
-                                       out=d / "bundle"))
-    t2 = time.perf_counter()
-    paths = {"plain_fp32": plain_fp32, "plain_int8": plain_int8,
-             "edgezoo_fp32": outcome.files["fp32"], "edgezoo_int8": outcome.files["int8"]}
-    x = np.random.default_rng(1).standard_normal((1, *size)).astype(np.float32)
-    row = {"model": name, "family": spec.family, "input_size": list(size), "export_s": {"plain": round(t1 - t0, 1), "edgezoo": round(t2 - t1, 1)},
-           "islands": {"plain": islands_of(plain_int8), "edgezoo": islands_of(outcome.files["int8"])},
-           "edgezoo_forms": outcome.report["int8"]["forms"],
-           "agreement": {k: outcome.report["int8"]["agreement"][k] for k in ("top1_agreement", "cosine_mean", "sqnr_db")},
-           "threads": {}}
+    info = export_both(name, size, inputs, work / inputs / name)
+    paths = {k: Path(v) for k, v in info["paths"].items()}
+    x = np.load(info["x"])
+    row = {"model": name, "family": spec.family, "input_size": list(size), "export_s": info["export_s"],
+           "weights": info["weights"], "calibration": info["calibration"],
+           "islands": {"plain": islands_of(paths["plain_int8"]), "edgezoo": islands_of(paths["edgezoo_int8"])},
+           "edgezoo_forms": info["forms"], "agreement": info["agreement"], "threads": {}}
     for t in threads_list:
         row["threads"][str(t)] = measure(paths, t, rounds, x)
     if name in PROFILE_MODELS:
-        row["op_profile_1t"] = {k: op_profile(p) for k, p in paths.items() if k != "edgezoo_fp32"}
+        row["op_profile_1t"] = {k: op_profile(p) for k, p in paths.items()}
     return row
 
 
-def write_results(rows: list[dict], meta: dict, out: Path) -> None:
+SETTINGS = {
+    "photos": "BatchNorm statistics from real photos, calibration on photo views, a held-out photo as input",
+    "synthetic": "BatchNorm statistics from random data, synthetic calibration, a random-normal input "
+                 "(the first round's setting)",
+}
+
+
+def stem(inputs: str) -> str:
+    return "int8_speed" if inputs == "photos" else f"int8_speed_{inputs}"
+
+
+def spread_lines(runs: list[dict], inputs: str) -> list[str]:
+    """Per model, the edgezoo and plain int8/fp32 ratio of every recorded run of this setting, and their range."""
+    runs = [r for r in runs if r["inputs"] == inputs]
+    if not runs:
+        return []
+    models = list(dict.fromkeys(m for r in runs for m in r["ratios"]))
+    lines = ["## Spread over runs at different times", "",
+             "Each run times the same files again (interleaved rounds, medians); the load average is the "
+             "1-minute figure at the run's start and end.", "",
+             "| run | started (UTC) | load start / end |", "|---|---|---|"]
+    for i, r in enumerate(runs, 1):
+        lines.append(f"| {i} | {r['started']} | {r['load_start']:.1f} / {r['load_end']:.1f} |")
+    lines += ["", "| model | threads | flow | " + " | ".join(f"run {i}" for i in range(1, len(runs) + 1))
+              + " | median | min-max |", "|---|---|---|" + "---|" * (len(runs) + 2)]
+    for m in models:
+        for t in ("1", "2"):
+            for flow in ("edgezoo", "plain"):
+                vals = [r["ratios"].get(m, {}).get(t, {}).get(flow) for r in runs]
+                got = [v for v in vals if v is not None]
+                if not got:
+                    continue
+                cells = " | ".join("-" if v is None else f"{v:.2f}" for v in vals)
+                lines.append(f"| {m} | {t} | {flow} | {cells} | {np.median(got):.2f} | "
+                             f"{min(got):.2f}-{max(got):.2f} |")
+    return lines + [""]
+
+
+def write_results(rows: list[dict], meta: dict, out: Path, runs: list[dict]) -> None:
     from edgezoo.fileio import atomic_write_text, write_json
 
-    write_json(out / "int8_speed.json", {"machine": meta, "models": rows})
+    inputs = meta["inputs"]
+    write_json(out / f"{stem(inputs)}.json", {"machine": meta, "models": rows})
     lines = ["# int8 vs fp32 on onnxruntime CPU: plain flow vs edgezoo", "",
              f"Machine: {meta['cpu']}, {meta['cpus']} logical CPUs, onnxruntime {meta['onnxruntime']}; "
              f"load average at start {', '.join(f'{x:.1f}' for x in meta['load_average_at_start'])} "
              "(the machine is shared: ratios are medians of interleaved rounds, not single runs).",
-             f"Batch 1, 224x224, random init with recalibrated BatchNorm, {meta['rounds']} rounds x 10 runs per "
+             f"Batch 1, 224x224; {SETTINGS[inputs]}; {meta['rounds']} rounds x 10 runs per "
              "session and thread count. Ratio = int8 / fp32 of the same flow (lower is better); "
-             "gain = plain ratio / edgezoo ratio.", "",
+             "gain = plain ratio / edgezoo ratio. The table is the latest run; the spread of all runs follows.", "",
              "| model | plain 1t | edgezoo 1t | gain 1t | plain 2t | edgezoo 2t | gain 2t | edgezoo int8 / plain fp32 1t | "
              "fp32 1t ms (plain / edgezoo) | int8 1t ms (plain / edgezoo) | float ops left (plain / edgezoo) | "
              "edgezoo top-1 agr. / SQNR dB |",
@@ -208,7 +282,8 @@ def write_results(rows: list[dict], meta: dict, out: Path) -> None:
             ops = ", ".join(f"{op} {ms:.2f}" for op, ms in v["by_type"].items())
             lines.append(f"- {k}: total {v['total_ms']:.2f} ms: {ops}")
         lines.append("")
-    atomic_write_text(out / "int8_speed.md", "\n".join(lines) + "\n")
+    lines += spread_lines(runs, inputs)
+    atomic_write_text(out / f"{stem(inputs)}.md", "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -217,29 +292,39 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--resume", action="store_true", help="keep the models already in the results file")
+    ap.add_argument("--inputs", choices=sorted(SETTINGS), default="photos",
+                    help="photos: as a user's model runs (default); synthetic: the first round's setting")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="keep exported files here and reuse them in later runs (default: a temporary folder)")
     args = ap.parse_args()
     import onnxruntime as ort
+
+    from edgezoo.fileio import write_json
 
     ort.set_default_logger_severity(3)
     models = [m for m in args.models.split(",") if m] or pick_models()
     threads = [int(t) for t in args.threads.split(",")]
-    meta = {**machine(), "rounds": args.rounds, "threads": threads}
+    meta = {**machine(), "rounds": args.rounds, "threads": threads, "inputs": args.inputs}
+    runs_file = args.out / "int8_speed_runs.json"
+    runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
+    run = {"inputs": args.inputs, "started": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+           "load_start": os.getloadavg()[0], "load_end": None, "rounds": args.rounds, "ratios": {}}
+    runs.append(run)
     rows = []
-    if args.resume and (args.out / "int8_speed.json").exists():
-        rows = json.loads((args.out / "int8_speed.json").read_text())["models"]
-        meta["load_average_at_start"] = json.loads((args.out / "int8_speed.json").read_text())["machine"][
-            "load_average_at_start"]
-        models = [m for m in models if m not in {r["model"] for r in rows}]
     with tempfile.TemporaryDirectory(prefix="edgezoo-int8-speed-") as tmp:
+        work = args.work or Path(tmp)
         for name in models:
             t0 = time.perf_counter()
-            rows.append(run_model(name, args.rounds, threads, Path(tmp)))
+            rows.append(run_model(name, args.rounds, threads, work, args.inputs))
             r = rows[-1]
+            run["ratios"][name] = {t: {"plain": v["ratio"]["plain"], "edgezoo": v["ratio"]["edgezoo"]}
+                                   for t, v in r["threads"].items()}
+            run["load_end"] = os.getloadavg()[0]
             print(f"{name}: " + "; ".join(f"{t}t plain {v['ratio']['plain']:.2f} edgezoo {v['ratio']['edgezoo']:.2f}"
                                           for t, v in r["threads"].items()) + f" ({time.perf_counter() - t0:.0f} s)",
                   flush=True)
-            write_results(rows, meta, args.out)  # partial results survive an interrupted run
+            write_json(runs_file, runs)
+            write_results(rows, meta, args.out, runs)  # partial results survive an interrupted run
     print(json.dumps({r["model"]: {t: v["ratio"] for t, v in r["threads"].items()} for r in rows}, indent=1))
 
 

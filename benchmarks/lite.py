@@ -5,9 +5,12 @@ the held-out images of the original fp32 model, its plain int8 export, and the l
 (`edgezoo export NAME --int8 --lite --distill-images TRAIN_PNGS --distill-steps N`), all through
 ``run_export``. Distillation sees the training split's images without their labels.
 
-Latency (224x224, batch 1, onnxruntime CPU, 1 thread): random-init models with BN statistics recalibrated on
-random inputs, exported by the same pipeline (weights do not change the graph), timed interleaved with
-``compare_interleaved``; figures are median per-round ratios to the original fp32 model.
+Latency (224x224, batch 1, onnxruntime CPU, 1 thread): the models as a user's would run
+(benchmarks/_realistic.py: BN statistics from real photos, calibration on a folder of photo views, a held-out
+photo as the timed input), exported by the same pipeline, timed interleaved with ``compare_interleaved``;
+figures are median per-round ratios to the original fp32 model. Each latency run is appended to
+results/lite_runs.json and the results file shows the spread over runs (``--work DIR`` keeps the exported
+files, so a later run only times them again).
 Goals: lite int8 / original fp32 <= 0.55 (MNv3-L), 0.6 (MNv3-S), 0.6 (GhostNet); lite int8 top-1 within 1
 point of the original fp32.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -37,7 +41,7 @@ MISSED_WHY = (
     "For MobileNetV3-Small the rewrites do their part (lite fp32 is about 0.73 of the original, and the lite int8 "
     "graph runs in int8 with no float islands), but int8 gains little over the lite fp32 model: in one profile "
     "(ms, lite fp32 -> lite int8) depthwise convs went 0.43 -> 0.59 (onnxruntime's int8 depthwise kernel is slower "
-    "than its fp32 one here) while pointwise convs went 1.09 -> 0.67 and the classifier 0.52 -> 0.18, "
+    "than its fp32 one, pitfalls #14) while pointwise convs went 1.09 -> 0.67 and the classifier 0.52 -> 0.18, "
     "plus 0.23 of input QuantizeLinear/Transpose/QLinearAdd. The 3-channel stem conv, 0.21 -> 0.47 in int8, is "
     "now left in float by the pipeline (int8_forms.small_stem_convs)."
 )
@@ -79,27 +83,50 @@ def accuracy_rows(models: list[str], steps: int, distill_steps: int, tmp: Path) 
     return rows
 
 
-def latency_rows(models: list[str], tmp: Path, rounds: int = 21, iters: int = 10) -> list[dict]:
+def latency_files(name: str, work: Path) -> dict:
+    """The four files of one model (exported once into ``work``, reused by later runs)."""
     import numpy as np
     import torch
 
-    from edgezoo.models.registry import create_model, get_spec
+    from _realistic import photo_sets, prepared, realistic_model, write_calib_folder
+    from edgezoo.models.registry import get_spec
+
+    done = work / name / "files.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    spec = get_spec(name)
+    d = work / name
+    d.mkdir(parents=True, exist_ok=True)
+    calib_views, eval_views = photo_sets()
+    model, weights_note = realistic_model(name, spec.input_size, calib_views)
+    weights = d / "weights.pt"
+    torch.save(model.state_dict(), weights)
+    calib = write_calib_folder(calib_views, d / "calib")
+    n = len(calib_views)
+    plain = export_224(name, weights, d / "plain", calib=calib, calib_count=n)
+    lite = export_224(name, weights, d / "lite", lite=True, distill_steps=1, calib=calib, calib_count=n)
+    np.save(d / "x.npy", prepared(eval_views[:1], spec.input_size, spec.mean, spec.std))
+    info = {"files": {"fp32": str(plain.files["fp32"]), "int8": str(plain.files["int8"]),
+                      "lite_fp32": str(lite.files["fp32"]), "lite_int8": str(lite.files["int8"])},
+            "x": str(d / "x.npy"), "weights": weights_note,
+            "int8_float_islands": plain.report["int8"]["float_islands"]["count"],
+            "lite_int8_float_islands": lite.report["int8"]["float_islands"]["count"]}
+    done.write_text(json.dumps(info))
+    return info
+
+
+def latency_rows(models: list[str], work: Path, rounds: int = 21, iters: int = 10) -> list[dict]:
+    import numpy as np
+
     from edgezoo.profile.latency import compare_interleaved
     from edgezoo.runtimes.onnxruntime import OrtRunner
-    from edgezoo.models.batchnorm import random_images, recalibrate_bn
 
     rows = []
     for name in models:
-        spec = get_spec(name)
-        model = recalibrate_bn(create_model(name), random_images(spec.input_size), batch_size=8)
-        weights = tmp / f"{name}-random.pt"
-        torch.save(model.state_dict(), weights)
-        plain = export_224(name, weights, tmp / f"{name}-224-plain")
-        lite = export_224(name, weights, tmp / f"{name}-224-lite", lite=True, distill_steps=1)
-        files = {"fp32": plain.files["fp32"], "int8": plain.files["int8"],
-                 "lite_fp32": lite.files["fp32"], "lite_int8": lite.files["int8"]}
+        info = latency_files(name, work)
+        files = info["files"]
         runners = {k: OrtRunner(p, threads=1).activate() for k, p in files.items()}
-        x = np.random.default_rng(0).standard_normal((1, *spec.input_size)).astype(np.float32)
+        x = np.load(info["x"])
         fns = {k: (lambda r=r: r.infer({r.inputs[0].name: x})) for k, r in runners.items()}
         res = compare_interleaved(fns, rounds=rounds, iters_per_round=iters, warmup=10)
         for r in runners.values():
@@ -111,14 +138,51 @@ def latency_rows(models: list[str], tmp: Path, rounds: int = 21, iters: int = 10
             **{f"{k}_ratio": round(res.ratio_median[k], 3) for k in ("int8", "lite_fp32", "lite_int8")},
             "lite_int8_ratio_range": [round(res.ratio_min["lite_int8"], 3), round(res.ratio_max["lite_int8"], 3)],
             "rounds": res.rounds, "iters_per_round": res.iters_per_round,
-            "int8_float_islands": plain.report["int8"]["float_islands"]["count"],
-            "lite_int8_float_islands": lite.report["int8"]["float_islands"]["count"],
+            "int8_float_islands": info["int8_float_islands"],
+            "lite_int8_float_islands": info["lite_int8_float_islands"],
+            "weights": info["weights"],
             "goal": GOALS.get(name),
         }
         row["latency_goal_met"] = row["goal"] is not None and row["lite_int8_ratio"] <= row["goal"]
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
+
+
+RUNS = RESULTS / "lite_runs.json"
+
+
+def record_run(rows: list[dict], load_start: float, started: str) -> None:
+    from edgezoo.fileio import write_json
+
+    runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
+    runs.append({"started": started, "load_start": load_start,
+                 "load_end": os.getloadavg()[0],
+                 "ratios": {r["model"]: {k: r[f"{k}_ratio"] for k in ("int8", "lite_fp32", "lite_int8")}
+                            for r in rows}})
+    RESULTS.mkdir(exist_ok=True)
+    write_json(RUNS, runs)
+
+
+def spread_lines() -> list[str]:
+    import numpy as np
+
+    runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
+    if not runs:
+        return []
+    lines = ["## Spread over latency runs at different times", "",
+             "| run | started (UTC) | load start / end |", "|---|---|---|"]
+    lines += [f"| {i} | {r['started']} | {r['load_start']:.1f} / {r['load_end']:.1f} |" for i, r in enumerate(runs, 1)]
+    lines += ["", "| model | ratio to original fp32 | " + " | ".join(f"run {i}" for i in range(1, len(runs) + 1))
+              + " | median | min-max |", "|---|---|" + "---|" * (len(runs) + 2)]
+    models = list(dict.fromkeys(m for r in runs for m in r["ratios"]))
+    for m in models:
+        for k in ("int8", "lite_int8"):
+            vals = [r["ratios"].get(m, {}).get(k) for r in runs]
+            got = [v for v in vals if v is not None]
+            lines.append(f"| {m} | {k} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals)
+                         + f" | {np.median(got):.3f} | {min(got):.3f}-{max(got):.3f} |")
+    return lines + [""]
 
 
 def export_224(name: str, weights: Path, out: Path, **extra):
@@ -135,6 +199,8 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="keep the latency part's exported files here and reuse them in later runs")
     args = ap.parse_args()
     models = args.models.split(",")
     import torch
@@ -148,8 +214,10 @@ def main() -> None:
         tmp = Path(tmp)
         if not args.skip_latency:
             t = time.perf_counter()
-            out["latency"] = latency_rows(models, tmp)
+            load_start, started = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+            out["latency"] = latency_rows(models, args.work or tmp)
             out["latency_seconds"] = round(time.perf_counter() - t, 1)
+            record_run(out["latency"], load_start, started)
         if not args.skip_accuracy:
             t = time.perf_counter()
             out["accuracy"] = accuracy_rows(models, args.steps, args.distill_steps, tmp)
@@ -193,7 +261,9 @@ def render(r: dict) -> str:
     if r.get("latency"):
         lines += [
             "## Latency (224x224, batch 1, onnxruntime CPU, 1 thread, interleaved)", "",
-            "Ratios are medians over rounds of (median of 10 runs) / (the original fp32's, same round).", "",
+            "Models as a user's would run: BatchNorm statistics from real photos, calibration on photo views, a "
+            "held-out photo as the input. Ratios are medians over rounds of (median of 10 runs) / (the original "
+            "fp32's, same round). This table is the latest run; the spread over runs follows.", "",
             "| model | original fp32 ms | plain int8 / fp32 | lite fp32 / fp32 | lite int8 / fp32 (min-max) | goal | "
             "float islands int8 / lite int8 | met |",
             "|---|---|---|---|---|---|---|---|",
@@ -208,9 +278,9 @@ def render(r: dict) -> str:
         if missed:
             lines += ["", f"Latency goal not met: {', '.join(missed)}. " + MISSED_WHY]
         lines.append("")
+    lines += spread_lines()
     lines += [f"Machine: {m['cpu']}, {m['cpus']} cores, load average {m['load_average_at_start'][0]:.1f} at the start "
-              f"({m['note']}; during the latency part another helper's int8 speed benchmark was running, hence "
-              f"the wide min-max ranges); torch {m['torch']}, onnxruntime {m['onnxruntime']}. Run time: "
+              f"({m['note']}); torch {m['torch']}, onnxruntime {m['onnxruntime']}. Run time: "
               f"accuracy part {(r.get('accuracy_seconds') or 0) / 60:.1f} min (models trained beforehand by "
               f"int8_accuracy.py and cached), latency part {(r.get('latency_seconds') or 0) / 60:.1f} min.", ""]
     return "\n".join(lines)
