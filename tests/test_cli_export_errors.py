@@ -162,3 +162,20 @@ def test_weights_that_are_no_checkpoint(capsys, tmp_path):
     assert "refused" not in info.value.message
     with pytest.raises(WeightsError, match="is a folder"):
         read_state_dict(tmp_path)
+
+
+def test_export_with_triton_swaps_bundle_and_entry_in(capsys, tmp_path, old_bundle):
+    repo = tmp_path / "repo"
+    (repo / "other").mkdir(parents=True)
+    (repo / MODEL).mkdir()
+    (repo / MODEL / "stale").write_text("old entry")
+    code, out, err = run(capsys, "export", MODEL, "--input-size", "64", "-o", str(old_bundle),
+                         "--triton", str(repo), "--method", "entropy")
+    text = " ".join((out + err).split())
+    assert code == 0, text
+    assert text.count("--method has no effect without --int8") == 1  # said once, before the work
+    assert sorted(p.name for p in old_bundle.iterdir()) == ["model.fp32.onnx", "report.json", "report.md"]
+    assert sorted(p.name for p in (repo / MODEL).iterdir()) == ["1", "config.pbtxt"]
+    assert (repo / MODEL / "1" / "model.onnx").read_bytes() == (old_bundle / "model.fp32.onnx").read_bytes()
+    assert (repo / "other").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b1", "repo"]  # no temporary left beside them

@@ -14,22 +14,37 @@ from typing import Optional
 import typer
 
 from edgezoo.errors import InputError
+from edgezoo.runtimes.inputs import input_size_option
 
 
-def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
-    """'224' -> (3, 224, 224); '3,160,160' or '3x160x160' -> (3, 160, 160)."""
-    if text is None:
-        return None
-    parts = text.replace("x", ",").split(",")
+def parse_input_size(text: str | None, model: str | None = None) -> tuple[int, int, int] | None:
+    """The common --input-size grammar (edgezoo.runtimes.inputs) -> (C, H, W); H,W takes the channels of
+    the registry spec or of the file's first input (3 when the file leaves them free)."""
+    from edgezoo.runtimes.inputs import image_chw
+    from edgezoo.runtimes.inputs import parse_input_size as parse
+
+    size = parse(text)
+    if size is None or len(size) == 3:
+        return size
+    return image_chw(size, _channels(model))
+
+
+def _channels(model: str | None) -> int:
+    from edgezoo.runtimes import model_kind
+
+    if model is not None and model_kind(model) == "registry":
+        try:
+            from edgezoo.models.registry import get_spec
+        except ImportError:  # no torch: load_target says so in one line
+            return 3
+        return get_spec(model).input_size[0]
     try:
-        dims = [int(p) for p in parts if p.strip()]
-    except ValueError:
-        raise InputError(f"--input-size '{text}' is not a size", "use 224 or 3,224,224") from None
-    if len(dims) == 1:
-        dims = [3, dims[0], dims[0]]
-    if len(dims) != 3 or min(dims) < 1:
-        raise InputError(f"--input-size '{text}' is not a size", "use 224 or 3,224,224")
-    return tuple(dims)
+        import onnx
+
+        dims = onnx.load(model, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        return dims[1].dim_value if len(dims) == 4 and dims[1].dim_value > 0 else 3
+    except Exception:  # an unreadable file is reported by the profiler itself, in its own words
+        return 3
 
 
 def load_target(model: str, input_size: tuple[int, int, int] | None):
@@ -139,7 +154,7 @@ def register(app: typer.Typer) -> None:
     @app.command("profile")
     def profile_command(
         model: str = typer.Argument(..., help="An .onnx file, or a model name from `edgezoo list`."),
-        input_size: Optional[str] = typer.Option(None, "--input-size", help="224 or 3,224,224 (default: the file's or the spec's)."),
+        input_size: Optional[str] = input_size_option("the file's or the spec's"),
         batch: int = typer.Option(1, "--batch", min=1, help="Batch size for the counts."),
         top: int = typer.Option(10, "--top", min=0, help="How many of the heaviest layers to list."),
         depth: int = typer.Option(2, "--depth", min=1, help="Name-scope depth of a block (1 = stage)."),
@@ -162,7 +177,7 @@ def register(app: typer.Typer) -> None:
         from edgezoo.fileio import atomic_write_text, write_json
         from edgezoo.profile.graph import profile_onnx, short_name
 
-        size = parse_input_size(input_size)
+        size = parse_input_size(input_size, model)
         _check_outputs(json_path, csv_path, plot=plot)
         source, label, size = load_target(model, size)
         from edgezoo.profile.fusion import runtime_fusions
@@ -287,7 +302,7 @@ def register(app: typer.Typer) -> None:
     @app.command("guidelines")
     def guidelines_command(
         model: str = typer.Argument(..., help="An .onnx file, or a model name from `edgezoo list`."),
-        input_size: Optional[str] = typer.Option(None, "--input-size", help="224 or 3,224,224."),
+        input_size: Optional[str] = input_size_option("the file's or the spec's"),
         depth: int = typer.Option(2, "--depth", min=1, help="Name-scope depth of a block (for G3)."),
         top: int = typer.Option(5, "--top", min=1, help="Layers listed per finding."),
         measure: bool = typer.Option(False, "--measure", help="Add measured time shares (G4) with onnxruntime."),
@@ -303,7 +318,7 @@ def register(app: typer.Typer) -> None:
         from edgezoo.profile.graph import profile_onnx, short_name
         from edgezoo.profile.guidelines import check_guidelines
 
-        size = parse_input_size(input_size)
+        size = parse_input_size(input_size, model)
         _check_outputs(json_path)
         source, label, size = load_target(model, size)
         from edgezoo.profile.fusion import runtime_fusions

@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from edgezoo.runtimes.inputs import input_size_option
+
 
 def _floats(text: Optional[str], what: str, n: Optional[int] = None) -> Optional[tuple]:
     from edgezoo.errors import InputError
@@ -48,8 +50,8 @@ def register(app: typer.Typer) -> None:
         api_key: Optional[str] = typer.Option(
             None, "--api-key", help="Require this key on every route but /health (or set EDGEZOO_API_KEY; "
                                     "the variable keeps it out of `ps`)."),
-        input_size: Optional[str] = typer.Option(
-            None, "--input-size", help="C,H,W for image preprocessing, when the file does not carry it."),
+        input_size: Optional[str] = input_size_option("the file's metadata; for image preprocessing (H,W: channels "
+                                                      "from --mean, else 3)"),
         mean: Optional[str] = typer.Option(None, "--mean", help="Per-channel mean of 0..1 pixels (e.g. 0.485,0.456,0.406)."),
         std: Optional[str] = typer.Option(None, "--std", help="Per-channel std of 0..1 pixels."),
         labels: Optional[Path] = typer.Option(None, "--labels", help="Text file, one class label per line."),
@@ -63,6 +65,7 @@ def register(app: typer.Typer) -> None:
         """
         from edgezoo.console import console
         from edgezoo.errors import InputError, MissingDependencyError
+        from edgezoo.runtimes.inputs import image_chw, parse_input_size
 
         try:
             import starlette  # noqa: F401
@@ -83,9 +86,11 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--port must be 0..65535 (0 picks a free one); got {port}")
         if max_header_kb <= 0 or max_request_mpixels <= 0 or max_server_mpixels <= 0:
             raise InputError("--max-header-kb, --max-request-mpixels and --max-server-mpixels must be positive")
-        size = _floats(input_size, "input-size", 3)
+        size = parse_input_size(input_size)
+        if size is not None and len(size) == 2:
+            size = image_chw(size, len(_floats(mean, "mean")) if mean else 3)
         override = {
-            "input_size": tuple(int(x) for x in size) if size else None,
+            "input_size": size,
             "mean": _floats(mean, "mean"), "std": _floats(std, "std"),
             "labels": _read_labels(labels) if labels else None,
         }

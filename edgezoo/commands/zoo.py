@@ -11,6 +11,7 @@ from rich.table import Table
 
 from edgezoo.console import console, fmt_count
 from edgezoo.errors import EdgezooError, InputError, require_torch
+from edgezoo.runtimes.inputs import image_chw, input_size_option, parse_input_size
 
 
 def register(app: typer.Typer) -> None:
@@ -83,7 +84,7 @@ def _spec_json(s) -> dict:
 
 def info_command(
     name: str = typer.Argument(..., help="Model name or alias (see `edgezoo list`)."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input side (default: the spec's)."),
+    input_size: Optional[str] = input_size_option("the spec's"),
 ) -> None:
     """Show a model's spec, its computed and printed figures side by side, and a per-stage summary."""
     require_torch()
@@ -92,7 +93,8 @@ def info_command(
     from edgezoo.models.registry import get_spec
 
     spec = get_spec(name)
-    size = spec.input_size if input_size is None else (spec.input_size[0], input_size, input_size)
+    parsed = parse_input_size(input_size)
+    size = spec.input_size if parsed is None else image_chw(parsed, spec.input_size[0])
     model = spec.build()
     try:
         macs, stages = profile_model(model, size)
