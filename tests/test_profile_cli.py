@@ -110,3 +110,33 @@ def test_profile_registry_name_matches_paper_macs(tmp_path):
     assert r.returncode == 0, r.stderr
     macs = json.loads(js.read_text())["totals"]["macs"]
     assert abs(macs / 56.5e6 - 1) < 0.01
+
+
+@pytest.mark.parametrize("target", ["/proc/edgezoo-x.json", "/sys/edgezoo-x.json"])
+def test_unwritable_system_paths_are_one_line(onnx_file, target):
+    for cmd in ("profile", "guidelines"):
+        r = run_edgezoo(cmd, str(onnx_file), "--input-size", "32", "--json", target, block_torch=True, timeout=60)
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        assert f"cannot write {target}" in r.stderr
+
+
+def test_guidelines_print_advice_and_detail(onnx_file):
+    r = run_edgezoo("guidelines", str(onnx_file), "--input-size", "32", block_torch=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("advice:") == 4
+    assert "fork/join" in r.stdout  # G3's detail line
+
+
+def test_peak_int8_alone_turns_the_roofline_on(onnx_file, tmp_path):
+    js = tmp_path / "r.json"
+    r = run_edgezoo("profile", str(onnx_file), "--input-size", "32", "--peak-int8-gops", "77",
+                    "--json", str(js), block_torch=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "peaks given + measured" in " ".join(r.stdout.split())
+    roof = json.loads(js.read_text())["roofline"]
+    assert roof["peaks"]["peak_int8_gops"] == 77 and roof["peaks"]["origin"]["peak_int8_gops"] == "given"
+    assert roof["peaks"]["origin"]["peak_gflops"] == roof["peaks"]["origin"]["bandwidth_gbs"] == "measured"
+    assert roof["peaks"]["peaks_were"] == "given + measured"
+    r = run_edgezoo("profile", str(onnx_file), "--input-size", "32", "--peak-int8-gops", "77", "--peak-gflops", "5",
+                    "--bandwidth-gbs", "2", "--json", str(js), block_torch=True, timeout=180)
+    assert json.loads(js.read_text())["roofline"]["peaks"]["peaks_were"] == "given"

@@ -70,3 +70,41 @@ def test_measure_peaks_gives_positive_figures():
     pk = measure_peaks(threads=1, int8=False, n=128, copy_mib=8, budget_s=0.05)
     assert pk.peak_gflops > 0 and pk.bandwidth_gbs > 0 and pk.peak_int8_gops is None
     assert "measured" in pk.source and pk.ridge == pytest.approx(pk.peak_gflops / pk.bandwidth_gbs)
+
+
+def test_peaks_say_whether_measured_or_given_and_points_above_the_roof_are_flagged():
+    p = profile_onnx(conv_relu_add())
+    assert PEAKS.to_dict()["peaks_were"] == "given"
+    mixed = MachinePeaks(100.0, 10.0, 50.0, "given + measured", origin={"peak_gflops": "given",
+                                                                     "bandwidth_gbs": "measured"})
+    assert mixed.how == "given + measured" and mixed.to_dict()["origin"]["peak_int8_gops"] == "given"
+    conv = p.nodes[0]
+    # the conv "ran" at 10x its roof: the report must say so rather than draw it silently above the roof
+    fast_ms = conv.flops / (10 * min(100.0, 10.0 * conv.intensity) * 1e6)
+    times = SimpleNamespace(total_ms=fast_ms, nodes=[{"name": conv.name, "op_type": "Conv", "time_ms": fast_ms}])
+    r = analyze(p, PEAKS, times, batch=4)
+    d = r.to_dict()
+    assert [a["name"] for a in d["above_roof"]] == [conv.name] and d["batch"] == 4
+
+
+def test_plot_axis_says_batch(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed")
+    import matplotlib.axes
+
+    labels = []
+    real = matplotlib.axes.Axes.set_xlabel
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", lambda self, t, *a, **k: (labels.append(t), real(self, t, *a, **k))[1])
+    plot_roofline(analyze(profile_onnx(conv_relu_add()), PEAKS, batch=8), tmp_path / "r.png")
+    assert "ms per batch of 8" in labels and "ms per image" not in labels
+
+
+def test_measure_peaks_runs_kernels_through_the_runner(monkeypatch):
+    """Both a MatMul and a conv, fp32 and int8 QDQ, through OrtRunner (the one execution path)."""
+    from edgezoo.runtimes import onnxruntime as ort_runtime
+
+    opened = []
+    real = ort_runtime.OrtRunner.__init__
+    monkeypatch.setattr(ort_runtime.OrtRunner, "__init__", lambda self, m, **k: (opened.append(m), real(self, m, **k))[1])
+    pk = measure_peaks(threads=1, int8=True, n=64, copy_mib=4, budget_s=0.02, conv_c=16, conv_hw=8, repeats=3)
+    assert len(opened) == 4 and all(isinstance(m, bytes) for m in opened)
+    assert pk.peak_int8_gops > 0 and pk.how == "measured"

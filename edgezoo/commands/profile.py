@@ -253,7 +253,7 @@ def register(app: typer.Typer) -> None:
             pk = report.peaks
             console.print(f"[bold]roofline[/bold]: peak {pk.peak_gflops:.1f} GFLOP/s"
                           + (f", int8 {pk.peak_int8_gops:.1f} GOP/s" if pk.peak_int8_gops else "")
-                          + f", bandwidth {pk.bandwidth_gbs:.1f} GB/s (peaks {pk.how}: {pk.source}); ridge "
+                          + f", bandwidth {pk.bandwidth_gbs:.1f} GB/s (peaks {pk.how}" + (f": {pk.source}" if pk.source != pk.how else "") + "); ridge "
                           f"{pk.ridge:.1f} FLOPs/byte", highlight=False)
             rd = report.to_dict()
             line = (f"  lower-bound latency {report.lower_bound_ms:.3f} ms (compute {report.compute_ms:.3f}, memory "

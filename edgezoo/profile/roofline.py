@@ -44,7 +44,7 @@ class MachinePeaks:
     def how(self) -> str:
         """'measured', 'given', or 'given + measured' for the peaks as a whole."""
         kinds = {self.origin[k] for k in PEAK_FIELDS if getattr(self, k) is not None}
-        return " + ".join(sorted(kinds, reverse=True)) or "given"
+        return " + ".join(sorted(kinds)) or "given"
 
     @property
     def ridge(self) -> float:
