@@ -216,3 +216,27 @@ def test_torch_runner_threads_restored_and_errors():
     assert torch.get_num_threads() == before
     with pytest.raises(UnknownModelError):
         TorchRunner("mobilenet_v99")
+
+
+def test_string_inputs_are_described_as_strings_and_refused_by_the_server(tmp_path):
+    # onnxruntime's type "tensor(string)" once became float32 silently; a server then fed it zeros
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgezoo.errors import InputError
+    from edgezoo.runtimes.onnxruntime import OrtRunner
+
+    graph = helper.make_graph([helper.make_node("Identity", ["text"], ["out"])], "strings",
+                              [helper.make_tensor_value_info("text", TensorProto.STRING, [1])],
+                              [helper.make_tensor_value_info("out", TensorProto.STRING, [1])])
+    path = tmp_path / "strings.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with OrtRunner(path) as r:
+        assert r.inputs[0].dtype == np.dtype(object)
+    pytest.importorskip("starlette", reason="the serve extra (starlette) is not installed")
+    from edgezoo.serve.model import load_model
+
+    with pytest.raises(InputError, match="has a type the server cannot take"):
+        load_model(path)
+    with pytest.raises(InputError, match="is a folder"):
+        load_model(tmp_path)

@@ -32,7 +32,7 @@ ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
     "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16, "tensor(uint16)": np.uint16,
     "tensor(int32)": np.int32, "tensor(uint32)": np.uint32, "tensor(int64)": np.int64,
-    "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
+    "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_, "tensor(string)": np.object_,
 }
 
 
@@ -190,7 +190,10 @@ class OrtRunner(Runner):
 
 
 def _info(node) -> TensorInfo:
-    dtype = ORT_DTYPES.get(node.type, np.float32)
+    dtype = ORT_DTYPES.get(node.type)
+    if dtype is None:  # e.g. sequences, maps, bfloat16: no numpy array edgezoo could feed or compare
+        raise InputError(f"tensor '{node.name}' has type {node.type}, which edgezoo cannot run",
+                         "edgezoo runs models whose inputs and outputs are numeric or string tensors")
     shape = shape_of(node.shape)
     return TensorInfo(node.name, shape, np.dtype(dtype), guess_layout(shape))
 

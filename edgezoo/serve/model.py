@@ -140,6 +140,8 @@ def load_model(path: str | os.PathLike, name: str | None = None, threads: int | 
                check_batching: bool = True, runtime: str | None = None) -> ServedModel:
     """Open a model file for serving. ``override`` may set input_size/mean/std/labels missing from its metadata."""
     path = Path(path)
+    if path.is_dir() and path.suffix.lower() != ".xml":
+        raise InputError(f"{path} is a folder, not a model file", "pass the .onnx (or .xml/.pte/.tflite) file itself")
     if not path.is_file():
         raise InputError(f"model file not found: {path}")
     runner = open_served_runner(path, runtime, threads, providers)
