@@ -56,7 +56,7 @@ def correct_biases(fp32: onnx.ModelProto, qdq: onnx.ModelProto, calibration: np.
 
     Returns (model, report); the report lists each corrected conv with the largest shift it removed.
     """
-    from edgezoo.export.quantize import _input_name, _session
+    from edgezoo.export.quantize import _input_name, _runner
 
     calibration = np.asarray(calibration, dtype=np.float32)
     if calibration.ndim != 4 or len(calibration) == 0:
@@ -97,20 +97,21 @@ def correct_biases(fp32: onnx.ModelProto, qdq: onnx.ModelProto, calibration: np.
               "changes": []}
     if not targets:
         return model, report
-    sess = _session(probe)
     name = _input_name(probe)
-    fixed = sess.get_inputs()[0].shape[0]
-    step = fixed if isinstance(fixed, int) and fixed > 0 else batch
     sums = [0.0] * len(targets)
     seen = 0
-    for i in range(0, len(calibration), step):
-        chunk = calibration[i:i + step]
-        if isinstance(fixed, int) and fixed > 0 and len(chunk) < fixed:
-            break  # a fixed-batch model: only full batches (padding would bias the means)
-        outs = sess.run([t[1] for t in targets], {name: chunk})
-        for k, o in enumerate(outs):
-            sums[k] = sums[k] + o.astype(np.float64) * len(chunk)
-        seen += len(chunk)
+    with _runner(probe) as runner:
+        fixed = runner.inputs[0].shape[0]
+        step = fixed if isinstance(fixed, int) and fixed > 0 else batch
+        index = {o.name: k for k, o in enumerate(runner.outputs)}
+        for i in range(0, len(calibration), step):
+            chunk = calibration[i:i + step]
+            if isinstance(fixed, int) and fixed > 0 and len(chunk) < fixed:
+                break  # a fixed-batch model: only full batches (padding would bias the means)
+            outs = runner.infer({name: chunk})
+            for k, t in enumerate(targets):
+                sums[k] = sums[k] + outs[index[t[1]]].astype(np.float64) * len(chunk)
+            seen += len(chunk)
     if seen == 0:
         raise InputError(f"bias correction needs at least {step} calibration images for this fixed-batch model")
     for (n, _), s in zip(targets, sums):
