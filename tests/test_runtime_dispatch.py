@@ -79,7 +79,7 @@ def test_layout_guess_and_tensor_info():
     assert guess_layout((None, 3, None, None)) == "NCHW" and guess_layout((1, 1000)) is None
     assert guess_layout((1, 8, 8, 8)) is None and guess_layout((1, 8, 8, 3), channels=3) == "NHWC"
     info = TensorInfo("x", (1, 224, 224, 3), "float32", "NHWC")
-    assert info.to_dict()["layout"] == "NHWC" and "layout" not in TensorInfo("y", (1,), "float32").to_dict()
+    assert info.layout == "NHWC" and info == TensorInfo("x", (1, 224, 224, 3), "float32")  # layout: derived
 
 
 def test_nhwc_inputs_get_the_same_pixels_transposed():
