@@ -205,16 +205,22 @@ def main() -> None:
             "threads": [int(t) for t in args.threads.split(",")],
             "versions": {p: version(p) for p in ("onnxruntime", "openvino", "executorch", "ai-edge-litert",
                                                  "litert-torch", "torch")}}
-    rows = [bench_model(m, meta["threads"], args.rounds, args.iters) for m in args.models.split(",") if m]
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for m in (m for m in args.models.split(",") if m):
+        rows.append(bench_model(m, meta["threads"], args.rounds, args.iters))
+        finish(args.out, meta, rows)  # after every model, so a run cut short still leaves what it measured
+    print(f"wrote {args.out / 'runtimes.md'}")
+
+
+def finish(out: Path, meta: dict, rows: list[dict]) -> None:
     meta["uptime_end"] = uptime()
     ran = {t["openvino bf16"]["settings"]["precision"] for r in rows if "missing" not in r for t in r["threads"].values()}
     meta["bf16_note"] = (f"asked for bf16, OpenVINO compiled {', '.join(sorted(map(str, ran)))} (read back from "
                          "the compiled model); this CPU does not report bf16 to OpenVINO (its optimization "
                          "capabilities are FP32/INT8), so the bf16 column ran f32" if ran == {"f32"} else
                          f"asked for bf16, OpenVINO compiled {', '.join(sorted(map(str, ran)))}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_results(args.out, meta, rows)
-    print(f"wrote {args.out / 'runtimes.md'}")
+    write_results(out, meta, rows)
 
 
 if __name__ == "__main__":

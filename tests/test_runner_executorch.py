@@ -38,15 +38,19 @@ def test_thread_count_is_applied_and_read_back():
 
     files = torch_models()
     x = np.zeros((1, 3, SIZE, SIZE), np.float32)
-    one, two = ExecuTorchRunner(files["pte"], threads=1), ExecuTorchRunner(files["pte"], threads=2)
-    with one, two:
-        one.infer({"input": x})
-        assert portable_lib._threadpool_get_thread_count() == 1 == one.settings()["threads"]
-        two.infer({"input": x})  # the pool is process-wide: each runner resizes it to its own count
-        assert portable_lib._threadpool_get_thread_count() == 2
-        one.infer({"input": x})
-        assert portable_lib._threadpool_get_thread_count() == 1
-        assert "1 thread" in one.describe() and "XnnpackBackend" in one.settings()["backends"]
+    for threads in (1, 2):
+        with ExecuTorchRunner(files["pte"], threads=threads) as r:
+            r.infer({"input": x})
+            assert portable_lib._threadpool_get_thread_count() == threads == r.settings()["threads"]
+            assert f"{threads} thread" in r.describe() and "XnnpackBackend" in r.settings()["backends"]
+    # XNNPACK holds the pool a method was loaded with: a second count while one is loaded is refused
+    with ExecuTorchRunner(files["pte"], threads=2) as r, ExecuTorchRunner(files["pte"], threads=2) as same:
+        r.infer({"input": x}), same.infer({"input": x})  # the same count is fine
+        with pytest.raises(InputError, match="one threadpool per process"):
+            ExecuTorchRunner(files["pte"], threads=1).activate()
+        r.infer({"input": x})  # and the loaded ones still run
+    with ExecuTorchRunner(files["pte"], threads=1) as r:  # once they are gone, any count again
+        assert r.settings()["threads"] == 1
 
 
 def test_bad_files_and_inputs(tmp_path):

@@ -223,7 +223,8 @@ def run_compare(entries, threads, batch, input_size, images, count, rounds, iter
         for e, r, label, out in zip(entries, runners, labels, outputs):
             rows.append({"label": label, "model": e["model"], "runtime": r.name, "backend": r.describe(),
                          "settings": r.settings(), "size_bytes": r.model_size_bytes(),
-                         "inputs": [i.to_dict() for i in r.inputs], "outputs": [o.to_dict() for o in r.outputs],
+                         "inputs": [dict(i.to_dict(), layout=i.layout) for i in r.inputs],
+                         "outputs": [o.to_dict() for o in r.outputs],
                          "agreement": score(outputs[0], out)})
         latency = None
         if rounds > 0:

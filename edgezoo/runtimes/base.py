@@ -8,7 +8,7 @@ A comparison across backends is then a loop over runners. Construction is cheap 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -29,7 +29,7 @@ class TensorInfo:
     name: str
     shape: tuple[Dim, ...]
     dtype: np.dtype
-    layout: str | None = None
+    layout: str | None = field(default=None, compare=False)  # derived from the shape: not part of equality
 
     @property
     def dynamic(self) -> bool:
@@ -40,10 +40,7 @@ class TensorInfo:
         return f"{self.name}: {np.dtype(self.dtype).name}[{dims}]"
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"name": self.name, "shape": list(self.shape), "dtype": np.dtype(self.dtype).name}
-        if self.layout is not None:
-            d["layout"] = self.layout
-        return d
+        return {"name": self.name, "shape": list(self.shape), "dtype": np.dtype(self.dtype).name}
 
 
 class Runner(abc.ABC):

@@ -183,6 +183,11 @@ class OrtRunner(Runner):
             return self.path.stat().st_size + _external_data_size(self.path)
         return len(self._model)
 
+    def settings(self) -> dict[str, Any]:
+        # onnxruntime does not report its thread count back; this is what the session was built with
+        return {"threads": self.threads, "providers": list(self.providers),
+                "graph_optimization": self.graph_optimization}
+
     def describe(self) -> str:
         prov = "+".join(p.replace("ExecutionProvider", "") for p in self.providers)
         thr = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.threads else ""

@@ -1,0 +1,97 @@
+"""The runtime registry: which runtime takes which file, the one error when it cannot, and the import rule
+that runtimes never build models (no module under edgezoo/runtimes imports edgezoo.export)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import edgezoo.runtimes as runtimes_pkg
+from edgezoo.errors import InputError
+from edgezoo.runtimes import model_kind, normalize_runtime, open_runner
+from edgezoo.runtimes.base import TensorInfo, guess_layout
+
+RUNTIMES_DIR = Path(runtimes_pkg.__file__).parent
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+def test_no_runtime_module_imports_export():
+    modules = sorted(RUNTIMES_DIR.glob("*.py"))
+    assert len(modules) >= 8  # base, inputs, onnxruntime, openvino, executorch, litert, tensorrt, torch, ...
+    offenders = {p.name: sorted(i for i in _imports(p) if i == "edgezoo.export" or i.startswith("edgezoo.export."))
+                 for p in modules}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_import_rule_check_catches_an_offender(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from edgezoo.export.onnx import export_onnx\n")
+    assert "edgezoo.export.onnx" in _imports(bad)
+
+
+def test_suffix_decides_the_kind():
+    assert [model_kind(f"m{s}") for s in (".onnx", ".xml", ".pte", ".tflite", ".engine", ".PTE")] == \
+        ["onnx", "ir", "pte", "tflite", "engine", "pte"]
+    assert model_kind("mobilenet_v2") == "registry" and model_kind(b"onnx bytes") == "onnx"
+    assert [normalize_runtime(n) for n in ("ov", "ET", "tflite", "xnnpack", "auto")] == \
+        ["openvino", "executorch", "litert", "executorch", None]
+    with pytest.raises(InputError, match="choose from auto, executorch, litert, onnxruntime, openvino, tensorrt, torch"):
+        normalize_runtime("coreml")
+
+
+@pytest.mark.parametrize("suffix,runtime,message", [
+    (".onnx", "litert", "litert runs .tflite files; .*m.onnx is an .onnx file"),
+    (".tflite", "onnxruntime", "onnxruntime runs .onnx files; .*m.tflite is a .tflite file"),
+    (".pte", "openvino", "openvino runs .onnx files and OpenVINO IR .*m.pte is a .pte file"),
+    (".xml", "executorch", "executorch runs .pte files; .*m.xml is an OpenVINO IR"),
+    (".onnx", "tensorrt", "tensorrt runs TensorRT engines .*m.onnx is an .onnx file"),
+])
+def test_a_runtime_that_cannot_take_a_file_says_so(tmp_path, suffix, runtime, message):
+    f = tmp_path / f"m{suffix}"
+    f.write_bytes(b"x")
+    with pytest.raises(InputError, match=message):
+        open_runner(f, runtime)
+
+
+def test_options_of_another_runtime_are_refused(tmp_path):
+    f = tmp_path / "m.tflite"
+    f.write_bytes(b"x")
+    with pytest.raises(InputError, match="OpenVINO options"):
+        open_runner(f, streams=2)
+    with pytest.raises(InputError, match="execution providers are onnxruntime's"):
+        open_runner(f, providers="cuda")
+
+
+def test_layout_guess_and_tensor_info():
+    assert guess_layout((1, 3, 224, 224)) == "NCHW" and guess_layout((1, 224, 224, 3)) == "NHWC"
+    assert guess_layout((None, 3, None, None)) == "NCHW" and guess_layout((1, 1000)) is None
+    assert guess_layout((1, 8, 8, 8)) is None and guess_layout((1, 8, 8, 3), channels=3) == "NHWC"
+    info = TensorInfo("x", (1, 224, 224, 3), "float32", "NHWC")
+    assert info.layout == "NHWC" and info == TensorInfo("x", (1, 224, 224, 3), "float32")  # layout: derived
+
+
+def test_nhwc_inputs_get_the_same_pixels_transposed():
+    import numpy as np
+
+    from edgezoo.runtimes.inputs import make_array, resolve_shape
+
+    nchw = make_array((1, 3, 4, 5), np.float32, (0.5,) * 3, (0.25,) * 3, seed=3)
+    nhwc = make_array((1, 4, 5, 3), np.float32, (0.5,) * 3, (0.25,) * 3, seed=3, layout="NHWC")
+    np.testing.assert_array_equal(nhwc, nchw.transpose(0, 2, 3, 1))
+    info = TensorInfo("x", (1, None, None, 3), np.dtype("float32"), "NHWC")
+    assert resolve_shape(info, 1, (32, 48)) == (1, 32, 48, 3)
+    with pytest.raises(InputError, match="cannot take"):
+        resolve_shape(TensorInfo("x", (1, 8, 8, 3), np.dtype("float32"), "NHWC"), 1, (3, 4, 4))
+    assert resolve_shape(TensorInfo("x", (1, 8, 8, 3), np.dtype("float32"), "NHWC"), 1, (3, 8, 8)) == (1, 8, 8, 3)
