@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON to this path."),
     ) -> None:
         """Run files of one model on several runtimes: latency p50, ratio to the first, output agreement."""
-        from edgezoo.commands.bench import _check_writable
+        from edgezoo.fileio import check_writable
         from edgezoo.runtimes.inputs import parse_input_size
 
         size = parse_input_size(input_size)
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
         if rounds < 0 or iters_per_round < 1 or warmup < 0:
             raise InputError("--rounds and --warmup must be 0 or more, --iters-per-round at least 1")
         if json_path is not None:
-            _check_writable(json_path)
+            check_writable(json_path, "--json")
         entries = plan_entries(files, runtimes, precision)
         try:
             report = run_compare(entries, threads=threads, batch=batch, input_size=size, images=images,
