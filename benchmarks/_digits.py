@@ -86,7 +86,7 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, steps: int = 300, batc
         sched.step()
     # Re-estimate BN statistics on the training images: with MobileNetV3's BN momentum of 0.01, a few hundred
     # steps leave the running averages far from the trained weights' statistics.
-    from edgezoo.export.distill import recalibrate_bn
+    from edgezoo.models.batchnorm import recalibrate_bn
 
     return recalibrate_bn(model, xt[:512], batch_size=64).eval()
 

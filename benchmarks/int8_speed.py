@@ -1,7 +1,7 @@
 """int8 vs fp32 speed on onnxruntime CPU: the plain flow against edgezoo's pipeline, every family.
 
 For each family (one model each, plus MobileNet v3 small), batch 1, 224x224, random-init weights with
-BatchNorm statistics recalibrated on random data (edgezoo.testing.recalibrate_bn, as the baseline did):
+BatchNorm statistics recalibrated on random data (edgezoo.models.batchnorm.recalibrate_bn, as the baseline did):
 
 - plain flow: torch.onnx.export (TorchScript exporter, opset 17, dynamic batch) -> onnxsim ->
   quant_pre_process -> quantize_static (QDQ, per-channel, uint8 activations, int8 weights, MinMax);
@@ -141,13 +141,13 @@ def run_model(name: str, rounds: int, threads_list: list[int], work: Path) -> di
     from edgezoo.export.calibration import synthetic_images
     from edgezoo.export.pipeline import ExportOptions, run_export
     from edgezoo.models.registry import create_model, get_spec
-    from edgezoo.testing import recalibrate_bn
+    from edgezoo.models.batchnorm import random_images, recalibrate_bn
 
     spec = get_spec(name)
     # 224x224 as asked, except for models made for another resolution (EffNet: 32x32, a dense head)
     size = (spec.input_size[0], 224, 224) if spec.input_size[1] >= 224 else tuple(spec.input_size)
     torch.manual_seed(0)
-    model = recalibrate_bn(create_model(name), size)
+    model = recalibrate_bn(create_model(name), random_images(size), batch_size=8)
     d = work / name
     d.mkdir(parents=True, exist_ok=True)
     weights = d / "weights.pt"

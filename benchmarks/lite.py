@@ -37,7 +37,7 @@ MISSED_WHY = (
     "For MobileNetV3-Small the rewrites do their part (lite fp32 is about 0.73 of the original, and the lite int8 "
     "graph runs in int8 with no float islands), but int8 gains little over the lite fp32 model: in one profile "
     "(ms, lite fp32 -> lite int8) depthwise convs went 0.43 -> 0.59 (onnxruntime's int8 depthwise kernel is slower "
-    "than its fp32 one, pitfalls #14) while pointwise convs went 1.09 -> 0.67 and the classifier 0.52 -> 0.18, "
+    "than its fp32 one here) while pointwise convs went 1.09 -> 0.67 and the classifier 0.52 -> 0.18, "
     "plus 0.23 of input QuantizeLinear/Transpose/QLinearAdd. The 3-channel stem conv, 0.21 -> 0.47 in int8, is "
     "now left in float by the pipeline (int8_forms.small_stem_convs)."
 )
@@ -86,12 +86,12 @@ def latency_rows(models: list[str], tmp: Path, rounds: int = 21, iters: int = 10
     from edgezoo.models.registry import create_model, get_spec
     from edgezoo.profile.latency import compare_interleaved
     from edgezoo.runtimes.onnxruntime import OrtRunner
-    from edgezoo.testing import recalibrate_bn
+    from edgezoo.models.batchnorm import random_images, recalibrate_bn
 
     rows = []
     for name in models:
         spec = get_spec(name)
-        model = recalibrate_bn(create_model(name), spec.input_size)
+        model = recalibrate_bn(create_model(name), random_images(spec.input_size), batch_size=8)
         weights = tmp / f"{name}-random.pt"
         torch.save(model.state_dict(), weights)
         plain = export_224(name, weights, tmp / f"{name}-224-plain")

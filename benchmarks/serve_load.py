@@ -8,7 +8,13 @@ What it does (every loop is bounded in requests and in time, and only 127.0.0.1 
 3. `edgezoo serve` in a subprocess, batching on, then off: a keep-alive HTTP/1.1 load generator at
    concurrency 1, 4, 16, 64 posts one (1, 3, H, W) float32 .npy per request and takes .npy back;
    throughput, p50/p99 latency, errors, server RSS before/after, rows per onnxruntime run (from /metrics);
-4. a soak of 10,000 requests at concurrency 16 with batching, RSS sampled every 1,000.
+4. a soak of 10,000 requests at concurrency 16 with batching, RSS sampled every 1,000;
+5. `wrk` (a load generator in C, with a Lua script posting the same .npy) at concurrency 16 with batching, in
+   rounds paired with onnxruntime directly at the batch size the server ran (skipped, and said, without wrk);
+6. the 300-socket slow-header flood (a header byte per second on each) beside a stream of good requests:
+   every good answer checked against onnxruntime, and when the server closed each flood socket;
+7. hostile inputs (deep JSON, a 5000-digit integer, a .npy header declaring 1e13 elements, an 8 MB header,
+   64 6000x6000 PNGs in one upload, a 16 MB JSON body) beside a stream of good requests.
 Writes benchmarks/results/serve.json and serve.md.
 
 The client and the server share this machine's cores (2 on the reference machine, shared with other jobs):
@@ -201,6 +207,230 @@ def run_level(server: ServerProcess, name: str, request: bytes, concurrency: int
     return res
 
 
+# ---------------------------------------------------------------------------------------------- wrk
+
+WRK_LUA = r"""
+wrk.method = "POST"
+local f = assert(io.open(os.getenv("EDGEZOO_NPY"), "rb"))
+wrk.body = f:read("*all")
+f:close()
+wrk.headers["Content-Type"] = "application/x-npy"
+wrk.headers["Accept"] = "application/x-npy"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("EDGEZOO %d %d %d %d %d %d %d %f %f\n", summary.requests, summary.duration,
+    e.connect, e.read, e.write, e.status, e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def run_wrk(port: int, name: str, x: np.ndarray, concurrency: int, seconds: float, folder: Path) -> dict | None:
+    import shutil
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    body = folder / "x.npy"
+    np.save(body, x, allow_pickle=False)
+    script = folder / "npy.lua"
+    script.write_text(WRK_LUA)
+    # -t1: one client thread (the client's CPU is taken from the server's 2 cores); a fixed duration
+    cmd = [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, int(seconds))}s", "--latency", "-s", str(script),
+           f"http://{HOST}:{port}/v1/models/{name}/predict"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60,
+                         env={**os.environ, "EDGEZOO_NPY": str(body)}).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("EDGEZOO "))
+    req, dur_us, c_err, r_err, w_err, s_err, t_err, p50, p99 = line.split()[1:]
+    errors = sum(int(v) for v in (c_err, r_err, w_err, s_err, t_err))
+    return {"requests": int(req), "seconds": int(dur_us) / 1e6, "throughput": (int(req) - errors) / (int(dur_us) / 1e6),
+            "errors": errors, "p50_ms": float(p50) / 1000, "p99_ms": float(p99) / 1000, "concurrency": concurrency}
+
+
+def run_wrk_paired(server: ServerProcess, name: str, path: Path, x: np.ndarray, args, folder: Path) -> dict | None:
+    rounds = []
+    for _ in range(args.paired_rounds):
+        rows0, runs0 = batch_stats(server.port, name)
+        r = run_wrk(server.port, name, x, 16, args.seconds, folder)
+        if r is None:
+            return None
+        rows1, runs1 = batch_stats(server.port, name)
+        r["mean_batch"] = (rows1 - rows0) / (runs1 - runs0) if runs1 > runs0 else None
+        b = max(1, round(r["mean_batch"] or 1))
+        d = direct_throughput(path, sorted({b, args.max_batch}), 3.0, server_options=True)
+        rounds.append({"server": r, "direct_batch": b, "direct": d, "ratio": r["throughput"] / d[b],
+                       "ratio_max_batch": r["throughput"] / d[args.max_batch]})
+    return {"rounds": rounds, "ratio_median": statistics.median(x["ratio"] for x in rounds),
+            "ratio_max_batch_median": statistics.median(x["ratio_max_batch"] for x in rounds)}
+
+
+# ---------------------------------------------------------------------------------------------- attacks
+
+
+async def _good_stream(port: int, request: bytes, want: np.ndarray, stop: asyncio.Event, out: dict,
+                       max_requests: int = 5000) -> None:
+    """Sequential keep-alive requests until ``stop`` (or max_requests): status and answer of each checked."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        for _ in range(max_requests):
+            if stop.is_set():
+                break
+            t0 = time.perf_counter()
+            writer.write(request)
+            await writer.drain()
+            status = await reader.readline()
+            length, close = 0, False
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                k, _, v = line.decode("latin-1").partition(":")
+                if k.lower() == "content-length":
+                    length = int(v)
+                elif k.lower() == "connection" and v.strip().lower() == "close":
+                    close = True
+            body = await reader.readexactly(length)
+            out["latency_ms"].append((time.perf_counter() - t0) * 1000)
+            code = int(status.split()[1]) if status else 0
+            out["codes"][code] = out["codes"].get(code, 0) + 1
+            if code == 200:
+                got = np.load(io.BytesIO(body), allow_pickle=False)
+                out["correct" if np.allclose(got, want, rtol=0, atol=1e-4) else "wrong"] += 1
+            if close or not status:
+                writer.close()
+                reader, writer = await asyncio.open_connection(HOST, port)
+    except (ConnectionError, asyncio.IncompleteReadError) as e:
+        out["codes"][type(e).__name__] = out["codes"].get(type(e).__name__, 0) + 1
+    finally:
+        writer.close()
+
+
+def _new_stream_result() -> dict:
+    return {"codes": {}, "correct": 0, "wrong": 0, "latency_ms": []}
+
+
+def _summarise_stream(out: dict) -> dict:
+    lat = np.array(out.pop("latency_ms")) if out["latency_ms"] else np.array([np.nan])
+    out["codes"] = {str(k): v for k, v in out["codes"].items()}
+    out["p50_ms"], out["max_ms"] = float(np.nanmedian(lat)), float(np.nanmax(lat))
+    out["requests"] = sum(out["codes"].values())
+    return out
+
+
+async def _slow_socket(port: int, closed_after: list, max_seconds: float) -> None:
+    t0 = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection(HOST, port)
+    except OSError:
+        closed_after.append(("refused", 0.0))
+        return
+    head = f"POST /v1/models/x/predict HTTP/1.1\r\nHost: {HOST}\r\nX-Slow: ".encode()
+    i = 0
+    try:
+        while time.monotonic() - t0 < max_seconds:  # bounded: gives up after max_seconds
+            writer.write(head[i:i + 1] if i < len(head) else b"a")
+            i += 1
+            await writer.drain()
+            try:
+                data = await asyncio.wait_for(reader.read(100), 1.0)
+                if data == b"":
+                    closed_after.append(("closed", time.monotonic() - t0))
+                    return
+            except asyncio.TimeoutError:
+                pass
+        closed_after.append(("still open", time.monotonic() - t0))
+    except (ConnectionError, OSError):
+        closed_after.append(("closed", time.monotonic() - t0))
+    finally:
+        writer.close()
+
+
+def run_flood(port: int, request: bytes, want: np.ndarray, sockets: int = 300, max_seconds: float = 25.0) -> dict:
+    async def go():
+        stop = asyncio.Event()
+        good = _new_stream_result()
+        closed: list = []
+        stream = asyncio.ensure_future(asyncio.gather(*[_good_stream(port, request, want, stop, good)
+                                                        for _ in range(2)]))
+        await asyncio.gather(*[_slow_socket(port, closed, max_seconds) for _ in range(sockets)])
+        stop.set()
+        await stream
+        return good, closed
+
+    good, closed = asyncio.run(go())
+    times = [t for how, t in closed if how == "closed"]
+    return {"sockets": sockets, "good": _summarise_stream(good),
+            "closed_by_server": len(times), "still_open": sum(1 for how, _ in closed if how == "still open"),
+            "refused": sum(1 for how, _ in closed if how == "refused"),
+            "closed_after_s_max": max(times) if times else None,
+            "closed_after_s_median": statistics.median(times) if times else None}
+
+
+def _hostile_requests(name: str) -> list[tuple[str, bytes]]:
+    from PIL import Image
+
+    def post(ctype: str, body: bytes, extra: str = "") -> bytes:
+        return (f"POST /v1/models/{name}/predict HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: {ctype}\r\n{extra}"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    head = "{'descr': '<f4', 'fortran_order': False, 'shape': (10000000000000,), }"
+    head += " " * (63 - (len(head) + 10) % 64) + "\n"
+    npy = b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head.encode() + b"\x00" * 64
+    buf = io.BytesIO()
+    Image.new("RGB", (6000, 6000)).save(buf, "PNG")
+    png = buf.getvalue()
+    boundary = "edgezooboundary"
+    parts = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{i}.png\"\r\n"
+                     f"Content-Type: image/png\r\n\r\n".encode() + png + b"\r\n" for i in range(64))
+    parts += f"--{boundary}--\r\n".encode()
+    big_json = b'{"inputs": [' + b",".join([b"0.5"] * 4_000_000) + b"]}"
+    return [
+        ("deep JSON (100,000 levels)", post("application/json", b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")),
+        ("5000-digit integer", post("application/json", b'{"inputs": [' + b"9" * 5000 + b"]}")),
+        (".npy header declaring 1e13 elements", post("application/x-npy", npy)),
+        ("8 MB header", f"GET /health HTTP/1.1\r\nHost: {HOST}\r\nX-Big: ".encode() + b"a" * (8 << 20) + b"\r\n\r\n"),
+        (f"64 6000x6000 PNGs ({len(parts) / 1e6:.1f} MB)", post(f"multipart/form-data; boundary={boundary}", parts)),
+        (f"{len(big_json) / 1e6:.0f} MB JSON body", post("application/json", big_json)),
+    ]
+
+
+async def _one_raw(port: int, data: bytes, timeout: float = 60) -> tuple[str, float, bool]:
+    t0 = time.perf_counter()
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(data)
+        try:
+            await asyncio.wait_for(writer.drain(), timeout)
+        except ConnectionError:
+            pass
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        status = head.split(b"\r\n", 1)[0].decode("latin-1")
+        return status, time.perf_counter() - t0, b"connection: close" in head.lower()
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError) as e:
+        return f"no answer ({type(e).__name__})", time.perf_counter() - t0, True
+    finally:
+        writer.close()
+
+
+def run_hostile(port: int, name: str, request: bytes, want: np.ndarray) -> dict:
+    cases = _hostile_requests(name)
+
+    async def go():
+        stop = asyncio.Event()
+        good = _new_stream_result()
+        stream = asyncio.ensure_future(asyncio.gather(*[_good_stream(port, request, want, stop, good)
+                                                        for _ in range(2)]))
+        answers = []
+        for what, data in cases:
+            status, seconds, close = await _one_raw(port, data)
+            answers.append({"input": what, "status": status, "seconds": seconds, "connection_close": close})
+        stop.set()
+        await stream
+        return good, answers
+
+    good, answers = asyncio.run(go())
+    return {"good": _summarise_stream(good), "answers": answers}
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -220,6 +450,7 @@ def main() -> None:
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     started = time.time()
+    uptime_start = _uptime()
 
     with tempfile.TemporaryDirectory(prefix="edgezoo-serve-bench-") as tmp:
         print(f"exporting {args.model} ...", flush=True)
@@ -236,7 +467,7 @@ def main() -> None:
         request = make_request(name, x)
 
         sweeps = {}
-        soak = paired = None
+        soak = paired = wrk = flood = hostile = None
         wait = ["--max-wait-ms", str(args.max_wait_ms)] if args.max_wait_ms is not None else []
         for mode, extra in (("batching", ["--max-batch", str(args.max_batch), *wait]),
                             ("no_batching", ["--no-batching"])):
@@ -261,6 +492,14 @@ def main() -> None:
                     soak = run_soak(server, request, args.soak)
                     print(f"soak: {soak['requests']} requests, errors {soak['errors']}, RSS "
                           f"{soak['rss_mb'][0]:.1f} -> {soak['rss_mb'][-1]:.1f} MB", flush=True)
+                if mode == "batching":
+                    wrk = run_wrk_paired(server, name, path, x, args, Path(tmp))
+                    print(f"wrk c=16: {json.dumps(wrk and [r['ratio'] for r in wrk['rounds']])}", flush=True)
+                    want = direct_output(path, x)
+                    flood = run_flood(server.port, request, want)
+                    print(f"flood: {json.dumps(flood)}", flush=True)
+                    hostile = run_hostile(server.port, name, request, want)
+                    print(f"hostile: {json.dumps(hostile)}", flush=True)
             finally:
                 server.stop()
         # direct again after the server runs: on a shared machine, the baseline is the median of both
@@ -274,10 +513,13 @@ def main() -> None:
         "model": args.model, "input_shape": list(x.shape), "max_batch": args.max_batch,
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": os.cpu_count(), "onnxruntime": ort.__version__},
-        "note": "client and server share the machine's cores; the machine is shared with other jobs",
+        "machine_description": _describe_machine(),
+        "note": "client and server share the machine's cores; the machine is shared with other jobs (other "
+                "sessions' builds and tests ran during this run: see the load averages), so it was not quiet",
         "direct_images_per_s": direct, "direct_after_images_per_s": {baseline_batch: direct_after},
         "baseline_images_per_s": baseline, "direct_best_images_per_s": best,
-        "sweeps": sweeps, "paired_c16": paired, "soak": soak, "wall_s": time.time() - started,
+        "sweeps": sweeps, "paired_c16": paired, "soak": soak, "wrk_c16": wrk, "flood": flood, "hostile": hostile,
+        "uptime_start": uptime_start, "uptime_end": _uptime(), "wall_s": time.time() - started,
     }
     c16 = next((r for r in sweeps.get("batching", {}).get("levels", []) if r["concurrency"] == 16), None)
     if c16:
@@ -289,6 +531,10 @@ def main() -> None:
             "p99_over_p50_c16": c16["p99_ms"] / c16["p50_ms"],
             "errors_all": sum(r["errors"] for s in sweeps.values() for r in s["levels"]) + (soak or {}).get("errors", 0),
             "soak_rss_growth_mb": (soak["rss_mb"][-1] - soak["rss_mb"][0]) if soak else None,
+            "wrk_ratio_c16": wrk["ratio_median"] if wrk else None,
+            "wrk_p99_over_p50_c16": (statistics.median(r["server"]["p99_ms"] / r["server"]["p50_ms"]
+                                                       for r in wrk["rounds"]) if wrk else None),
+            "wrk_errors": sum(r["server"]["errors"] for r in wrk["rounds"]) if wrk else None,
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from edgezoo.fileio import atomic_write_text, write_json
@@ -296,6 +542,26 @@ def main() -> None:
     write_json(args.out.with_suffix(".json"), result)
     atomic_write_text(args.out.with_suffix(".md"), render_markdown(result))
     print(f"wrote {args.out.with_suffix('.json')} and .md ({result['wall_s']:.0f} s)")
+
+
+def _describe_machine():
+    try:
+        from edgezoo.profile.latency import describe_machine
+
+        return describe_machine()
+    except Exception as e:  # the description is context, not the measurement
+        return f"unavailable: {e}"
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def direct_output(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
 def run_paired(server: ServerProcess, name: str, path: Path, request: bytes, args) -> dict:
@@ -369,9 +635,50 @@ def render_markdown(r: dict) -> str:
                   f"{s['requests']:,} requests at concurrency 16 with batching, {s['errors']} errors, "
                   f"{s['throughput']:.1f} req/s. RSS every 1,000 requests (MB): "
                   + ", ".join(f"{v:.1f}" for v in s["rss_mb"]), ""]
+    if r.get("wrk_c16"):
+        w = r["wrk_c16"]
+        lines += ["## wrk (C load generator, Lua script posting the .npy) at concurrency 16, batching, paired with "
+                  "onnxruntime directly", "",
+                  "| round | server req/s | p50 ms | p99 ms | p99/p50 | errors | mean rows/run | direct img/s at that "
+                  f"batch | ratio | direct at batch {r['max_batch']} | ratio |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for i, row in enumerate(w["rounds"]):
+            sv = row["server"]
+            lines.append(f"| {i + 1} | {sv['throughput']:.1f} | {sv['p50_ms']:.1f} | {sv['p99_ms']:.1f} | "
+                         f"{sv['p99_ms'] / sv['p50_ms']:.2f} | {sv['errors']} | {sv['mean_batch'] or 0:.1f} | "
+                         f"{row['direct'][row['direct_batch']]:.1f} (batch {row['direct_batch']}) | {row['ratio']:.2f} | "
+                         f"{row['direct'][r['max_batch']]:.1f} | {row['ratio_max_batch']:.2f} |")
+        lines.append("")
+    if r.get("flood"):
+        f = r["flood"]
+        g = f["good"]
+        lines += ["## slow-header flood", "",
+                  f"{f['sockets']} sockets each sending a request head one byte a second (header timeout 10 s), "
+                  "beside 2 connections of good requests:", "",
+                  f"- flood sockets closed by the server: {f['closed_by_server']} of {f['sockets']} (still open when "
+                  f"the client gave up: {f['still_open']}, refused: {f['refused']}); closed after "
+                  f"{f['closed_after_s_median'] or float('nan'):.1f} s (median), "
+                  f"{f['closed_after_s_max'] or float('nan'):.1f} s (max)",
+                  f"- good requests: {g['requests']}, status codes {g['codes']}, correct {g['correct']}, wrong "
+                  f"{g['wrong']}; p50 {g['p50_ms']:.1f} ms, max {g['max_ms']:.1f} ms", ""]
+    if r.get("hostile"):
+        h = r["hostile"]
+        g = h["good"]
+        lines += ["## hostile inputs beside good requests", "", "| input | answer | seconds | Connection: close |",
+                  "|---|---|---:|---|"]
+        for a in h["answers"]:
+            lines.append(f"| {a['input']} | {a['status']} | {a['seconds']:.2f} | {'yes' if a['connection_close'] else 'no'} |")
+        lines += ["", f"Good requests meanwhile: {g['requests']}, status codes {g['codes']}, correct {g['correct']}, "
+                      f"wrong {g['wrong']}; p50 {g['p50_ms']:.1f} ms, max {g['max_ms']:.1f} ms.", ""]
+    lines += [f"Load at start: `{r.get('uptime_start')}`; at end: `{r.get('uptime_end')}`.", ""]
     if r.get("goals"):
         g = r["goals"]
-        lines += ["## goals", "",
+        if g.get("wrk_ratio_c16") is not None:
+            lines += ["## goals (wrk)", "",
+                      f"- wrk, concurrency 16, batching / onnxruntime directly at the batch the server ran (median of "
+                      f"paired rounds): **{g['wrk_ratio_c16']:.2f}x** (goal >= 0.8x)",
+                      f"- wrk p99 / p50: **{g['wrk_p99_over_p50_c16']:.2f}** (goal < 3); errors **{g['wrk_errors']}**", ""]
+        lines += ["## goals (Python load generator)", "",
                   "- throughput at concurrency 16 with batching / onnxruntime directly at the batch size the "
                   f"server ran (median of paired rounds): **{g['throughput_ratio_c16']:.2f}x** (goal >= 0.8x); "
                   f"against batch {r['max_batch']}: {g['throughput_ratio_c16_vs_max_batch'] or float('nan'):.2f}x",

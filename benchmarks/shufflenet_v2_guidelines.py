@@ -2,7 +2,7 @@
 measured with onnxruntime on 1 thread at batch 1, beside the paper's ARM column and edgezoo's static profile.
 
 Each table's networks are small stacks of 1x1 (and, for Table 4, 3x3) convolutions on a 56x56 input (see
-shared/reference/models.md section 6.1). For each column (one width setting) the variants are timed in
+Ma et al. 2018, section 2). For each column (one width setting) the variants are timed in
 interleaved rounds (as edgezoo.profile.latency.compare_interleaved does, timed by thread CPU time), so background load on this shared machine
 hits them alike; the figure is the median latency -> images/s. Orderings are compared with the paper's ARM
 column by Kendall's tau over the variants of each column.

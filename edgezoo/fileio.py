@@ -7,35 +7,103 @@ only when complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 from edgezoo.errors import InputError
 
 
-def check_writable(path: str | os.PathLike) -> Path:
-    """Fail early, before slow work, when ``path`` could not be written (its folder is made if missing)."""
+def check_writable(path: str | os.PathLike, option: str = "") -> Path:
+    """Fail early, before slow work, when the file ``path`` could not be written. Creates nothing.
+
+    ``option`` (e.g. "--json") starts the message, so the user knows which argument is meant.
+    """
     path = Path(path)
+    label = f"{option} {path}" if option else str(path)
     if path.is_dir():
-        raise InputError(f"cannot write {path}: it is a folder")
-    _check_parent(path)
+        raise InputError(f"cannot write {label}: it is a folder, not a file", "give a file name")
+    _check_can_create(path, label)
     return path
 
 
-def _check_parent(path: Path) -> None:
-    parent = path.parent
-    if parent.exists() and not parent.is_dir():
-        raise InputError(f"cannot write {path}: {parent} is not a folder")
+def check_writable_dir(path: str | os.PathLike, option: str = "") -> Path:
+    """Fail early when the folder ``path`` could not be written (replaced whole). Creates nothing."""
+    path = Path(path)
+    label = f"{option} {path}" if option else str(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"cannot write {label}: a file with that name exists, not a folder",
+                         "give another folder, or remove the file")
+    _check_can_create(path, label)
+    return path
+
+
+def _check_can_create(path: Path, label: str) -> None:
+    """The nearest existing folder above ``path`` is a folder that really takes new entries.
+
+    os.access is not enough: root passes it on read-only mounts, /proc and /sys; so a probe file is made
+    and removed.
+    """
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"cannot write {label}: {probe} is a file, not a folder")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".edgezoo-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
     except OSError as e:
-        raise InputError(f"cannot create folder {parent}: {e.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {path}: folder {parent} is not writable")
+        raise InputError(f"cannot write {label}: {_refusal(probe, e)}", "choose another location") from None
+
+
+def _refusal(folder: Path, e: OSError) -> str:
+    if e.errno == errno.EROFS:
+        return f"{folder} is on a read-only file system"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"folder {folder} is not writable (permission denied)"
+    # /proc and /sys answer ENOENT or EINVAL for a new file: the folder exists, it just takes none
+    return f"folder {folder} does not accept new files" + ("" if e.errno in (errno.ENOENT, errno.EINVAL)
+                                                          else f" ({e.strerror})")
+
+
+def _check_parent(path: Path) -> None:
+    _check_can_create(path, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+class Terminated(SystemExit):
+    """SIGTERM, raised as an exception so that partial outputs are removed; exits with 128 + 15."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block SIGTERM raises ``Terminated`` (in the main thread), so cleanup code runs.
+
+    Python handles SIGINT as KeyboardInterrupt already; SIGTERM (what `kill`, timeouts and process managers
+    send) would end the process at once and leave temporary folders behind. A handler someone else
+    installed (or SIG_IGN) is left alone, and so is a block entered from another thread.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+        raise Terminated(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _umask() -> int:
@@ -47,6 +115,11 @@ def _umask() -> int:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     _check_parent(path)
+    with sigterm_raises():
+        return _write_bytes(path, data)
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; outputs are for sharing
@@ -100,27 +173,81 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
 
     An existing ``path`` is kept until the new one is complete, then swapped out.
     """
-    path = Path(path)
-    _check_parent(path)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"cannot write bundle {path}: a file with that name exists")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a bundle is for sharing
-    try:
+    with atomic_directories(path) as (tmp,):
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
+
+
+@contextlib.contextmanager
+def atomic_directories(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """``atomic_directory`` for several folders that succeed or fail together.
+
+    Yields one temporary folder per path. Only when the block succeeds are they swapped in, one after the
+    other; if a swap fails, the ones already swapped are undone, so every target holds either all of the new
+    outputs or all of the old ones. On failure (an exception, Ctrl-C, SIGTERM) the temporary folders and any
+    parent folders made for them are removed.
+    """
+    targets = [Path(p) for p in paths]
+    with sigterm_raises():
+        tmps: list[Path] = []
+        made: list[Path] = []
+        try:
+            for target in targets:
+                check_writable_dir(target)
+                made += _make_parents(target.parent)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+                tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a bundle is for sharing
+                tmps.append(tmp)
+            yield tmps
+            _swap_in(targets, tmps)
+        except BaseException:
+            for tmp in tmps:
+                shutil.rmtree(tmp, ignore_errors=True)
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty: something else may have been put there meanwhile
+            raise
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """mkdir -p, returning the folders it made (outermost first)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    made = []
+    for f in reversed(missing):
+        try:
+            f.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise InputError(f"cannot create folder {f}: {_refusal(f.parent, e)}") from None
+        made.append(f)
+    return made
+
+
+def _swap_in(targets: list[Path], tmps: list[Path]) -> None:
+    done: list[tuple[Path, Path, Path | None]] = []
     try:
-        os.replace(tmp, path)
+        for target, tmp in zip(targets, tmps):
+            old = None
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+                os.rmdir(old)  # a fresh unused name, for os.replace
+                os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                if old is not None:
+                    os.replace(old, target)
+                raise
+            done.append((target, tmp, old))
     except BaseException:
-        if old is not None:
-            os.replace(old, path)
-        shutil.rmtree(tmp, ignore_errors=True)
+        for target, tmp, old in reversed(done):  # put the new folder back where cleanup removes it
+            os.replace(target, tmp)
+            if old is not None:
+                os.replace(old, target)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    for _, _, old in done:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

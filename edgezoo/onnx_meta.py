@@ -22,6 +22,12 @@ class ModelMetadata:
     std: tuple[float, ...] | None = None
     num_classes: int | None = None
     labels: list[str] | None = None
+    # How images are prepared for this checkpoint (edgezoo.imageprep; edgezoo.models.presets). Files written
+    # before these fields existed lack them: readers fall back to 0.875 / bilinear.
+    crop_pct: float | None = None  # the centre crop is this fraction of the resized image's shorter side
+    interpolation: str | None = None  # bilinear | bicubic | nearest
+    preset: str | None = None  # the checkpoint preset's name, e.g. "tf_in1k"
+    weights: str | None = None  # where the weights come from, in words
     precision: str = "fp32"  # fp32 | fp16 | int8
     passes: list[str] = field(default_factory=list)
     version: str = ""
@@ -72,6 +78,10 @@ _VALID = {
     "std": lambda v: isinstance(v, list) and 1 <= len(v) <= 4 and all(_number(x) and x > 0 for x in v),
     "num_classes": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
     "labels": _strings,
+    "crop_pct": lambda v: _number(v) and 0 < v <= 1,
+    "interpolation": lambda v: v in ("bilinear", "bicubic", "nearest"),
+    "preset": lambda v: isinstance(v, str),
+    "weights": lambda v: isinstance(v, str),
     "precision": lambda v: isinstance(v, str),
     "passes": _strings,
     "version": lambda v: isinstance(v, str),
@@ -92,10 +102,8 @@ def get_metadata(model_proto) -> ModelMetadata:
 
 
 def read_metadata(path: str | os.PathLike) -> ModelMetadata:
-    """Metadata of an ONNX file, read through onnxruntime (which also proves the file loads there)."""
-    import onnxruntime as ort
+    """Metadata of an ONNX file, read through its onnxruntime Runner (which also proves the file loads there)."""
+    from edgezoo.runtimes.onnxruntime import OrtRunner
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
-    return ModelMetadata.from_props(dict(sess.get_modelmeta().custom_metadata_map))
+    with OrtRunner(path, graph_optimization="disable") as runner:
+        return ModelMetadata.from_props(runner.metadata())

@@ -28,31 +28,3 @@ def randomize_bn(model: nn.Module, seed: int = 0, linear: bool = True) -> nn.Mod
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
     return model
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, input_size: tuple[int, int, int], batches: int = 8, batch_size: int = 8,
-                   seed: int = 0) -> nn.Module:
-    """Set BatchNorm running statistics from random inputs (cumulative average), as a trained net would have.
-
-    Activations then keep a sensible scale through the whole depth, which makes int8 calibration and
-    latency figures of random-init models representative.
-    """
-    g = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.training) for m in bns]
-    was_training = model.training
-    model.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average
-        m.train()
-    try:
-        for _ in range(batches):
-            model(torch.randn(batch_size, *input_size, generator=g))
-    finally:
-        for m, (mom, tr) in zip(bns, saved):
-            m.momentum = mom
-            m.train(tr)
-        model.train(was_training)
-    return model.eval()

@@ -20,7 +20,7 @@ _tv_lib = None  # keep the torch.library handle alive, or the schemas vanish
 
 def _define_torchvision_ops() -> None:
     """torchvision 0.28's C++ ops cannot load beside the CPU torch build; defining the two schemas that its
-    Python side registers fake kernels for makes its model code importable (see shared/DESIGN.md)."""
+    Python side registers fake kernels for makes its model code importable (torchvision/_meta_registrations.py)."""
     global _tv_lib
     if _tv_lib is not None:
         return
@@ -57,3 +57,23 @@ def run_edgezoo(*args: str, block_torch: bool = False, timeout: float = 300, env
         full_env["PYTHONPATH"] = os.pathsep.join([str(blocker), str(ROOT), full_env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-m", "edgezoo", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=cwd)
+
+
+def assert_loads_reference_state_dict(reference, name: str, tmp_path, side: int = 224, **kwargs) -> None:
+    """Random-init reference (BN statistics randomised) -> state_dict file -> our ``create_model(weights=...)``
+    -> the same outputs; and the reference has the parameter count the spec states."""
+    import torch
+
+    import edgezoo
+    from edgezoo.models.counting import count_params
+    from edgezoo.testing import randomize_bn
+
+    assert count_params(reference) == edgezoo.get_spec(name).reference.params
+    randomize_bn(reference, seed=1).eval()
+    path = tmp_path / "ref.pth"
+    torch.save(reference.state_dict(), path)
+    ours = edgezoo.create_model(name, weights=str(path), **kwargs)
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (ours(x) - reference(x)).abs().max().item()
+    assert diff <= 1e-5, diff

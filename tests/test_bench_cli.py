@@ -9,25 +9,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
+from onnx_builders import conv_relu_gap as tiny_onnx
 from tests.conftest import ROOT, run_edgezoo
 
 LATENCY_KEYS = {"n", "mean", "std", "p50", "p90", "p99", "min", "max"}
-
-
-def tiny_onnx(path, hw=(8, 8)):
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("GlobalAveragePool", ["r"], ["y"], name="gap")]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, *hw])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 1, 1])], [w])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
 
 
 @pytest.fixture
@@ -156,3 +143,25 @@ def test_bench_ctrl_c_prints_partial(tiny, tmp_path):
     assert "interrupted" in stdout and "p50 ms" in stdout
     assert "Traceback" not in stdout + stderr
     assert not out.exists()  # a partial measurement is printed, not written
+
+
+@pytest.mark.parametrize("where, says", [("file/x.json", "file is a file, not a folder"),
+                                         ("/proc/edgezoo-x.json", "does not accept new files"),
+                                         (".", "is a folder, not a file")])
+def test_bench_json_path_is_checked_before_measuring(tiny, tmp_path, where, says):
+    (tmp_path / "file").write_text("x")
+    target = where if where.startswith("/") else str(tmp_path / where)
+    proc = run_edgezoo("bench", str(tiny), "-n", "2", "--json", target, block_torch=True)
+    assert proc.returncode == 2 and says in " ".join(proc.stderr.split()), proc.stderr
+    assert "p50" not in proc.stdout  # nothing was measured
+    no_traceback(proc)
+
+
+def test_bench_input_size_uses_the_common_grammar(tiny):
+    from edgezoo.runtimes.inputs import INPUT_SIZE_GRAMMAR
+
+    proc = run_edgezoo("bench", str(tiny), "-n", "1", "--input-size", "10000", block_torch=True)
+    assert proc.returncode == 2 and "must lie in 1..4096" in proc.stderr
+    assert INPUT_SIZE_GRAMMAR.split(",")[0] in " ".join(proc.stderr.split())
+    ok = run_edgezoo("bench", str(tiny), "-n", "1", "--warmup", "0", "--input-size", "3x8x8", block_torch=True)
+    assert ok.returncode == 0, ok.stderr

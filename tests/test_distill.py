@@ -8,7 +8,8 @@ torch = pytest.importorskip("torch", reason="PyTorch (edgezoo[torch]) is not ins
 from torch import nn  # noqa: E402
 
 from edgezoo.errors import InputError  # noqa: E402
-from edgezoo.export.distill import DistillConfig, agreement, distill, recalibrate_bn  # noqa: E402
+from edgezoo.export.distill import DistillConfig, agreement, distill  # noqa: E402
+from edgezoo.models.batchnorm import recalibrate_bn  # noqa: E402
 from edgezoo.models.layers import ConvBNAct  # noqa: E402
 from edgezoo.testing import randomize_bn  # noqa: E402
 

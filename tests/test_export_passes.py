@@ -102,11 +102,12 @@ def test_shufflenet_v2_exports_constant_shuffle_with_dynamic_batch(tmp_path):
 
     m = randomize_bn(create_model("shufflenet_v2_x0_5"))
     r = P.rewrite_channel_shuffle(P.fold_batchnorm(m).model)
-    assert any("channel_shuffle" in c for c in r.changes)
+    assert len(r.changes) == 16 and all("ChannelShuffle(groups=2)" in c for c in r.changes)  # one per unit
+    assert all(isinstance(u.shuffle, P.StaticChannelShuffle) for s in ("stage2", "stage3", "stage4")
+               for u in getattr(r.model, s))
     path = tmp_path / "s.onnx"
-    with P.export_friendly_shuffle(r.model):
-        # without onnxsim: the traced graph itself must have no Shape -> Gather chain (unrewritten: 77 of each)
-        res = export_onnx(r.model, path, (3, 64, 64), simplify=False)
+    # without onnxsim: the traced graph itself must have no Shape -> Gather chain (unrewritten: 77 of each)
+    res = export_onnx(r.model, path, (3, 64, 64), simplify=False)
     assert all(c.ok for c in res.checks)
     g = onnx.load(str(path)).graph
     consts = {i.name: onnx.numpy_helper.to_array(i) for i in g.initializer}
@@ -155,6 +156,17 @@ def test_drop_noop_slices_in_ghostnet():
     m = randomize_bn(create_model("ghostnet_x0_5"))
     r = P.drop_noop_slices(m)
     assert r.changes and all("slice" in c for c in r.changes)
-    assert type(m.features[1].ghost1).__name__ == "GhostModule"  # input untouched
+    assert type(m.features[1].ghost1.slice).__name__ == "ChannelSlice"  # input untouched
+    assert isinstance(r.model.features[1].ghost1.slice, nn.Identity)
+
+
+def test_drop_noop_slices_is_structural_and_keeps_real_slices():
+    from edgezoo.models.layers import ChannelSlice
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 1), ChannelSlice(8, 8), nn.Conv2d(8, 6, 1), ChannelSlice(5, 6))
+    r = P.drop_noop_slices(m)
+    assert isinstance(r.model[1], nn.Identity) and isinstance(r.model[3], ChannelSlice) and len(r.changes) == 1
+    x = torch.randn(2, 3, 4, 4)
+    assert _max_diff(m, r.model, x) == 0.0
     x = torch.randn(2, 3, 64, 64)
     assert _max_diff(m, r.model, x) == 0.0

@@ -158,3 +158,49 @@ def test_small_rgb_stem_stays_float_on_onnxruntime_but_not_a_big_one():
     sh = to_onnx_proto(create_model("shufflenet_v2_x0_5"), (3, 64, 64), simplify=False)[0].graph
     assert small_stem_convs(sh) == []  # 3x3, 3 -> 24, but a max-pool follows
     assert choose(mv3, "onnxruntime").float_stem and not choose(mv3, "tensorrt").float_stem
+
+
+def test_quiet_restores_logging_and_stderr_and_leaves_onnxruntime_severity_alone(monkeypatch, capfd):
+    import logging
+    import os
+
+    import onnxruntime as ort
+
+    from edgezoo.export import quantize
+
+    calls = []
+    monkeypatch.setattr(ort, "set_default_logger_severity", lambda level: calls.append(level))
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.INFO)
+    fd_before = os.fstat(2)
+    with quantize._quiet():
+        assert root.level == logging.ERROR
+        os.write(2, b"C++ side chatter\n")  # what onnxruntime's logger writes during calibration
+    os.write(2, b"after\n")
+    assert calls == []  # the process-wide severity (which cannot be read back) is never changed
+    assert root.level == logging.INFO
+    assert (os.fstat(2).st_ino, os.fstat(2).st_dev) == (fd_before.st_ino, fd_before.st_dev)
+    err = capfd.readouterr().err
+    assert "chatter" not in err and "after" in err
+    with pytest.raises(RuntimeError):  # restored on an error too
+        with quantize._quiet():
+            raise RuntimeError("boom")
+    assert root.level == logging.INFO and os.fstat(2).st_ino == fd_before.st_ino
+
+
+def test_export_checks_run_models_through_the_runner(mv3, monkeypatch, tmp_path):
+    """One execution path: parity checks, agreement figures and metadata reads open an OrtRunner."""
+    from pathlib import Path
+
+    from edgezoo.runtimes.onnxruntime import OrtRunner
+
+    opened = []
+    real = OrtRunner._activate
+    monkeypatch.setattr(OrtRunner, "_activate", lambda self: (opened.append(self.path), real(self))[1])
+    compare_models(mv3 / "fp32.onnx", mv3 / "fp32.onnx", synthetic_images(2, SIZE), worst_layers=0)
+    read_metadata(mv3 / "fp32.onnx")
+    assert opened == [mv3 / "fp32.onnx"] * 3
+    root = Path(__file__).resolve().parents[1] / "edgezoo"
+    direct = [str(p.relative_to(root)) for p in [*(root / "export").glob("*.py"), root / "onnx_meta.py"]
+              if "InferenceSession(" in p.read_text()]
+    assert direct == []

@@ -26,7 +26,7 @@ def tiny(tmp_path_factory):
 def test_plan_dynamic_batch_profile(tiny):
     p = plan_engine(tiny / "dyn.onnx", tiny / "m.engine", "fp32", max_batch=16, opt_batch=4, timing_cache=tiny / "t")
     assert p.dynamic_batch and p.profile == ((1, 3, 16, 16), (4, 3, 16, 16), (16, 3, 16, 16))
-    assert not p.strongly_typed and p.builder_flags == [] and p.input_name == "input"
+    assert not p.strongly_typed and p.input_name == "input"
     assert p.timing_cache.endswith("t")
 
 

@@ -67,3 +67,70 @@ def test_hostile_metadata_values_are_ignored_not_trusted():
     assert meta.input_size is None and meta.mean is None and meta.std is None and meta.labels is None
     assert meta.num_classes is None and meta.model == "ok" and meta.precision == "int8"
     assert sorted(meta.extra["invalid"]) == ["input_size", "labels", "mean", "num_classes", "std"]
+
+
+def test_sigterm_inside_atomic_directory_removes_the_partial_folder(tmp_path):
+    import signal
+
+    from edgezoo.fileio import Terminated
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "old.txt").write_text("keep")
+    with pytest.raises(Terminated) as info:
+        with atomic_directory(tmp_path / "b") as d:
+            (d / "half.txt").write_text("x")
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert info.value.code == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"] and (tmp_path / "b" / "old.txt").read_text() == "keep"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_atomic_directories_swap_together_or_not_at_all(tmp_path, monkeypatch):
+    import edgezoo.fileio as fileio
+
+    a, b = tmp_path / "a", tmp_path / "repo" / "b"
+    for p in (a, b):
+        p.mkdir(parents=True)
+        (p / "v").write_text("old")
+    real = os.replace
+
+    def fail_into_b(src, dst):
+        if os.fspath(dst) == os.fspath(b) and ".partial" in os.fspath(src):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", fail_into_b)
+    with pytest.raises(OSError):
+        with fileio.atomic_directories(a, b) as (ta, tb):
+            (ta / "v").write_text("new")
+            (tb / "v").write_text("new")
+    assert (a / "v").read_text() == "old" and (b / "v").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "repo"] and [p.name for p in b.parent.iterdir()] == ["b"]
+    monkeypatch.setattr(fileio.os, "replace", real)
+    with fileio.atomic_directories(a, tmp_path / "new" / "c") as (ta, tc):
+        (ta / "v").write_text("new")
+        (tc / "v").write_text("new")
+    assert (a / "v").read_text() == "new" and (tmp_path / "new" / "c" / "v").read_text() == "new"
+
+
+def test_failed_atomic_directory_removes_the_parents_it_made(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_directory(tmp_path / "x" / "y" / "b"):
+            raise RuntimeError("failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where, says", [
+    ("file/sub/x.json", "file is a file, not a folder"),
+    ("folder", "it is a folder"),
+    ("/proc/edgezoo-x.json", "does not accept new files"),
+])
+def test_check_writable_says_what_is_wrong(tmp_path, where, says):
+    from edgezoo.fileio import check_writable
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(InputError, match=says) as info:
+        check_writable(tmp_path / where, "--json")
+    assert "--json" in info.value.message and "No such file" not in info.value.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]  # nothing made

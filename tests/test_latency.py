@@ -5,26 +5,13 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from edgezoo.profile import latency
 from edgezoo.profile.latency import (
     MeasurementInterrupted, compare_interleaved, measure, op_times, parse_profile, summarize,
 )
-
-
-def tiny_onnx(path):
-    """Conv -> Relu -> GlobalAveragePool, dynamic batch: enough nodes for a profile."""
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("GlobalAveragePool", ["r"], ["y"], name="gap")]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 1, 1])], [w])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
+from onnx_builders import conv_relu_gap as tiny_onnx
 
 
 class FakeClock:

@@ -12,6 +12,7 @@ from torch import nn  # noqa: E402
 
 from edgezoo.errors import EdgezooError, InputError  # noqa: E402
 from edgezoo.export import lite  # noqa: E402
+from edgezoo.export import passes as P  # noqa: E402
 from edgezoo.models.layers import ConvBNAct, SqueezeExcitation  # noqa: E402
 from edgezoo.testing import randomize_bn  # noqa: E402
 
@@ -114,12 +115,12 @@ def test_hswish_to_relu_replaces_every_hswish_and_leaves_the_input_alone():
         lite.hswish_to_relu(model, "gelu")
 
 
-def test_fold_hsigmoid_gates_is_exact_and_folds_into_the_expand_conv():
+def test_fold_hardsigmoid_gates_is_exact_and_folds_into_the_expand_conv():
     model, x = tiny(), images()
     state, structure = snapshot(model), repr(model)
-    res = lite.fold_hsigmoid_gates(model)
+    res = P.fold_hardsigmoid_gates(model)
     assert count(res.model, nn.Hardsigmoid) == 0
-    assert count(res.model, lite.ClipGate) == 2  # both SE styles folded, none left as Mul/Add/Clip
+    assert count(res.model, P.ClipAct) == 2  # both SE styles folded, none left as Mul/Add/Clip
     assert len(res.changes) == 2 and all("folded" in c for c in res.changes)
     with torch.no_grad():
         assert (res.model(x) - model(x)).abs().max() < 1e-5
@@ -128,12 +129,15 @@ def test_fold_hsigmoid_gates_is_exact_and_folds_into_the_expand_conv():
 
 
 def test_a_lone_hsigmoid_becomes_the_exact_clip_form():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardsigmoid())
-    res = lite.fold_hsigmoid_gates(model)
-    assert isinstance(res.model[1], lite.HardSigmoidClip)
     x = images(2)
+    after_conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardsigmoid())  # folds into the conv before it
+    no_layer = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Hardsigmoid())  # nothing to fold into
+    folded, decomposed = P.fold_hardsigmoid_gates(after_conv), P.fold_hardsigmoid_gates(no_layer)
+    assert isinstance(folded.model[1], P.ClipAct) and not torch.equal(folded.model[0].bias, after_conv[0].bias)
+    assert isinstance(decomposed.model[2], P.HardSigmoidDecomposed)
     with torch.no_grad():
-        assert (res.model(x) - model(x)).abs().max() < 1e-6
+        assert (folded.model(x) - after_conv(x)).abs().max() < 1e-6
+        assert (decomposed.model(x) - no_layer(x)).abs().max() < 1e-6
 
 
 def test_se_blocks_are_found_by_behaviour_not_by_name():

@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
-from onnx import TensorProto, helper
-
 from conftest import run_edgezoo
-
-
-def _tiny_onnx(path):
-    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 1, 1], np.ones(12, dtype=np.float32).tolist())
-    node = helper.make_node("Conv", ["input", "w"], ["logits"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4, 8, 8])], [w])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
+from onnx_builders import conv_relu_gap as _tiny_onnx
 
 
 def test_profile_plot_without_matplotlib(tmp_path):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from conftest import run_edgezoo
+from onnx_builders import make_model, random_weight, value_info
 
 
 def small_onnx(path, c=16, hw=32):
@@ -25,13 +25,11 @@ def small_onnx(path, c=16, hw=32):
         helper.make_node("Flatten", ["g"], ["f"], name="/Flatten"),
         helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], name="/fc/Gemm", transB=1),
     ]
-    inits = [numpy_helper.from_array(np.random.default_rng(k).standard_normal(s).astype(np.float32) * 0.1, n)
+    inits = [random_weight(n, s, seed=k, scale=0.1)
              for k, (n, s) in enumerate([("w0", (c, 3, 3, 3)), ("w1", (c, c, 1, 1)), ("w2", (c, 1, 3, 3)),
                                          ("fw", (10, 2 * c)), ("fb", (10,))])]
-    g = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, hw, hw])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], initializer=inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
+    m = make_model(nodes, [value_info("input", ["batch", 3, hw, hw])], [value_info("logits", ["batch", 10])], inits,
+                   name="small")
     path.write_bytes(m.SerializeToString())
     return path
 

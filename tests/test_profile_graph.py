@@ -9,24 +9,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgezoo.errors import InputError
 from edgezoo.profile.graph import profile_onnx
-
-F32 = TensorProto.FLOAT
-
-
-def _model(nodes, inputs, outputs, inits=(), opset=17):
-    g = helper.make_graph(nodes, "t", inputs, outputs, initializer=list(inits))
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-
-    return m
+from onnx_builders import const, make_model, value_info
 
 
-def _vi(name, shape, t=F32):
-    return helper.make_tensor_value_info(name, t, shape)
-
-
-def _w(name, shape, dtype=np.float32):
-    return numpy_helper.from_array(np.ones(shape, dtype=dtype), name)
+_model, _vi, _w = make_model, value_info, const
 
 
 def conv_model(c1, c2, h, w, k=1, group=1, stride=1, bias=False):
@@ -241,3 +227,80 @@ def test_fixed_input_dims_are_not_overridden(tmp_path):
     assert profile_onnx(model, input_size=(3, 8, 8)).totals()["macs"] == 8 * 8 * 4 * 3
     with pytest.raises(InputError, match="fixed shape 3x8x8"):
         profile_onnx(model, input_size=(3, 16, 16))
+
+
+def test_shared_weights_count_once():
+    """One conv's weights used three times (a recurrent block): params are the initializer's, once."""
+    c = 16
+    nodes = [helper.make_node("Conv", [x, "w", "b"], [y], name=f"c{k}", pads=[1, 1, 1, 1])
+             for k, (x, y) in enumerate((("x", "a"), ("a", "b1"), ("b1", "y")))]
+    p = profile_onnx(_model(nodes, [_vi("x", [1, c, 8, 8])], [_vi("y", None)], [_w("w", (c, c, 3, 3)), _w("b", (c,))]))
+    assert p.totals()["params"] == c * c * 9 + c
+    assert all(n.params == c * c * 9 + c for n in p.nodes)  # each node still shows the weights it reads
+    assert p.groups(1)[0].total("params") == c * c * 9 + c
+
+
+def test_batch_on_fixed_batch_input_says_so():
+    m = conv_model(8, 8, 4, 4)
+    p = profile_onnx(m, batch=4)
+    assert p.inputs == {"x": [1, 8, 4, 4]}
+    assert any("--batch 4 has no effect" in note for note in p.notes)
+    assert profile_onnx(m).notes == []
+
+
+def test_custom_op_is_named_and_known_nodes_are_profiled():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="conv"),
+             helper.make_node("MyOp", ["a"], ["b"], name="mine", domain="com.example"),
+             helper.make_node("Relu", ["b"], ["y"], name="relu")]
+    g = helper.make_graph(nodes, "t", [_vi("x", [1, 8, 4, 4])], [_vi("y", None)], [_w("w", (8, 8, 1, 1))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    m.ir_version = 8
+    p = profile_onnx(m)
+    assert p.unknown_ops == ["com.example::MyOp"]
+    assert any("com.example::MyOp" in note for note in p.notes)
+    by = {n.name: n for n in p.nodes}
+    assert by["conv"].macs == 16 * 64 and by["conv"].sized
+    assert not by["relu"].sized and by["relu"].ops == 0
+
+
+def test_unknown_shapes_run_only_for_the_tensors_still_unknown(monkeypatch):
+    """A reshape whose target comes from Shape arithmetic (ReduceProd) that static inference cannot follow:
+    one run resolves it, asking onnxruntime only for the unknown tensors, not every tensor in the graph."""
+    from edgezoo.profile import graph as G
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Shape", ["c"], ["s"]), helper.make_node("ReduceProd", ["s"], ["p"], keepdims=1),
+             helper.make_node("Concat", ["one", "p"], ["shp"], axis=0),
+             helper.make_node("Reshape", ["c", "shp"], ["r"], name="reshape"),
+             helper.make_node("Relu", ["r"], ["y"], name="relu")]
+    m = _model(nodes, [_vi("x", [1, 4, 3, 3])], [_vi("y", None)],
+               [_w("w", (4, 4, 1, 1)), numpy_helper.from_array(np.array([1], np.int64), "one")])
+    asked = []
+    real = G._shapes_by_running
+    monkeypatch.setattr(G, "_shapes_by_running", lambda *a: (asked.extend(a[3]), real(*a))[1])
+    p = profile_onnx(m)
+    assert {n.name: n for n in p.nodes}["relu"].output_shapes == [[1, 36]]
+    assert asked and "c" not in asked and set(asked) <= {"s", "p", "shp", "r", "y"}
+
+
+def test_qdq_fusion_read_from_the_runtime_graph():
+    """When onnxruntime leaves a DQ -> Conv -> Q as float ops (its optimized graph still has the Conv reading
+    a DequantizeLinear output), the conv is float and the Q/DQ nodes are nodes of their own."""
+    from edgezoo.profile.fusion import RuntimeGraph, RuntimeNode, runtime_graph
+
+    m = _qdq_conv_model()
+    rt = runtime_graph(m.SerializeToString())  # onnxruntime fuses this one into QLinearConv
+    fused = profile_onnx(m, runtime=rt)
+    assert fused.qdq_fusion == "onnxruntime"
+    assert {n.name: n for n in fused.nodes}["/blk/conv/Conv"].int8
+    unfused_rt = RuntimeGraph([
+        RuntimeNode("/in/Q", "QuantizeLinear", "", ("x", "s", "zu"), ("xq",)),
+        RuntimeNode("/blk/conv/DQ", "DequantizeLinear", "", ("xq", "s", "zu"), ("xd",)),
+        RuntimeNode("/blk/conv/wDQ", "DequantizeLinear", "", ("wq", "s", "zs"), ("wd",)),
+        RuntimeNode("/blk/conv/Conv", "Conv", "", ("xd", "wd"), ("y",)),
+        RuntimeNode("/blk/conv/Q", "QuantizeLinear", "", ("y", "s", "zu"), ("yq",)),
+        RuntimeNode("/out/DQ", "DequantizeLinear", "", ("yq", "s", "zu"), ("out",))])
+    p = profile_onnx(m, runtime=unfused_rt)
+    by = {n.name: n for n in p.nodes}
+    assert not by["/blk/conv/Conv"].int8 and by["/blk/conv/Conv"].bytes_written == 4 * 32 * 10 * 10
+    assert {"/blk/conv/DQ", "/blk/conv/Q"} <= set(by) and p.absorbed_qdq == 0

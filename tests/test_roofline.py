@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from edgezoo.profile.graph import profile_onnx
 from edgezoo.profile.roofline import MachinePeaks, analyze, measure_peaks, plot_roofline
+from onnx_builders import const, make_model, value_info
 
 PEAKS = MachinePeaks(peak_gflops=100.0, bandwidth_gbs=10.0, source="given")  # ridge at 10 FLOPs/byte
 
@@ -18,12 +18,7 @@ def conv_relu_add(c=64, hw=28):
     nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="/b/conv/Conv"),
              helper.make_node("Relu", ["a"], ["r"], name="/b/act/Relu"),
              helper.make_node("Add", ["r", "x"], ["y"], name="/b/Add")]
-    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                          initializer=[numpy_helper.from_array(np.ones((c, c, 1, 1), np.float32), "w")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m
+    return make_model(nodes, [value_info("x", [1, c, hw, hw])], [value_info("y", None)], [const("w", (c, c, 1, 1))])
 
 
 def test_bounds_from_given_peaks():

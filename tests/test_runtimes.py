@@ -5,32 +5,15 @@ from __future__ import annotations
 import importlib.util
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from edgezoo.errors import EdgezooError, InputError, MissingDependencyError, UnknownModelError
-from edgezoo.onnx_meta import ModelMetadata, set_metadata
+from edgezoo.onnx_meta import ModelMetadata
 from edgezoo.runtimes import model_kind, normalize_runtime, open_runner
 from edgezoo.runtimes.base import TensorInfo
 from edgezoo.runtimes.inputs import feeds_for, make_array, parse_input_size, resolve_shape
 from edgezoo.runtimes.onnxruntime import OrtRunner
-
-
-def tiny_onnx(path, hw=(8, 8), metadata=None, pads=1):
-    """Conv(3->4, 3x3) -> Relu -> GlobalAveragePool; ``hw=None`` leaves height and width dynamic."""
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[pads] * 4),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("GlobalAveragePool", ["r"], ["y"], name="gap")]
-    h, w_ = hw if hw else ("height", "width")
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, h, w_])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 1, 1])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    if metadata is not None:
-        set_metadata(model, metadata)
-    onnx.save(model, path)
-    return path
+from onnx_builders import conv_relu_gap as tiny_onnx
 
 
 @pytest.fixture

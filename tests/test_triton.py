@@ -15,6 +15,7 @@ from edgezoo.errors import InputError
 from edgezoo.onnx_meta import ModelMetadata, set_metadata
 from edgezoo.serve.triton import write_triton_repository
 from conftest import run_edgezoo
+from onnx_builders import make_model, value_info
 
 
 def _model_config_pb2():
@@ -40,9 +41,9 @@ def parse_config(folder: Path):
 
 def _onnx_file(path: Path, batch: str | int = "batch", labels: list[str] | None = None, classes: int = 5) -> Path:
     """MatMul + Add classifier over a (batch, 2, 4) input; two outputs (logits, and an int64 argmax)."""
-    x = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [batch, 2, 4])
-    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])
-    top = helper.make_tensor_value_info("top", TensorProto.INT64, [batch])
+    x = value_info("pixels", [batch, 2, 4])
+    logits = value_info("logits", [batch, classes])
+    top = value_info("top", [batch], TensorProto.INT64)
     w = helper.make_tensor("w", TensorProto.FLOAT, [8, classes], np.arange(8 * classes, dtype=np.float32) / 10)
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 8])
     nodes = [
@@ -50,9 +51,7 @@ def _onnx_file(path: Path, batch: str | int = "batch", labels: list[str] | None 
         helper.make_node("MatMul", ["flat", "w"], ["logits"]),
         helper.make_node("ArgMax", ["logits"], ["top"], axis=1, keepdims=0),
     ]
-    graph = helper.make_graph(nodes, "g", [x], [logits, top], initializer=[w, shape])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
+    proto = make_model(nodes, [x], [logits, top], [w, shape], name="g")
     set_metadata(proto, ModelMetadata(model="toy", input_size=(2, 4, 1), labels=labels, num_classes=classes))
     onnx.checker.check_model(proto)
     onnx.save(proto, path)
@@ -153,3 +152,33 @@ def test_cli_writes_repository_without_torch(tmp_path):
     assert cfg.name == "clf" and cfg.max_batch_size == 4 and list(cfg.dynamic_batching.preferred_batch_size) == [2, 4]
     r = run_edgezoo("triton", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "repo"), block_torch=True)
     assert r.returncode != 0 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_empty_or_input_less_files_are_refused_and_nothing_is_written(tmp_path):
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    r = run_edgezoo("triton", str(empty), "-o", str(tmp_path / "repo"), block_torch=True)
+    assert r.returncode != 0 and "empty" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+    # a valid ONNX file with no graph inputs (a constant) is not a servable model either
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    c = helper.make_node("Constant", [], ["y"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))
+    proto = helper.make_model(helper.make_graph([c], "g", [], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(proto, tmp_path / "const.onnx")
+    with pytest.raises(InputError, match="no graph inputs"):
+        write_triton_repository(tmp_path / "const.onnx", tmp_path / "repo")
+    assert not (tmp_path / "repo" / "const").exists()
+
+
+def test_python_backend_variant_parses_and_carries_model_py(tmp_path):
+    src = _onnx_file(tmp_path / "clf.onnx")
+    target = write_triton_repository(src, tmp_path / "repo", backend="python")
+    pb2, cfg = parse_config(target)
+    assert cfg.backend == "python" and cfg.platform == ""
+    assert cfg.max_batch_size == 16 and [i.name for i in cfg.input] == ["pixels"]
+    assert (target / "1" / "model.onnx").read_bytes() == src.read_bytes()
+    code = (target / "1" / "model.py").read_text()
+    compile(code, "model.py", "exec")  # valid Python; it runs under the real Triton in test_triton_server.py
+    assert "class TritonPythonModel" in code
+    with pytest.raises(InputError, match="unknown Triton backend"):
+        write_triton_repository(src, tmp_path / "repo2", backend="tensorflow")

@@ -15,6 +15,7 @@ from typing import Any, List, Optional
 import typer
 
 from edgezoo.errors import InputError
+from edgezoo.runtimes.inputs import input_size_option
 
 SCHEMA = "edgezoo.bench/1"
 
@@ -37,8 +38,7 @@ def register(app: typer.Typer) -> None:
                                                help="onnxruntime execution providers, e.g. cuda or tensorrt,cuda."),
         threads: Optional[int] = typer.Option(None, "--threads", "-t", help="Intra-op threads (default: the runtime's)."),
         batch: List[str] = typer.Option(["1"], "--batch", "-b", help="Batch size; repeat or comma-separate: -b 1,8."),
-        input_size: Optional[str] = typer.Option(None, "--input-size",
-                                                 help="HxW or one side (default: from the model's metadata)."),
+        input_size: Optional[str] = input_size_option("from the model's metadata or the spec"),
         warmup: int = typer.Option(10, "--warmup", help="Untimed runs before measuring."),
         iterations: Optional[int] = typer.Option(None, "--iterations", "-n", help="Timed runs (default 100)."),
         budget: Optional[float] = typer.Option(None, "--time", help="Seconds of timed runs per batch size "
@@ -71,7 +71,9 @@ def register(app: typer.Typer) -> None:
         if ops and (vs is not None or vs_runtime is not None):
             raise InputError("--ops profiles one model; run it without --vs / --vs-runtime")
         if json_path is not None:
-            _check_writable(json_path)
+            from edgezoo.fileio import check_writable
+
+            check_writable(json_path, "--json")  # before measuring, not after minutes of it
         opts = dict(threads=threads, providers=provider, graph_optimization=graph_opt,
                     weights=os.fspath(weights) if weights else None, input_size=size)
         # OpenVINO's options travel only when given, so other runtimes never see them
@@ -122,15 +124,6 @@ def parse_batches(values: List[str]) -> list[int]:
     if not out:
         raise InputError("no batch size given")
     return out
-
-
-def _check_writable(path: Path) -> None:
-    """Fail before measuring, not after minutes of it."""
-    if path.exists() and path.is_dir():
-        raise InputError(f"--json {path} is a folder")
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {path}: folder {parent} is not writable")
 
 
 # --- measurements --------------------------------------------------------------------------------------------

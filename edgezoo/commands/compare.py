@@ -174,8 +174,9 @@ def make_samples(reference, batch: int, count: int, input_size, images, seed: in
         out = []
         for i in range(nbatches):
             feeds = feeds_for(reference, batch=batch, input_size=input_size, seed=seed + 1000 * i)
-            out.append([to_layout(feeds[info.name], info.layout, "NCHW") for info in infos])
-        return out, ["NCHW" if i.layout else None for i in infos]
+            out.append([to_layout(feeds[info.name], info.layout or "NCHW", "NCHW") for info in infos])
+        # rank-4 inputs of unknown layout are taken for NCHW, as ONNX and torch have them
+        return out, ["NCHW" if i.layout or len(i.shape) == 4 else None for i in infos]
     from edgezoo.export.calibration import load_image_folder
 
     if len(infos) != 1 or len(infos[0].shape) != 4:

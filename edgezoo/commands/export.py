@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from edgezoo.runtimes.inputs import input_size_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("export")
@@ -16,16 +18,19 @@ def register(app: typer.Typer) -> None:
         int8: bool = typer.Option(False, "--int8", help="Also write a verified int8 (QDQ, U8S8) ONNX."),
         fp16: bool = typer.Option(False, "--fp16", help="Also write an fp16 ONNX (fp32 inputs/outputs)."),
         tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build a TensorRT engine (NVIDIA GPU)."),
-        calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real images for int8 calibration."),
-        calib_count: int = typer.Option(32, "--calib-count", help="Calibration images to use."),
-        per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor weights (default per-channel)."),
-        method: str = typer.Option("minmax", "--method", help="Calibration: minmax, entropy or percentile."),
-        opset: int = typer.Option(17, "--opset", help="ONNX opset."),
-        batch: Optional[int] = typer.Option(None, "--batch", help="Fix the batch size (default: dynamic)."),
-        input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input side (default: the spec's)."),
+        calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real images for int8 calibration "
+                                             "(int8/lite only)."),
+        calib_count: Optional[int] = typer.Option(None, "--calib-count",
+                                                  help="Calibration images to use (default 32; int8/lite only)."),
+        per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor weights (default per-channel; int8 only)."),
+        method: Optional[str] = typer.Option(None, "--method", help="Calibration: minmax (default), entropy or "
+                                             "percentile (int8 only)."),
+        opset: int = typer.Option(17, "--opset", help="ONNX opset, 7..20 (int8: 13..20, or 10..20 with --per-tensor)."),
+        batch: Optional[int] = typer.Option(None, "--batch", help="Fix the batch size, 1..1024 (default: dynamic)."),
+        input_size: Optional[str] = input_size_option("the spec's"),
         out: Optional[Path] = typer.Option(None, "-o", "--out", help="Bundle folder (default ./edgezoo-out/<model>)."),
-        backend: str = typer.Option("onnxruntime", "--backend",
-                                    help="Runtime the int8 file is for: onnxruntime, tensorrt or generic."),
+        backend: Optional[str] = typer.Option(None, "--backend", help="Runtime the int8 file is for: onnxruntime "
+                                              "(default), tensorrt or generic (int8 only)."),
         triton: Optional[Path] = typer.Option(None, "--triton", help="Also write a Triton model repository here."),
         lite: bool = typer.Option(False, "--lite", help="Quantization-friendly rewrites + distillation (changes the function)."),
         distill_images: Optional[Path] = typer.Option(None, "--distill-images", help="Unlabelled images for --lite."),
@@ -39,22 +44,20 @@ def register(app: typer.Typer) -> None:
         num_classes: Optional[int] = typer.Option(None, "--num-classes",
                                                   help="Classes of the checkpoint (default: the spec's, 1000)."),
     ) -> None:
-        """Export a zoo model to a verified bundle: fp32 ONNX, and int8 / fp16 / TensorRT as asked, with a report."""
+        """Export a zoo model to a verified bundle: fp32 ONNX, and int8 / fp16 / TensorRT as asked, with a report.
+
+        Every option and output location (-o, --triton) is checked before any work. Options that change nothing in this run (e.g. --method without --int8) are named in a warning, and the export goes on. The bundle and the Triton entry are replaced only when everything succeeded.
+        """
         from edgezoo.console import console, err_console
         from edgezoo.errors import require_torch
 
         require_torch()
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        from edgezoo.export.pipeline import ExportOptions, run_export
+        from edgezoo.export.options import ExportOptions, validate
+        from edgezoo.export.pipeline import run_export
         from edgezoo.export.targets import parse_targets
 
-        from edgezoo.errors import InputError
-
-        if calib_count < 1:
-            raise InputError(f"--calib-count must be at least 1, got {calib_count}")
-        if num_classes is not None and num_classes < 1:
-            raise InputError(f"--num-classes must be at least 1, got {num_classes}")
         options = ExportOptions(
             name=name, weights=weights, int8=int8, fp16=fp16, tensorrt=tensorrt, calib=calib,
             calib_count=calib_count, per_tensor=per_tensor, method=method, opset=opset, batch=batch,
@@ -62,6 +65,9 @@ def register(app: typer.Typer) -> None:
             distill_images=distill_images, distill_steps=distill_steps, num_classes=num_classes,
             targets=tuple(parse_targets(target)), bench=bench, bf16=bf16,
         )
+        early = validate(options).warnings  # run_export checks again; this prints the warnings before the work
+        for note in early:
+            err_console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=err_console, transient=True) as progress:
             task = progress.add_task("starting", total=None)
@@ -73,10 +79,35 @@ def register(app: typer.Typer) -> None:
                 done.append(name)
                 progress.update(task, description=name)
 
-            outcome = run_export(options, progress=step)
+            outcome = _run(run_export, options, step)
             if done:
                 progress.console.print(f"[green]✓[/green] {done[-1]}", highlight=False)
+        outcome.warnings = [w for w in outcome.warnings if w not in early]
         _print_summary(console, outcome)
+
+
+def _run(run_export, options, step):
+    """run_export, with the failures of the tools under it that bad input can cause told in one line."""
+    from edgezoo.errors import InputError
+
+    try:
+        return run_export(options, progress=step)
+    except MemoryError:
+        raise InputError("not enough memory for this export", "try a smaller --input-size or --calib-count") \
+            from None
+    except RuntimeError as e:
+        text = str(e).strip()
+        first = text.splitlines()[0][:300] if text else type(e).__name__
+        if "can't allocate memory" in text or "not enough memory" in text.lower():
+            raise InputError(f"not enough memory for this export: {first}",
+                             "try a smaller --input-size or --calib-count") from None
+        import torch
+
+        if isinstance(e, torch.onnx.errors.OnnxExporterError):
+            # torch appends its whole IR graph to the message: the first line is what went wrong
+            raise InputError(f"torch.onnx cannot export this model at opset {options.opset}: {first}",
+                             "try the default --opset 17") from None
+        raise
 
 
 def _print_summary(console, outcome) -> None:

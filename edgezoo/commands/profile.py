@@ -64,13 +64,32 @@ def _op_times(source, size, threads: int, runs: int, batch: int = 1):
                     warmup=max(2, runs // 4), input_size=size, batch=batch)
 
 
+def _probe_writable(path: Path) -> None:
+    """Create and remove a file beside ``path``: the only test that /proc, /sys, read-only mounts and
+    permission rules all answer truthfully (os.access says yes to root on /proc)."""
+    import errno
+    import os
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as e:
+        why = f"{path.parent} does not accept new files" if e.errno == errno.ENOENT else \
+            f"{e.strerror or type(e).__name__} in {path.parent}"
+        raise InputError(f"cannot write {path}: {why}", "choose another output path") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def _check_outputs(*paths: Path | None, plot: Path | None = None) -> None:
-    """Before any slow work: the output folders exist or can be made, and --plot has matplotlib."""
+    """Before any slow work: the output folders exist or can be made and take a file, and --plot has
+    matplotlib."""
     from edgezoo.fileio import check_writable
 
     for p in (*paths, plot):
         if p is not None:
             check_writable(p)
+            _probe_writable(Path(p))
     if plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -78,6 +97,28 @@ def _check_outputs(*paths: Path | None, plot: Path | None = None) -> None:
             from edgezoo.errors import MissingDependencyError
 
             raise MissingDependencyError("matplotlib", "pip install 'edgezoo[plot]'", "--plot draws with it") from None
+
+
+def _write(fn, path: Path, *args) -> None:
+    """An output write that fails after the probe (disk full, a race) is one line, not a traceback."""
+    try:
+        fn(path, *args)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
+
+
+def _runtime_view(source):
+    """onnxruntime's optimized graph for ``source`` (what it will run), or None without onnxruntime."""
+    from edgezoo.profile.fusion import runtime_graph
+
+    return runtime_graph(source)
+
+
+def _print_notes(prof) -> None:
+    from edgezoo.console import console
+
+    for note in prof.notes:
+        console.print(f"[yellow]note[/yellow]: {note}", highlight=False)
 
 
 def nodes_csv(profile) -> str:
@@ -107,7 +148,7 @@ def register(app: typer.Typer) -> None:
         roofline: bool = typer.Option(False, "--roofline", help="Add the roofline (measures this machine's peaks unless given)."),
         peak_gflops: Optional[float] = typer.Option(None, "--peak-gflops", min=1e-6, help="Target's fp32 peak GFLOP/s (implies --roofline)."),
         bandwidth_gbs: Optional[float] = typer.Option(None, "--bandwidth-gbs", min=1e-6, help="Target's memory bandwidth GB/s (implies --roofline)."),
-        peak_int8_gops: Optional[float] = typer.Option(None, "--peak-int8-gops", min=1e-6, help="Target's int8 peak GOP/s."),
+        peak_int8_gops: Optional[float] = typer.Option(None, "--peak-int8-gops", min=1e-6, help="Target's int8 peak GOP/s (implies --roofline)."),
         measure: bool = typer.Option(False, "--measure", help="Join onnxruntime's per-operator times (implies --roofline)."),
         threads: int = typer.Option(1, "--threads", min=1, help="Threads for --measure and the measured peaks."),
         runs: int = typer.Option(20, "--runs", min=1, help="Profiled runs for --measure."),
@@ -124,9 +165,14 @@ def register(app: typer.Typer) -> None:
         size = parse_input_size(input_size)
         _check_outputs(json_path, csv_path, plot=plot)
         source, label, size = load_target(model, size)
-        prof = profile_onnx(source, input_size=size, batch=batch)
+        from edgezoo.profile.fusion import runtime_fusions
+
+        rt = _runtime_view(source)
+        prof = profile_onnx(source, input_size=size, batch=batch, runtime=rt)
         prof.source = label
-        want_roof = roofline or measure or plot is not None or peak_gflops is not None or bandwidth_gbs is not None
+        fused = runtime_fusions(prof, rt) if rt is not None else None
+        given = {"peak_gflops": peak_gflops, "bandwidth_gbs": bandwidth_gbs, "peak_int8_gops": peak_int8_gops}
+        want_roof = roofline or measure or plot is not None or any(v is not None for v in given.values())
         report = None
         if want_roof:
             from edgezoo.profile.roofline import MachinePeaks, analyze, measure_peaks
@@ -135,11 +181,14 @@ def register(app: typer.Typer) -> None:
                 peaks = MachinePeaks(peak_gflops, bandwidth_gbs, peak_int8_gops, "given", threads)
             else:
                 peaks = measure_peaks(threads=threads)
-                if peak_gflops is not None or bandwidth_gbs is not None or peak_int8_gops is not None:
+                if any(v is not None for v in given.values()):
+                    origin = {k: "given" if v is not None else "measured" for k, v in given.items()}
                     peaks = MachinePeaks(peak_gflops or peaks.peak_gflops, bandwidth_gbs or peaks.bandwidth_gbs,
-                                         peak_int8_gops or peaks.peak_int8_gops, "given + " + peaks.source, threads)
+                                         peak_int8_gops or peaks.peak_int8_gops, "given + " + peaks.source, threads,
+                                         origin)
             times = _op_times(source, size, threads, runs, batch) if measure else None
-            report = analyze(prof, peaks, times)
+            run_batch = next(iter(prof.inputs.values()), [1])[0] if prof.inputs else 1
+            report = analyze(prof, peaks, times, fused=fused, batch=run_batch or 1)
 
         t = prof.totals()
         console.print(f"[bold]{label}[/bold]  inputs {prof.inputs}  ({t['nodes']} nodes"
@@ -156,6 +205,7 @@ def register(app: typer.Typer) -> None:
         ):
             summary.add_row(f"  {k}", v)
         console.print(summary)
+        _print_notes(prof)
 
         blocks = prof.groups(depth)
         bt = Table(title=f"per block (name depth {depth})", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -188,7 +238,8 @@ def register(app: typer.Typer) -> None:
             pk = report.peaks
             console.print(f"[bold]roofline[/bold]: peak {pk.peak_gflops:.1f} GFLOP/s"
                           + (f", int8 {pk.peak_int8_gops:.1f} GOP/s" if pk.peak_int8_gops else "")
-                          + f", bandwidth {pk.bandwidth_gbs:.1f} GB/s ({pk.source}); ridge {pk.ridge:.1f} FLOPs/byte")
+                          + f", bandwidth {pk.bandwidth_gbs:.1f} GB/s (peaks {pk.how}: {pk.source}); ridge "
+                          f"{pk.ridge:.1f} FLOPs/byte", highlight=False)
             rd = report.to_dict()
             line = (f"  lower-bound latency {report.lower_bound_ms:.3f} ms (compute {report.compute_ms:.3f}, memory "
                     f"{report.memory_ms:.3f}); {rd['memory_bound_layers']} layers memory-bound, "
@@ -208,23 +259,29 @@ def register(app: typer.Typer) -> None:
                 ot.add_row(*row)
             console.print(ot)
             if measure and report.unattributed_ms:
-                console.print("  runtime-only ops (no graph node): " + ", ".join(
+                console.print("  ops onnxruntime added (no node in the file: layout reorders, ...): " + ", ".join(
                     f"{k} {v:.3f} ms" for k, v in sorted(report.unattributed_ms.items(), key=lambda kv: -kv[1])))
+            above = report.above_roof()
+            if above:
+                console.print(f"  [yellow]note[/yellow]: {len(above)} layer{'s' if len(above) > 1 else ''} ran "
+                              f"faster than the roof (e.g. {short_name(above[0].name)}): the {pk.how} peaks "
+                              "underestimate what this runtime reaches there (cache-resident data, a better kernel)",
+                              highlight=False)
 
         # outputs last: everything above succeeded
         if plot is not None:
             from edgezoo.profile.roofline import plot_roofline
 
-            plot_roofline(report, plot, label)
+            _write(lambda p: plot_roofline(report, p, label), plot)
             console.print(f"wrote {plot}")
         if json_path is not None:
             d = prof.to_dict(depth)
             if report is not None:
                 d["roofline"] = report.to_dict()
-            write_json(json_path, d)
+            _write(write_json, json_path, d)
             console.print(f"wrote {json_path}")
         if csv_path is not None:
-            atomic_write_text(csv_path, nodes_csv(prof))
+            _write(atomic_write_text, csv_path, nodes_csv(prof))
             console.print(f"wrote {csv_path}")
 
     @app.command("guidelines")
@@ -249,17 +306,25 @@ def register(app: typer.Typer) -> None:
         size = parse_input_size(input_size)
         _check_outputs(json_path)
         source, label, size = load_target(model, size)
-        prof = profile_onnx(source, input_size=size)
+        from edgezoo.profile.fusion import runtime_fusions
+
+        rt = _runtime_view(source)
+        prof = profile_onnx(source, input_size=size, runtime=rt)
         times = _op_times(source, size, threads, runs) if measure else None
-        findings = check_guidelines(prof, times, depth=depth, top=top)
+        findings = check_guidelines(prof, times, depth=depth, top=top,
+                                    fused=runtime_fusions(prof, rt) if rt is not None else None)
         colors = {"high": "red", "medium": "yellow", "low": "green", "ok": "green"}
         console.print(f"[bold]{label}[/bold]: ShuffleNet V2 guidelines")
+        _print_notes(prof)
         for f in findings:
             console.print(f"[bold]{f.guideline}[/bold] [{colors[f.severity]}]{f.severity}[/] {f.title}: {f.figure}",
                           highlight=False)
+            if f.detail:
+                console.print(f"  [dim]{f.detail}[/dim]", highlight=False)
+            console.print(f"  advice: {f.advice}", highlight=False)
             if f.layers:
                 tab = Table(show_edge=False, header_style="dim")
-                cols = [k for k in f.layers[0] if k != "small_ops_list"]
+                cols = [k for k in f.layers[0] if k not in ("small_ops_list", "join")]
                 for c in cols:
                     tab.add_column(c, justify="left" if c in ("name", "block", "op_type") else "right", overflow="fold")
                 for row in f.layers:
@@ -267,6 +332,6 @@ def register(app: typer.Typer) -> None:
                                   else short_name(row[c]) if c in ("name", "block") else str(row[c]) for c in cols])
                 console.print(tab)
         if json_path is not None:
-            write_json(json_path, {"source": label, "inputs": prof.inputs,
-                                   "findings": [f.to_dict() for f in findings]})
+            _write(write_json, json_path, {"source": label, "inputs": prof.inputs, "notes": prof.notes,
+                                           "qdq_fusion": prof.qdq_fusion, "findings": [f.to_dict() for f in findings]})
             console.print(f"wrote {json_path}")

@@ -28,15 +28,22 @@ def register(app: typer.Typer) -> None:
     def serve_command(
         models: List[Path] = typer.Argument(..., help="ONNX files to serve (each under its file name)."),
         host: str = typer.Option("127.0.0.1", help="Address to bind. 0.0.0.0 exposes the server to the network."),
-        port: int = typer.Option(8000, help="Port (0 picks a free one and prints it)."),
+        port: int = typer.Option(8000, help="Port, 0..65535 (0 picks a free one and prints it)."),
+        runtime: Optional[str] = typer.Option(
+            None, "--runtime", "-r", help="Runtime that runs the files (default: the file's own: onnxruntime for "
+                                          ".onnx); any edgezoo runtime that takes the file."),
         max_batch: int = typer.Option(16, "--max-batch", help="Most rows gathered into one onnxruntime run (a single larger request still runs whole)."),
         max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="How long a request may wait for others."),
         no_batching: bool = typer.Option(False, "--no-batching", help="Run every request alone."),
         max_queue: int = typer.Option(256, "--max-queue", help="Waiting requests per model before 503."),
         max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="Largest request body (413 beyond)."),
         request_timeout: float = typer.Option(30.0, "--request-timeout", help="Seconds from body to answer (504)."),
-        decode_timeout: float = typer.Option(5.0, "--decode-timeout", help="Seconds to decode one image."),
-        max_connections: int = typer.Option(256, "--max-connections", help="Open connections before 503."),
+        decode_timeout: float = typer.Option(5.0, "--decode-timeout", help="Seconds of a work thread to decode one image or parse one body (counted from when a thread takes it)."),
+        header_timeout: float = typer.Option(10.0, "--header-timeout", help="Seconds to receive a request's headers; the socket is closed after."),
+        max_header_kb: float = typer.Option(32.0, "--max-header-kb", help="Largest request head (431 beyond)."),
+        max_request_mpixels: float = typer.Option(64.0, "--max-request-mpixels", help="Decoded megapixels per request (413 beyond)."),
+        max_server_mpixels: float = typer.Option(160.0, "--max-server-mpixels", help="Megapixels being decoded across the server (503 beyond)."),
+        max_connections: int = typer.Option(256, "--max-connections", help="Requests in flight before 503 (idle sockets do not count)."),
         threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime threads (default: all cores)."),
         api_key: Optional[str] = typer.Option(
             None, "--api-key", help="Require this key on every route but /health (or set EDGEZOO_API_KEY; "
@@ -49,7 +56,11 @@ def register(app: typer.Typer) -> None:
         allow_nan: bool = typer.Option(False, "--allow-nan", help="Pass NaN/inf inputs to the model (422 otherwise)."),
         log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
     ) -> None:
-        """Serve ONNX files over HTTP: /health, /v1/models, /v1/models/NAME/predict, /metrics."""
+        """Serve model files over HTTP: edgezoo's /v1 routes and the KServe v2 protocol (Triton's HTTP API).
+
+        /health, /metrics, /v1/models, /v1/models/NAME/predict; /v2/health/live|ready, /v2/models/NAME[/ready],
+        /v2/models/NAME/infer (JSON and binary tensors: tritonclient.http works unchanged).
+        """
         from edgezoo.console import console
         from edgezoo.errors import InputError, MissingDependencyError
 
@@ -66,8 +77,12 @@ def register(app: typer.Typer) -> None:
 
         if max_batch < 1 or max_queue < 1 or max_body_mb <= 0 or max_wait_ms < 0 or max_connections < 1:
             raise InputError("--max-batch, --max-queue, --max-body-mb and --max-connections must be positive")
-        if request_timeout <= 0 or decode_timeout <= 0:
+        if request_timeout <= 0 or decode_timeout <= 0 or header_timeout <= 0:
             raise InputError("timeouts must be positive")
+        if not 0 <= port <= 65535:
+            raise InputError(f"--port must be 0..65535 (0 picks a free one); got {port}")
+        if max_header_kb <= 0 or max_request_mpixels <= 0 or max_server_mpixels <= 0:
+            raise InputError("--max-header-kb, --max-request-mpixels and --max-server-mpixels must be positive")
         size = _floats(input_size, "input-size", 3)
         override = {
             "input_size": tuple(int(x) for x in size) if size else None,
@@ -76,21 +91,24 @@ def register(app: typer.Typer) -> None:
         }
         loaded, names = [], set()
         for path in models:
-            m = load_model(path, threads=threads, override=override, check_batching=not no_batching)
+            m = load_model(path, threads=threads, override=override, check_batching=not no_batching, runtime=runtime)
             if m.name in names:
                 raise InputError(f"two models would be served as '{m.name}'", "rename one of the files")
             names.add(m.name)
             loaded.append(m)
             how = "batched" if m.fixed_batch is None and m.batchable and not no_batching else "one by one"
             img = "images + tensors" if m.preprocessing else "tensors only (no preprocessing metadata)"
-            console.print(f"  {m.name}: {m.path}  [{how}; {img}]", highlight=False, markup=False)
+            console.print(f"  {m.name}: {m.path}  [{m.runner.describe()}; {how}; {img}]", highlight=False,
+                          markup=False)
             for note in m.notes:
                 console.print(f"    note: {note}", highlight=False, markup=False)
         config = ServeConfig(
             batch=BatchConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                               enabled=not no_batching),
             max_body_bytes=int(max_body_mb * 1024 * 1024), request_timeout_s=request_timeout,
-            decode_timeout_s=decode_timeout, allow_nan=allow_nan,
+            decode_timeout_s=decode_timeout, allow_nan=allow_nan, header_timeout_s=header_timeout,
+            max_header_bytes=int(max_header_kb * 1024), max_request_pixels=int(max_request_mpixels * 1e6),
+            max_server_pixels=int(max_server_mpixels * 1e6), max_in_flight=max_connections,
             api_key=api_key or os.environ.get(API_KEY_ENV) or None,
         )
         if host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:

@@ -23,8 +23,20 @@ def register(app: typer.Typer) -> None:
         count: int = typer.Option(1, "--count", help="Model instances."),
         reference_onnx: Optional[Path] = typer.Option(
             None, "--reference-onnx", help="For a plan: the ONNX it was built from (inputs and outputs)."),
+        backend: str = typer.Option(
+            "onnxruntime", "--backend", help="onnxruntime: platform onnxruntime_onnx (real deployments); python: "
+                                             "Triton's Python backend runs the file with onnxruntime (1/model.py)."),
     ) -> None:
-        """Write OUT/NAME/config.pbtxt and OUT/NAME/1/model.onnx (or model.plan) for Triton."""
+        """Write OUT/NAME/config.pbtxt and OUT/NAME/1/model.onnx (or model.plan) for Triton.
+
+        Run the result on Triton (the NGC image has the onnxruntime, TensorRT and Python backends):
+
+          docker run --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 -v $PWD/OUT:/models
+          nvcr.io/nvidia/tritonserver:24.10-py3 tritonserver --model-repository=/models
+
+        (add --gpus all for GPU instances). Then any KServe v2 client works, e.g. tritonclient.http on
+        localhost:8000; `edgezoo serve` speaks the same protocol on one machine.
+        """
         from edgezoo.console import console
         from edgezoo.errors import InputError
         from edgezoo.serve.triton import write_triton_repository
@@ -37,6 +49,10 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"--preferred must be comma-separated integers; got '{preferred}'") from None
         target = write_triton_repository(model, out, name=name, max_batch_size=max_batch,
                                          preferred_batch_sizes=sizes, max_queue_delay_us=queue_delay_us,
-                                         instance_kind=kind, count=count, reference_onnx=reference_onnx)
+                                         instance_kind=kind, count=count, reference_onnx=reference_onnx,
+                                         backend=backend)
         console.print(f"wrote {target}/config.pbtxt", highlight=False, markup=False)
-        console.print(f"  run: tritonserver --model-repository {Path(out).resolve()}", highlight=False, markup=False)
+        repo = Path(out).resolve()
+        console.print(f"  run: tritonserver --model-repository {repo}", highlight=False, markup=False)
+        console.print(f"   or: docker run --rm -p 8000:8000 -v {repo}:/models nvcr.io/nvidia/tritonserver:24.10-py3 "
+                      "tritonserver --model-repository=/models", highlight=False, markup=False)

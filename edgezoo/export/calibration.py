@@ -12,40 +12,46 @@ from typing import Sequence
 import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
-from edgezoo.imageprep import orient_and_convert, resize_crop_normalise
+from edgezoo.imageprep import CROP_FRACTION, INTERPOLATION, UnsupportedImageError, open_image, prepare
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder`` (recursively, so class sub-folders work), sorted for determinism."""
+def list_images(folder: str | os.PathLike, what: str = "calibration folder",
+                option: str = "--calib DIR") -> list[Path]:
+    """Image files under ``folder`` (recursively, so class sub-folders work), sorted for determinism.
+
+    ``what`` and ``option`` name the folder in the errors (the calibration and the distillation folders)."""
     root = Path(folder)
     if not root.exists():
-        raise InputError(f"calibration folder {root} does not exist", "pass --calib DIR with images in it")
+        raise InputError(f"{what} {root} does not exist", f"pass {option} with images in it")
     if not root.is_dir():
-        raise InputError(f"calibration path {root} is not a folder", "pass --calib DIR with images in it")
+        raise InputError(f"{what} {root} is not a folder", f"pass {option} with images in it")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not files:
-        raise InputError(f"calibration folder {root} has no images",
+        raise InputError(f"{what} {root} has no images",
                          f"put JPEG/PNG files in it (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
 
 
-def preprocess_image(img, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def preprocess_image(img, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float],
+                     crop_pct: float = CROP_FRACTION, interpolation: str = INTERPOLATION) -> np.ndarray:
     """PIL image -> (C, H, W) float32, exactly as `edgezoo serve` prepares it (edgezoo.imageprep)."""
-    return resize_crop_normalise(orient_and_convert(img, input_size[0]), input_size, mean, std)
+    return prepare(img, input_size, mean, std, crop_pct, interpolation)
 
 
 def load_image_folder(path: str | os.PathLike, input_size: Sequence[int], mean: Sequence[float],
-                      std: Sequence[float], count: int | None = None, seed: int = 0) -> np.ndarray:
-    """Up to ``count`` images of ``path`` (a fixed-seed sample when there are more), preprocessed, stacked.
+                      std: Sequence[float], count: int | None = None, seed: int = 0,
+                      crop_pct: float = CROP_FRACTION, interpolation: str = INTERPOLATION) -> np.ndarray:
+    """Up to ``count`` images of ``path`` (a fixed-seed sample when there are more), preprocessed, stacked,
+    with the checkpoint preset's crop fraction and interpolation (``edgezoo.models.presets``).
 
     Files that are not decodable images are an error naming the first one, not a silent skip: a calibration
     set that is half garbage gives a bad int8 model.
     """
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import UnidentifiedImageError
     except ImportError:
         raise MissingDependencyError("Pillow", "pip install pillow", "needed to read calibration images") from None
     files = list_images(path)
@@ -58,8 +64,11 @@ def load_image_folder(path: str | os.PathLike, input_size: Sequence[int], mean: 
     out = np.empty((len(files), *input_size), dtype=np.float32)
     for i, f in enumerate(files):
         try:
-            with Image.open(f) as img:
-                out[i] = preprocess_image(img, input_size, mean, std)
+            with open_image(f) as img:
+                out[i] = preprocess_image(img, input_size, mean, std, crop_pct, interpolation)
+        except UnsupportedImageError as e:
+            raise InputError(f"cannot use calibration image {f}: {e.message}",
+                             "remove it or use a folder of JPEG/PNG images") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise InputError(f"cannot read calibration image {f}: {type(e).__name__}: {e}",
                              "remove it or use a folder of JPEG/PNG images") from None

@@ -32,6 +32,7 @@ from torch import nn
 
 from edgezoo.errors import InputError
 from edgezoo.fileio import atomic_write_bytes
+from edgezoo.models.batchnorm import recalibrate_bn
 
 CHECKPOINT_VERSION = 1
 
@@ -206,30 +207,6 @@ def random_shift(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     padded = F.pad(x, (p, p, p, p), mode="replicate")
     offs = torch.randint(0, 2 * p + 1, (n, 2), generator=g)
     return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offs.tolist())])
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 32) -> nn.Module:
-    """Re-estimate BatchNorm running statistics on ``images`` (cumulative average), in place."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not bns:
-        return model
-    saved = [m.momentum for m in bns]
-    model.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    try:
-        for i in range(0, len(images), batch_size):
-            batch = images[i:i + batch_size]
-            if len(batch) > 1:  # BN cannot take statistics from one image of 1x1 maps
-                model(batch)
-    finally:
-        for m, mom in zip(bns, saved):
-            m.momentum = mom
-        model.eval()
-    return model
 
 
 @torch.no_grad()

@@ -2,11 +2,11 @@
 
 onnxruntime's int8 conv kernels fold ReLU / ReLU6 / Clip into the conv's output range, but not h-swish, and
 the squeeze-excitation (SE) blocks add a pool, two tiny convs and a full-size element-wise multiply per
-block (shared/reference/baseline-int8.md: "What rewrites can and cannot buy"). So the lite path
+block (benchmarks/results/int8_speed.md profiles where the int8 time goes). So the lite path
 
 - replaces h-swish by ReLU (or ReLU6)                                     ``hswish_to_relu``
 - turns h-sigmoid gates into Clip(0, 1) with the +3 and /6 folded into the conv before it (exact)
-                                                                          ``fold_hsigmoid_gates``
+                                                                          ``passes.fold_hardsigmoid_gates``
 - replaces each SE block by its average gate on real images, folded into the conv that consumes
   the block's output (zero run-time cost)                                 ``remove_se``
 
@@ -29,43 +29,18 @@ import torch
 from torch import nn
 
 from edgezoo.errors import EdgezooError, InputError
-from edgezoo.export.passes import PassResult
-
-# Activation classes treated as h-swish / h-sigmoid: PyTorch's, and same-named ones from other code (timm).
-_HSWISH_NAMES = {"hardswish", "hswish", "hardswishme", "hardswishjit"}
-_HSIGMOID_NAMES = {"hardsigmoid", "hsigmoid", "hardsigmoidme", "hardsigmoidjit"}
+from edgezoo.export.passes import PassResult, fold_hardsigmoid_gates
+from edgezoo.export.passes import is_hsigmoid as _is_hsigmoid
+from edgezoo.export.passes import is_hswish as _is_hswish
+from edgezoo.export.passes import se_candidates as _se_candidates
 
 DEFAULT_REWRITES = ("relu", "se")
 DEFAULT_DISTILL_STEPS = 300  # batch 32: ~10k image presentations, enough to recover a few points of top-1
 DEFAULT_TIME_BUDGET_S = 20 * 60  # when --distill-steps is not given  # what apply_lite does unless options.lite_rewrites says otherwise
 MAX_DISTILL_IMAGES = 2000
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff", ".gif"}
 
 
 # --------------------------------------------------------------------------------------------- detection
-
-def _is_hswish(m: nn.Module) -> bool:
-    return isinstance(m, nn.Hardswish) or type(m).__name__.lower() in _HSWISH_NAMES
-
-
-def _is_hsigmoid(m: nn.Module) -> bool:
-    return isinstance(m, nn.Hardsigmoid) or type(m).__name__.lower() in _HSIGMOID_NAMES
-
-
-def _se_candidates(model: nn.Module) -> list[str]:
-    """Modules whose direct children hold a 1x1 "reduce" conv C -> r and a 1x1 "expand" conv r -> C."""
-    names = []
-    for name, m in model.named_modules():
-        if not name:
-            continue
-        convs = [c for c in m.children() if isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1) and c.groups == 1]
-        if len(convs) < 2:
-            continue
-        if any(a.out_channels == b.in_channels and a.in_channels == b.out_channels and a.in_channels >= a.out_channels
-               for a in convs for b in convs if a is not b):
-            names.append(name)
-    return names
-
 
 @torch.no_grad()
 def measure_se_gates(model: nn.Module, images: torch.Tensor, names: Sequence[str] | None = None,
@@ -144,88 +119,6 @@ def hswish_to_relu(model: nn.Module, activation: str = "relu") -> PassResult:
     label = "ReLU" if activation == "relu" else "ReLU6"
     changes = [f"{n}: h-swish -> {label}" for n in names]
     return PassResult(model=new, changes=changes, name=f"hswish_to_{activation}", exact=False)
-
-
-class ClipGate(nn.Module):
-    """clamp(x, 0, 1): h-sigmoid with its +3 and /6 folded into the conv before it; exports as one Clip."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(x, 0.0, 1.0)
-
-
-class HardSigmoidClip(nn.Module):
-    """h-sigmoid as clamp(x / 6 + 1/2, 0, 1): Mul, Add, Clip, all of which onnxruntime quantizes."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(x * (1.0 / 6.0) + 0.5, 0.0, 1.0)
-
-
-@torch.no_grad()
-def fold_hsigmoid_gates(model: nn.Module, check_input: torch.Tensor | None = None) -> PassResult:
-    """h-sigmoid gates -> Clip(0, 1), with the affine x / 6 + 1/2 folded into the 1x1 conv that feeds the gate.
-
-    This one keeps the function (up to float rounding). The conv feeding a gate is the SE block's expand conv
-    (a 1x1 conv with as many outputs as the block's input channels, registered just before the gate); each
-    fold is checked numerically on the block, and a gate whose fold does not check out, or that has no such
-    conv, becomes ``HardSigmoidClip`` instead, which is exact without folding.
-    """
-    new = copy.deepcopy(model)
-    changes: list[str] = []
-    se_names = set(_se_candidates(new))
-    for name, m in list(new.named_modules()):
-        if not name or not _is_hsigmoid(m):
-            continue
-        parent_name, _, child = name.rpartition(".")
-        parent = new.get_submodule(parent_name) if parent_name else new
-        conv = _conv_before(parent, child) if parent_name in se_names else None
-        if conv is not None and _fold_gate(parent, child, conv, check_input):
-            changes.append(f"{name}: h-sigmoid -> Clip(0,1), x/6+1/2 folded into the conv before it")
-        else:
-            setattr(parent, child, HardSigmoidClip())
-            changes.append(f"{name}: h-sigmoid -> clamp(x/6 + 1/2, 0, 1) (Mul, Add, Clip)")
-    return PassResult(model=new, changes=changes, name="fold_hsigmoid_gates")
-
-
-def _conv_before(parent: nn.Module, child: str) -> nn.Conv2d | None:
-    """The last 1x1 conv registered before ``child`` in ``parent`` (the order the SE blocks are written in)."""
-    last = None
-    for n, c in parent.named_children():
-        if n == child:
-            return last
-        if isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1):
-            last = c
-    return None
-
-
-def _fold_gate(parent: nn.Module, child: str, conv: nn.Conv2d, check_input: torch.Tensor | None) -> bool:
-    gate = getattr(parent, child)
-    channels = next((c.in_channels for c in parent.children() if isinstance(c, nn.Conv2d)
-                     and c.kernel_size == (1, 1) and c.in_channels == conv.out_channels), None)
-    if channels is None:
-        return False
-    x = check_input if check_input is not None else torch.randn(4, channels, 7, 7, generator=torch.Generator().manual_seed(0))
-    try:
-        before = parent(x)
-    except Exception:  # the parent does not take such an input: fold unverifiable, take the exact form
-        return False
-    saved_w, saved_b = conv.weight.detach().clone(), None if conv.bias is None else conv.bias.detach().clone()
-    conv.weight.mul_(1.0 / 6.0)
-    bias = (saved_b if saved_b is not None else torch.zeros(conv.out_channels)) / 6.0 + 0.5
-    if conv.bias is None:
-        conv.bias = nn.Parameter(bias)
-    else:
-        conv.bias.copy_(bias)
-    setattr(parent, child, ClipGate())
-    after = parent(x)
-    if (after - before).abs().max() <= 1e-5 * (before.abs().max() + 1.0):
-        return True
-    conv.weight.copy_(saved_w)  # undo: the conv did not feed this gate after all
-    if saved_b is None:
-        conv.bias = None
-    else:
-        conv.bias.copy_(saved_b)
-    setattr(parent, child, gate)
-    return False
 
 
 class ChannelScale(nn.Module):
@@ -319,7 +212,7 @@ def lite_passes(model: nn.Module, images: torch.Tensor, rewrites: Sequence[str] 
         results.append(remove_se(current, images))
         current = results[-1].model
     if "gate" in rewrites:
-        results.append(fold_hsigmoid_gates(current))
+        results.append(fold_hardsigmoid_gates(current))
         current = results[-1].model
     for act in ("relu", "relu6"):
         if act in rewrites:
@@ -337,18 +230,9 @@ def _nothing_to_rewrite(name: str) -> EdgezooError:
 
 def load_distill_images(folder: str | Path, input_size: tuple[int, int, int], mean, std) -> np.ndarray:
     """Unlabelled images for distillation, preprocessed like the model's input; clear errors for bad folders."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise InputError(f"distillation image folder {folder} does not exist")
-    if not folder.is_dir():
-        raise InputError(f"--distill-images must be a folder of images, {folder} is a file")
-    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-    if not files:
-        raise InputError(f"distillation image folder {folder} has no images",
-                         f"put .png/.jpg files there (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
-    from edgezoo.export.calibration import load_image_folder
+    from edgezoo.export.calibration import list_images, load_image_folder
 
+    files = list_images(folder, what="distillation image folder", option="--distill-images DIR")
     # A fixed-seed sample caps the memory an ImageNet-sized folder would take.
     return load_image_folder(folder, input_size, mean, std, count=min(len(files), MAX_DISTILL_IMAGES))
 
@@ -448,13 +332,11 @@ def add_int8_agreement(report: LiteReport, int8_path: str | Path) -> LiteReport:
     if report.original is None or report.heldout is None or not len(report.heldout):
         report["heldout_agreement_int8"] = None
         return report
-    import onnxruntime as ort
+    from edgezoo.export.quantize import _runner, run_batched
 
-    from edgezoo.export.quantize import run_batched
-
-    sess = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
     x = np.ascontiguousarray(report.heldout, dtype=np.float32)
-    lite = run_batched(sess, x)[0]
+    with _runner(int8_path) as runner:
+        lite = run_batched(runner, x)[0]
     with torch.no_grad():
         ref = report.original.eval()(torch.from_numpy(x)).numpy()
     report["heldout_agreement_int8"] = float(np.mean(lite.argmax(1) == ref.argmax(1)))

@@ -142,13 +142,13 @@ def export_onnx(
 
 def check_parity(model: torch.nn.Module, onnx_bytes: bytes, input_size, batch: int, tolerance: float,
                  seed: int = 0) -> ParityCheck:
-    import onnxruntime as ort
+    from edgezoo.runtimes.onnxruntime import OrtRunner
 
     x = torch.from_numpy(np.random.default_rng(seed).standard_normal((batch, *input_size), dtype=np.float32))
     with torch.no_grad():
         ref = model.eval()(x).numpy()
-    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with OrtRunner(onnx_bytes) as runner:
+        out = runner.infer({runner.inputs[0].name: x.numpy()})[0]
     # float32 error grows with the magnitude of the logits (a trained model's can reach hundreds)
     scaled = tolerance * max(1.0, float(np.max(np.abs(ref))))
     return ParityCheck(batch, float(np.max(np.abs(out - ref))), scaled)

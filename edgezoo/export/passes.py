@@ -8,11 +8,12 @@ The function-preserving passes here:
 
 - ``fold_batchnorm``: Conv{1,2,3}d / ConvTranspose / Linear followed by BatchNorm in an ``nn.Sequential``
   (the zoo's convention) becomes one layer with rescaled weights and a bias. Grouped and depthwise convs,
-  with or without a bias, are handled per output channel (the mistakes of pitfalls.md #12 are tested).
+  with or without a bias, are handled per output channel (tests/test_export_passes.py checks each kind).
 - ``rewrite_activations``: ReLU6 as Clip (or ReLU, which changes the function above 6); h-swish and
   h-sigmoid as single ops or decomposed into Add/Mul/Clip that every int8 runtime quantizes.
 - ``fold_hardsigmoid_gates``: hardsigmoid(W x + b) == clip((W/6) x + (b + 3)/6, 0, 1), so an SE gate's
-  h-sigmoid folds into the conv before it and leaves a Clip that int8 folds into the conv's output range.
+  h-sigmoid folds into the conv before it and leaves a Clip that int8 folds into the conv's output range
+  (the one implementation: the lite path's "gate" rewrite uses it too).
 - ``rewrite_channel_shuffle``: the shuffle as Reshape(-1, g, C/g, H*W) -> Transpose -> Reshape(-1, C, H, W)
   with constant shapes: dynamic batch, no Shape/Gather chain, TensorRT parses it.
 """
@@ -20,7 +21,6 @@ The function-preserving passes here:
 from __future__ import annotations
 
 import copy
-import functools
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -186,37 +186,117 @@ def rewrite_activations(model: nn.Module, relu6: Relu6Form = "clip", hardswish: 
     return PassResult("rewrite_activations", model, changes, exact=exact)
 
 
-@torch.no_grad()
-def fold_hardsigmoid_gates(model: nn.Module) -> PassResult:
-    """Fold a gate's h-sigmoid into the 1x1 conv before it: hardsigmoid(Wx + b) = clip(W/6 x + (b+3)/6, 0, 1).
+# Activation classes treated as h-swish / h-sigmoid: PyTorch's, and same-named ones from other code (timm).
+_HSWISH_NAMES = {"hardswish", "hswish", "hardswishme", "hardswishjit"}
+_HSIGMOID_NAMES = {"hardsigmoid", "hsigmoid", "hardsigmoidme", "hardsigmoidjit"}
 
-    Applies to the zoo's ``SqueezeExcitation`` (``fc2`` then ``scale_activation``) and to any adjacent
-    (Conv/Linear, Hardsigmoid) pair of an ``nn.Sequential``. The int8 graph then has a conv whose output
-    range is [0, 1]: the Clip disappears into it and no float HardSigmoid remains.
+
+def is_hswish(m: nn.Module) -> bool:
+    return isinstance(m, nn.Hardswish) or type(m).__name__.lower() in _HSWISH_NAMES
+
+
+def is_hsigmoid(m: nn.Module) -> bool:
+    return isinstance(m, nn.Hardsigmoid) or type(m).__name__.lower() in _HSIGMOID_NAMES
+
+
+def se_candidates(model: nn.Module) -> list[str]:
+    """Modules whose direct children hold a 1x1 "reduce" conv C -> r and a 1x1 "expand" conv r -> C (r <= C):
+    squeeze-excitation blocks found by structure, whatever the family calls them."""
+    names = []
+    for name, m in model.named_modules():
+        if not name:
+            continue
+        convs = [c for c in m.children() if isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1) and c.groups == 1]
+        if len(convs) < 2:
+            continue
+        if any(a.out_channels == b.in_channels and a.in_channels == b.out_channels and a.in_channels >= a.out_channels
+               for a in convs for b in convs if a is not b):
+            names.append(name)
+    return names
+
+
+@torch.no_grad()
+def _fold_into(layer: nn.Module) -> None:
+    """W, b -> W / 6, (b + 3) / 6 in place: hardsigmoid(W x + b) == clip(W/6 x + (b + 3)/6, 0, 1)."""
+    layer.weight.mul_(1.0 / 6.0)
+    b = layer.bias if layer.bias is not None else torch.zeros(layer.weight.shape[0])
+    layer.bias = nn.Parameter((b.detach() + 3.0) / 6.0)
+
+
+def _conv_before(parent: nn.Module, child: str) -> nn.Conv2d | None:
+    """The last 1x1 conv registered before ``child`` in ``parent`` (the order SE blocks are written in)."""
+    last = None
+    for n, c in parent.named_children():
+        if n == child:
+            return last
+        if isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1):
+            last = c
+    return None
+
+
+@torch.no_grad()
+def _fold_checked(parent: nn.Module, child: str, conv: nn.Conv2d, check_input: torch.Tensor | None) -> bool:
+    """Fold the gate ``parent.child`` into ``conv`` if ``parent``'s output stays the same on a random input;
+    undo and say False otherwise (the conv did not feed the gate, or the block cannot be run alone)."""
+    gate = getattr(parent, child)
+    channels = next((c.in_channels for c in parent.children() if isinstance(c, nn.Conv2d)
+                     and c.kernel_size == (1, 1) and c.in_channels == conv.out_channels), None)
+    if channels is None:
+        return False
+    x = check_input if check_input is not None else torch.randn(
+        4, channels, 7, 7, generator=torch.Generator().manual_seed(0))
+    try:
+        before = parent(x)
+    except Exception:  # the block does not take such an input: the fold is unverifiable, take the exact form
+        return False
+    saved_w, saved_b = conv.weight.detach().clone(), None if conv.bias is None else conv.bias.detach().clone()
+    _fold_into(conv)
+    setattr(parent, child, ClipAct(0.0, 1.0))
+    after = parent(x)
+    if (after - before).abs().max() <= 1e-5 * (before.abs().max() + 1.0):
+        return True
+    conv.weight.copy_(saved_w)
+    conv.bias = None if saved_b is None else nn.Parameter(saved_b)
+    setattr(parent, child, gate)
+    return False
+
+
+@torch.no_grad()
+def fold_hardsigmoid_gates(model: nn.Module, check_input: torch.Tensor | None = None) -> PassResult:
+    """h-sigmoid -> Clip(0, 1), with its x / 6 + 1/2 folded into the layer that feeds it; exact up to rounding.
+
+    The layer is found by structure: the Conv/Linear just before the h-sigmoid in an ``nn.Sequential``, or the
+    expand conv of a squeeze-excitation block (``se_candidates``: the zoo's ``SqueezeExcitation``, timm's and
+    any look-alike), whose fold is checked numerically on the block. The int8 graph then has a conv whose
+    output range is [0, 1]: the Clip disappears into it and no float HardSigmoid remains. An h-sigmoid with no
+    such layer becomes ``HardSigmoidDecomposed`` (Mul, Add, Clip), also exact.
     """
     model = _copy(model)
     changes: list[str] = []
-
-    def fold(layer: nn.Module) -> nn.Module:
-        new = copy.deepcopy(layer)
-        new.weight.mul_(1.0 / 6.0)
-        b = new.bias if new.bias is not None else torch.zeros(new.weight.shape[0])
-        new.bias = nn.Parameter((b + 3.0) / 6.0)
-        return new
-
-    for name, m in model.named_modules():
-        if isinstance(m, zoo_layers.SqueezeExcitation) and isinstance(m.scale_activation, nn.Hardsigmoid) \
-                and isinstance(m.fc2, (nn.Conv2d, nn.Linear)):
-            m.fc2 = fold(m.fc2)
-            m.scale_activation = ClipAct(0.0, 1.0)
-            changes.append(f"{name}: SE gate h-sigmoid folded into fc2 (now Clip(0, 1))")
-        elif isinstance(m, nn.Sequential):
-            keys = list(m._modules)
-            for a, b in zip(keys, keys[1:]):
-                if isinstance(m._modules[a], (nn.Conv2d, nn.Linear)) and isinstance(m._modules[b], nn.Hardsigmoid):
-                    m._modules[a] = fold(m._modules[a])
-                    m._modules[b] = ClipAct(0.0, 1.0)
-                    changes.append(f"{name}.{a}: h-sigmoid folded into the layer (now Clip(0, 1))")
+    se_names = set(se_candidates(model))
+    uses: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):  # a layer used twice cannot take a fold
+        uses[id(m)] = uses.get(id(m), 0) + 1
+    for name, m in list(model.named_modules()):
+        if not name or not is_hsigmoid(m):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if isinstance(parent, nn.Sequential):
+            keys = list(parent._modules)
+            k = keys.index(child)
+            prev = parent._modules[keys[k - 1]] if k else None
+            if isinstance(prev, (nn.Conv2d, nn.Linear)) and uses.get(id(prev), 0) == 1:
+                _fold_into(prev)
+                setattr(parent, child, ClipAct(0.0, 1.0))
+                changes.append(f"{name}: h-sigmoid -> Clip(0, 1), x/6 + 1/2 folded into {keys[k - 1]}")
+                continue
+        conv = _conv_before(parent, child) if parent_name in se_names else None
+        if conv is not None and uses.get(id(conv), 0) == 1 and _fold_checked(parent, child, conv, check_input):
+            changes.append(f"{name}: SE gate h-sigmoid -> Clip(0, 1), x/6 + 1/2 folded into the conv before it")
+        else:
+            setattr(parent, child, HardSigmoidDecomposed())
+            changes.append(f"{name}: h-sigmoid -> clamp(x/6 + 1/2, 0, 1) (Mul, Add, Clip)")
     return PassResult("fold_hardsigmoid_gates", model, changes)
 
 
@@ -282,34 +362,17 @@ def defer_hardswish_scale(model: nn.Module) -> PassResult:
     return PassResult("defer_hardswish_scale", model, changes)
 
 
-class _GhostModuleNoSlice(nn.Module):
-    """A GhostModule whose two halves add up to exactly ``out_channels``: the slice after the concat is a
-    no-op, and dropping it saves a copy (and, in fp32 onnxruntime, the NCHWc reorders around it)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = self.primary_conv(x)
-        return torch.cat([x1, self.cheap_operation(x1)], dim=1)
-
-
-@functools.lru_cache(maxsize=None)
-def _no_slice_class(base: type) -> type:
-    return type("GhostModuleNoSlice", (_GhostModuleNoSlice, base), {})
-
-
 def drop_noop_slices(model: nn.Module) -> PassResult:
-    """GhostNet: ``cat([primary, cheap])[:, :out]`` keeps every channel whenever ``out`` is even; drop the slice."""
+    """Drop every ``ChannelSlice`` that keeps all of its input's channels (GhostNet's ``cat(...)[:, :out]``
+    whenever ``out`` is even): it saves a copy and, in fp32 onnxruntime, the NCHWc reorders around it."""
     model = _copy(model)
     changes: list[str] = []
-    try:
-        from edgezoo.models.ghostnet import GhostModule
-    except ImportError:  # no GhostNet family in this build
-        return PassResult("drop_noop_slices", model, changes)
-    for name, m in model.named_modules():
-        if type(m) is GhostModule:
-            produced = m.primary_conv[0].out_channels + m.cheap_operation[0].out_channels
-            if produced == m.out_channels:
-                m.__class__ = _no_slice_class(GhostModule)
-                changes.append(f"{name}: no-op channel slice [:{m.out_channels}] dropped")
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent._modules.items()):
+            if isinstance(child, zoo_layers.ChannelSlice) and child.keep >= child.in_channels:
+                parent._modules[child_name] = nn.Identity()
+                where = f"{parent_name}.{child_name}" if parent_name else child_name
+                changes.append(f"{where}: no-op channel slice [:{child.keep}] dropped")
     return PassResult("drop_noop_slices", model, changes)
 
 
@@ -318,8 +381,9 @@ def drop_noop_slices(model: nn.Module) -> PassResult:
 def static_channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """The paper's shuffle with the batch as -1 and C, H, W as constants when exporting.
 
-    Tracing ``x.shape`` records Shape -> Gather -> Concat chains that freeze or confuse the batch (pitfall 11)
-    and that TensorRT rejects around grouped convs (pitfall 10); Python ints here become constant shapes.
+    Tracing ``x.shape`` records Shape -> Gather -> Concat chains that can freeze the batch in the exported
+    graph and that TensorRT's parser handles poorly around grouped convs; Python ints here become constant
+    shapes (tests/test_export_passes.py checks the exported Reshapes).
     A 4-D view (-1, g, C/g, H*W) is enough: TensorRT and every runtime handle it.
     """
     c, h, w = (int(d) for d in x.shape[1:])
@@ -335,56 +399,19 @@ class StaticChannelShuffle(zoo_layers.ChannelShuffle):
 
 
 def rewrite_channel_shuffle(model: nn.Module) -> PassResult:
-    """Swap ``ChannelShuffle`` modules for ``StaticChannelShuffle`` and reroute functional uses.
+    """Swap every ``ChannelShuffle`` module for ``StaticChannelShuffle`` (the same permutation, constant shapes).
 
-    Families that call ``channel_shuffle(x, g)`` from their forward (ShuffleNet v2, as torchvision does) get
-    their module-level name pointed at the static form while the model is exported: see
-    ``export_friendly_shuffle``. Here we count those call sites so the report says what happened.
+    The families shuffle through the module (never the bare function), so this swap reaches every shuffle.
     """
     model = _copy(model)
     changes: list[str] = []
-    for parent in list(model.modules()):
+    for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent._modules.items()):
             if isinstance(child, zoo_layers.ChannelShuffle) and not isinstance(child, StaticChannelShuffle):
                 parent._modules[child_name] = StaticChannelShuffle(child.groups)
-                changes.append(f"{child_name}: ChannelShuffle(groups={child.groups}) -> constant-shape Reshape")
-    functional = sorted({type(m).__module__ for m in model.modules() if _uses_functional_shuffle(m)})
-    for mod in functional:
-        changes.append(f"{mod}: channel_shuffle() calls -> constant-shape Reshape while exporting")
+                where = f"{parent_name}.{child_name}" if parent_name else child_name
+                changes.append(f"{where}: ChannelShuffle(groups={child.groups}) -> constant-shape Reshape")
     return PassResult("rewrite_channel_shuffle", model, changes)
-
-
-def _uses_functional_shuffle(m: nn.Module) -> bool:
-    import sys
-
-    module = sys.modules.get(type(m).__module__)
-    return (module is not None and getattr(module, "channel_shuffle", None) is zoo_layers.channel_shuffle
-            and "channel_shuffle" in getattr(type(m).forward, "__code__", compile("", "", "exec")).co_names)
-
-
-class export_friendly_shuffle:
-    """Context manager: while active, family modules' ``channel_shuffle`` name is the static form.
-
-    The traced function is then Reshape(-1, ...) with constants; eager results are identical (tested).
-    """
-
-    def __init__(self, model: nn.Module):
-        import sys
-
-        self._targets = [sys.modules[type(m).__module__] for m in model.modules() if _uses_functional_shuffle(m)]
-        self._saved: list = []
-
-    def __enter__(self):
-        for mod in self._targets:
-            self._saved.append((mod, mod.channel_shuffle))
-            mod.channel_shuffle = static_channel_shuffle
-        return self
-
-    def __exit__(self, *exc):
-        for mod, fn in reversed(self._saved):
-            mod.channel_shuffle = fn
-        self._saved.clear()
-        return False
 
 
 # ------------------------------------------------------------------------------------------- checking
@@ -413,8 +440,7 @@ def check_pass(before: nn.Module, result: PassResult, input_size: tuple[int, int
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *input_size, generator=g)
     ref = before.eval()(x)
-    with export_friendly_shuffle(result.model):
-        out = result.model.eval()(x)
+    out = result.model.eval()(x)
     diff = float((out - ref).abs().max())
     scale = float(ref.abs().max())
     if tolerance is None and result.exact:

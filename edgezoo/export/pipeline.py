@@ -2,8 +2,9 @@
 
 Each step is checked numerically and reported; the bundle (ONNX files, report.json, report.md) is written to
 a temporary folder beside the target and swapped in whole, so a failed run leaves no partial bundle and an
-earlier bundle intact. Inputs that can be checked cheaply (model name, weights file, calibration folder,
-output folder) are checked before any slow step.
+earlier bundle intact; a Triton repository entry (``triton``) is swapped in together with it. Everything that
+can be checked cheaply (edgezoo.export.options.validate: names, ranges, input files, every output location)
+is checked before any slow step.
 """
 
 from __future__ import annotations
@@ -18,40 +19,9 @@ import numpy as np
 
 from edgezoo.errors import InputError, VerificationError
 from edgezoo.export import int8_forms
+from edgezoo.export.options import DEFAULT_OUT_ROOT, ExportOptions, default_out_dir, validate  # noqa: F401
 
-DEFAULT_OUT_ROOT = Path("edgezoo-out")
 Progress = Callable[[str], None]  # called with the name of each step as it starts
-
-
-@dataclass
-class ExportOptions:
-    name: str
-    weights: Path | None = None
-    int8: bool = False
-    fp16: bool = False
-    tensorrt: bool = False
-    calib: Path | None = None
-    calib_count: int = 32
-    per_tensor: bool = False
-    method: str = "minmax"
-    opset: int = 17
-    batch: int | None = None  # None: dynamic batch; an int fixes it
-    input_size: int | None = None  # square side; None: the spec's
-    out: Path | None = None
-    triton: Path | None = None
-    backend: str = "onnxruntime"  # who runs the int8 file: decides the activation forms (int8_forms)
-    eval_count: int = 32
-    seed: int = 0
-    lite: bool = False
-    distill_images: Path | None = None
-    distill_steps: int | None = None
-    num_classes: int | None = None  # None: the spec's; e.g. 10 to load a fine-tuned checkpoint
-    # fp16 ONNX keeps fp32 inputs/outputs unless asked
-    fp16_io: bool = False
-    # export targets (edgezoo.export.targets): runtimes whose own files are written, verified and compared
-    targets: tuple[str, ...] = ("onnxruntime",)
-    bench: bool = False  # latency p50 of every target's file, interleaved, 1 thread, batch 1
-    bf16: bool = False  # also bf16 for the targets that have it (OpenVINO)
 
 
 @dataclass
@@ -62,10 +32,6 @@ class ExportOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
-def default_out_dir(model_name: str) -> Path:
-    return DEFAULT_OUT_ROOT / model_name
-
-
 def run_export(options: ExportOptions, progress: Progress | None = None) -> ExportOutcome:
     import torch
 
@@ -73,30 +39,29 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
     from edgezoo.export import passes as P
     from edgezoo.export.calibration import load_image_folder, synthetic_images
     from edgezoo.export.onnx import export_onnx
-    from edgezoo.fileio import atomic_directory, write_json, atomic_write_text
-    from edgezoo.models.registry import create_model, get_spec
+    from edgezoo.fileio import atomic_directories, atomic_write_text, write_json
+    from edgezoo.models.registry import create_model
     from edgezoo.onnx_meta import ModelMetadata
 
     step = progress or (lambda s: None)
     t_start = time.perf_counter()
     notes: list[str] = []
 
-    # --- cheap checks first ----------------------------------------------------------------------------
-    spec = get_spec(options.name)
-    c = spec.input_size[0]
-    size = spec.input_size if options.input_size is None else (c, options.input_size, options.input_size)
-    if options.input_size is not None and options.input_size < 8:
-        raise InputError(f"--input-size {options.input_size} is too small")
-    if options.batch is not None and options.batch < 1:
-        raise InputError(f"--batch must be at least 1, got {options.batch}")
-    if options.weights is not None and not Path(options.weights).is_file():
-        raise InputError(f"weights file {options.weights} does not exist")
-    out_dir = Path(options.out) if options.out is not None else default_out_dir(spec.name)
-    _check_writable(out_dir)
-    if options.tensorrt:
-        from edgezoo.runtimes.tensorrt import import_tensorrt
+    # --- cheap checks first (edgezoo.export.options): names, ranges, inputs, every output location ----------
+    checked = validate(options)
+    options, spec, size, out_dir = checked.options, checked.spec, checked.size, checked.out_dir
+    notes.extend(checked.warnings)
+    # the checkpoint's preset: how its images were prepared, its class names (edgezoo.models.presets)
+    from edgezoo.models.presets import default_preset, preset_for_keys, with_classes
 
-        import_tensorrt()  # fail in one line now, not after minutes of work
+    if options.weights is not None:
+        from edgezoo.models.weights import read_state_dict
+
+        preset = preset_for_keys(spec, read_state_dict(options.weights).keys())
+    else:
+        preset = default_preset(spec)
+    num_classes = options.num_classes or spec.num_classes
+    preset = with_classes(preset, num_classes)
     from edgezoo.export.targets import get_target
 
     for t in options.targets:
@@ -106,8 +71,9 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
     if options.int8 or options.lite:
         step("calibration images")
         if options.calib is not None:
-            calibration = load_image_folder(options.calib, size, spec.mean, spec.std,
-                                            count=options.calib_count + options.eval_count, seed=options.seed)
+            calibration = load_image_folder(options.calib, size, preset.mean, preset.std,
+                                            count=options.calib_count + options.eval_count, seed=options.seed,
+                                            crop_pct=preset.crop_pct, interpolation=preset.interpolation)
             calib_source = f"{min(len(calibration), options.calib_count)} images from {options.calib}"
         else:
             calibration = synthetic_images(options.calib_count, size, seed=options.seed)
@@ -120,8 +86,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
     torch.manual_seed(options.seed)
     model_kwargs = {"num_classes": options.num_classes} if options.num_classes else {}
     model = create_model(spec.name, weights=str(options.weights) if options.weights else None, **model_kwargs)
-    num_classes = options.num_classes or spec.num_classes
-    labels = list(spec.labels) if spec.labels and num_classes == spec.num_classes else None
+    labels = list(preset.labels) if preset.labels else None
     lite_report = None
     if options.lite:
         from edgezoo.export.lite import apply_lite
@@ -156,20 +121,27 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         "input_size": list(size), "opset": options.opset,
         "batch": "dynamic" if options.batch is None else options.batch,
         "weights": str(options.weights) if options.weights else "random init (no --weights)",
+        "preset": {"name": preset.name, "source": preset.source, "mean": list(preset.mean), "std": list(preset.std),
+                   "crop_pct": preset.crop_pct, "interpolation": preset.interpolation},
         "passes": pass_reports, "files": {},
     }
     if lite_report is not None:
         report["lite"] = lite_report
 
     def meta(precision: str, passes: list[str], extra: dict | None = None) -> ModelMetadata:
-        return ModelMetadata(model=spec.name, input_size=tuple(size), mean=tuple(spec.mean), std=tuple(spec.std),
-                             num_classes=num_classes, labels=labels,
+        return ModelMetadata(model=spec.name, input_size=tuple(size), mean=tuple(preset.mean), std=tuple(preset.std),
+                             num_classes=num_classes, labels=labels, crop_pct=preset.crop_pct,
+                             interpolation=preset.interpolation, preset=preset.name,
+                             weights=preset.source if options.weights else "random init",
                              precision=precision, passes=passes, version=__version__, extra=extra or {})
 
     dynamic = options.batch is None
     stack = contextlib.ExitStack()
+    # the bundle and the Triton entry are written to temporary folders and swapped in together at the end,
+    # so a failure anywhere (Triton included) leaves both as they were
+    targets = [out_dir] + ([checked.triton_entry] if checked.triton_entry is not None else [])
     try:
-        tmp = stack.enter_context(atomic_directory(out_dir))
+        tmp, *triton_tmp = stack.enter_context(atomic_directories(*targets))
     except OSError as e:  # e.g. a read-only file system, which os.access does not see for root
         raise InputError(f"cannot write bundle {out_dir}: {e.strerror or e}", "choose another folder with -o DIR") from None
     with stack:
@@ -177,9 +149,8 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         step("export fp32 ONNX")
         fp32_path = tmp / "model.fp32.onnx"
         fp32_passes = [p["name"] for p in pass_reports]
-        with P.export_friendly_shuffle(fp32_model):
-            res = export_onnx(fp32_model, fp32_path, size, meta("fp32", fp32_passes + (["lite"] if lite_report else [])),
-                              opset=options.opset, dynamic_batch=dynamic, batch=options.batch or 1)
+        res = export_onnx(fp32_model, fp32_path, size, meta("fp32", fp32_passes + (["lite"] if lite_report else [])),
+                          opset=options.opset, dynamic_batch=dynamic, batch=options.batch or 1)
         files["fp32"] = fp32_path
         report["export"] = {"simplified": res.simplified, "dynamic_batch": dynamic,
                             "checks": [{"batch": ck.batch, "max_abs_diff": ck.max_abs_diff, "tolerance": ck.tolerance}
@@ -206,9 +177,8 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
             q_model = apply(P.rewrite_activations, q_model, relu6="clip", hardswish=forms.hardswish, label=label)
             q_passes.append(label)
             src_path = tmp / ".int8-source.fp32.onnx"
-            with P.export_friendly_shuffle(q_model):
-                export_onnx(q_model, src_path, size, meta("fp32", q_passes), opset=options.opset,
-                            dynamic_batch=dynamic, batch=options.batch or 1)
+            export_onnx(q_model, src_path, size, meta("fp32", q_passes), opset=options.opset,
+                        dynamic_batch=dynamic, batch=options.batch or 1)
             step("quantize int8")
             calib_set = calibration[: options.calib_count]
             exclude = forms.exclude_nodes(src_path)
@@ -282,15 +252,14 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         step("write report")
         write_json(tmp / "report.json", report)
         atomic_write_text(tmp / "report.md", render_markdown(report))
+        if triton_tmp:
+            step("Triton model repository")
+            _write_triton_entry(files.get("int8") or files["fp32"], triton_tmp[0], spec.name)
 
     files = {k: out_dir / p.name for k, p in files.items()}
     outcome = ExportOutcome(out_dir, report, files, notes)
-    if options.triton is not None:
-        step("Triton model repository")
-        from edgezoo.serve.triton import write_triton_repository
-
-        best = files.get("int8") or files["fp32"]
-        outcome.files["triton"] = Path(write_triton_repository(best, options.triton, name=spec.name))
+    if checked.triton_entry is not None:
+        outcome.files["triton"] = checked.triton_entry
     return outcome
 
 
@@ -322,19 +291,16 @@ def _run_targets(options, spec, size, fp32_model, calibration, eval_inputs, tmp,
     return rows
 
 
-def _check_writable(out_dir: Path) -> None:
-    """Fail before any work when the bundle cannot be written (atomic_directory checks again at the end)."""
+def _write_triton_entry(model_path: Path, entry_tmp: Path, name: str) -> None:
+    """Triton's files for ``model_path`` into ``entry_tmp``, the temporary folder of REPOSITORY/<name>."""
     import os
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"cannot write bundle {out_dir}: a file with that name exists")
-    parent = out_dir.parent
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write bundle {out_dir}: folder {probe} is not writable",
-                         "choose another output folder with -o DIR")
+    from edgezoo.serve.triton import write_triton_repository
+
+    written = write_triton_repository(model_path, entry_tmp, name=name)  # entry_tmp/<name>/...
+    for item in Path(written).iterdir():
+        os.replace(item, entry_tmp / item.name)
+    Path(written).rmdir()
 
 
 def _eval_inputs(calibration: np.ndarray | None, options: ExportOptions, size) -> tuple[np.ndarray, str]:

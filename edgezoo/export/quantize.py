@@ -3,7 +3,7 @@
 - ``quantize_int8``: onnxruntime static quantization in QDQ format, uint8 activations with int8 weights
   (signed activations run slowly on x86), per-channel weights by default, MinMax / Entropy / Percentile
   calibration. Every op type in the graph that has a quantized form is listed for quantization, HardSwish
-  and HardSigmoid included (onnxruntime leaves them out by default: pitfalls.md #1).
+  and HardSigmoid included (onnxruntime's default list, ``onnxruntime.quantization.registry``, leaves them out).
 - ``float_islands``: nodes that still compute in float between DequantizeLinear and QuantizeLinear after
   onnxruntime has fused what it can: what an int8 graph really runs in float.
 - ``to_fp16``: float16 weights and compute, fp32 inputs/outputs unless asked.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -89,17 +90,29 @@ def quantize_int8(
     percentile: float = 99.999,
     extra_options: dict | None = None,
     share_concat_scales: bool = True,
+    reduce_range: bool = False,
+    bias_correction: bool = False,
+    weight_type: str = "int8",
 ) -> dict:
     """Static QDQ U8S8 quantization of ``fp32_path`` into ``out_path``; returns a JSON-able report.
 
     ``op_types``: op types to quantize (default: every type in the graph onnxruntime can quantize, plus
     HardSwish/HardSigmoid). ``exclude_nodes``: node names left in float (mixed precision).
+    ``reduce_range``: 7-bit weights (-64..63). x86 CPUs without VNNI run u8 x s8 products through
+    VPMADDUBSW, whose 16-bit pair sums saturate with full-range weights (onnxruntime's quantization docs);
+    7-bit weights cannot saturate there.
+    ``bias_correction``: fold the mean output shift of each conv's quantized weights into its bias
+    (edgezoo.export.bias_correction), then quantize the corrected model again.
+    ``weight_type``: "int8" (U8S8, the default) or "uint8" (U8U8: onnxruntime's x86 u8u8 kernels widen to
+    16 bits before multiplying, so they do not saturate on CPUs without VNNI either, and keep 8-bit weights).
     """
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     if method not in METHODS:
         raise InputError(f"unknown calibration method '{method}'", f"use one of {', '.join(METHODS)}")
+    if weight_type not in ("int8", "uint8"):
+        raise InputError(f"unknown weight type '{weight_type}'", "use int8 or uint8")
     calibration = np.asarray(calibration, dtype=np.float32)
     if calibration.ndim != 4 or len(calibration) == 0:
         raise InputError(f"calibration data must be a non-empty (N, C, H, W) array, got shape {calibration.shape}")
@@ -122,7 +135,14 @@ def quantize_int8(
         options["CalibPercentile"] = percentile
     options.update(extra_options or {})
     reader = _ArrayReader(_input_name(model), calibration, batch=_fixed_batch(model))
-    q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options)
+    q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options, reduce_range, weight_type)
+    corrected = None
+    if bias_correction:
+        from edgezoo.export.bias_correction import correct_biases
+
+        model, corrected = correct_biases(model, q, calibration, batch=max(8, reader.batch))
+        reader.rewind()
+        q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options, reduce_range, weight_type)
     shared = 0
     if share_concat_scales:
         overrides = concat_scale_overrides(q)
@@ -132,7 +152,7 @@ def quantize_int8(
             user = dict(options.get("TensorQuantOverrides", {}))
             options["TensorQuantOverrides"] = {**overrides, **user}
             reader.rewind()
-            q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options)
+            q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options, reduce_range, weight_type)
             shared = len(overrides)
     _copy_metadata(model, q)
     data = q.SerializeToString()
@@ -140,28 +160,40 @@ def quantize_int8(
 
     atomic_write_bytes(out_path, data)
     return {
-        "format": "QDQ", "activations": "uint8", "weights": "int8",
-        "per_channel": per_channel, "method": method, "calibration_images": int(len(calibration)),
+        "format": "QDQ", "activations": "uint8", "weights": weight_type,
+        "per_channel": per_channel, "reduce_range": reduce_range, "method": method, "calibration_images": int(len(calibration)),
         "op_types": list(op_types), "excluded_nodes": list(exclude_nodes),
         "size_bytes": len(data), "reducemean_as_global_pool": pooled, "concat_inputs_sharing_scale": shared,
+        "bias_correction": None if corrected is None else {"convs": corrected["convs"],
+                                                           "changes": corrected["changes"]},
     }
 
 
 @contextlib.contextmanager
 def _quiet():
     """onnxruntime's quantizer logs advice on the root logger and its C++ side warns about unused
-    initializers: neither is for our users. Errors still surface as exceptions."""
-    import onnxruntime as ort
+    initializers on stderr: neither is for our users. Errors still surface as exceptions.
 
+    Both are silenced for the duration only: the root logger's level is put back, and file descriptor 2
+    (where onnxruntime's C++ logger writes) is pointed at a scratch file and then restored. onnxruntime's
+    own log severity, which it offers no way to read back, is never changed.
+    """
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
-    ort.set_default_logger_severity(3)
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
     try:
-        yield
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved_fd, 2)
     finally:
+        os.close(saved_fd)
         root.setLevel(level)
-        ort.set_default_logger_severity(2)
 
 
 def _copy_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
@@ -172,7 +204,8 @@ def _copy_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
             entry.key, entry.value = p.key, p.value
 
 
-def _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options) -> onnx.ModelProto:
+def _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options,
+                     reduce_range: bool = False, weight_type: str = "int8") -> onnx.ModelProto:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     with tempfile.TemporaryDirectory(prefix="edgezoo-quant-") as tmp:
@@ -184,8 +217,9 @@ def _quantize_static(model, reader, op_types, per_channel, calib_method, exclude
             with _quiet():
                 quantize_static(
                     str(src), str(dst), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
-                    per_channel=per_channel, reduce_range=False, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude_nodes),
+                    per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QUInt8 if weight_type == "uint8" else QuantType.QInt8,
+                    nodes_to_exclude=list(exclude_nodes),
                     calibrate_method=calib_method, extra_options=options,
                 )
         except Exception as e:  # onnxruntime raises plain exceptions; say which step failed
@@ -266,17 +300,14 @@ def _rank(model: onnx.ModelProto, name: str) -> int | None:
 
 def optimized_graph(path_or_bytes: str | os.PathLike | bytes, threads: int = 1) -> onnx.ModelProto:
     """The graph onnxruntime actually runs on this CPU (all optimizations, QDQ fused into QLinear ops)."""
-    import onnxruntime as ort
+    from edgezoo.runtimes.onnxruntime import OrtRunner, import_onnxruntime
 
     with tempfile.TemporaryDirectory(prefix="edgezoo-opt-") as tmp:
         out = os.path.join(tmp, "optimized.onnx")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.optimized_model_filepath = out
-        so.intra_op_num_threads = threads
-        so.log_severity_level = 3  # it warns that the NCHWc file is machine-specific: we only read it
-        src = path_or_bytes if isinstance(path_or_bytes, bytes) else os.fspath(path_or_bytes)
-        ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        so = import_onnxruntime().SessionOptions()
+        so.optimized_model_filepath = out  # it warns that this NCHWc file is machine-specific: we only read it
+        with OrtRunner(path_or_bytes, threads=threads, graph_optimization="all", session_options=so):
+            pass  # opening the session writes the optimized graph
         return onnx.load(out)
 
 
@@ -316,13 +347,6 @@ def island_summary(islands: list[dict]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for n in model.graph.node:
-        counts[n.op_type] = counts.get(n.op_type, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
-
-
 # ---------------------------------------------------------------------------------------------- fp16
 
 def to_fp16(fp32_path: str | os.PathLike, out_path: str | os.PathLike, keep_io_types: bool = True) -> dict:
@@ -341,27 +365,28 @@ def to_fp16(fp32_path: str | os.PathLike, out_path: str | os.PathLike, keep_io_t
 
 # ------------------------------------------------------------------------------------------ agreement
 
-def _session(path_or_model, threads: int = 0):
-    import onnxruntime as ort
+def _runner(path_or_model, threads: int | None = None):
+    """An (inactive) onnxruntime Runner on the CPU for a file, its bytes or a ModelProto."""
+    from edgezoo.runtimes.onnxruntime import OrtRunner
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    src = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) else os.fspath(path_or_model)
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    src = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) else path_or_model
+    return OrtRunner(src, threads=threads)
 
 
-def run_batched(sess, inputs: np.ndarray, batch: int = 8, outputs=None) -> list[np.ndarray]:
-    """Run ``inputs`` through an onnxruntime session in chunks; a fixed-batch model gets its own batch size,
-    the last chunk padded and the padding's outputs dropped."""
-    name = sess.get_inputs()[0].name
-    fixed = sess.get_inputs()[0].shape[0]
+def run_batched(runner, inputs: np.ndarray, batch: int = 8, outputs=None) -> list[np.ndarray]:
+    """Run ``inputs`` through an active Runner (``edgezoo.runtimes``) in chunks; ``outputs``: names of the
+    outputs to return (default all). A fixed-batch model gets its own batch size, the last chunk padded and
+    the padding's outputs dropped."""
+    name = runner.inputs[0].name
+    fixed = runner.inputs[0].shape[0]
     step = fixed if isinstance(fixed, int) and fixed > 0 else batch
+    names = [o.name for o in runner.outputs]
+    pick = list(range(len(names))) if outputs is None else [names.index(o) for o in outputs]
     parts: list[list[np.ndarray]] = []
     for i in range(0, len(inputs), step):
         chunk = inputs[i:i + step].astype(np.float32)
-        out = sess.run(outputs, {name: _pad_rows(chunk, step) if step == fixed else chunk})
+        out = runner.infer({name: _pad_rows(chunk, step) if step == fixed else chunk})
+        out = [out[k] for k in pick]
         parts.append([o[:len(chunk)] if np.ndim(o) else o for o in out])
     # 0-d outputs (constants made graph outputs) are the same in every batch
     return [np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) else parts[0][k]
@@ -402,8 +427,10 @@ def compare_models(ref_path, test_path, inputs: np.ndarray, worst_layers: int = 
     activation forms rescale some intermediate tensors: per-layer figures must compare like with like).
     """
     inputs = np.asarray(inputs, dtype=np.float32)
-    ref = run_batched(_session(ref_path), inputs)[0]
-    test = run_batched(_session(test_path), inputs)[0]
+    with _runner(ref_path) as r:
+        ref = run_batched(r, inputs)[0]
+    with _runner(test_path) as r:
+        test = run_batched(r, inputs)[0]
     result = output_agreement(ref, test)
     if worst_layers:
         try:
@@ -442,8 +469,10 @@ def layer_sqnr(ref_path, qdq_path, inputs: np.ndarray) -> list[dict]:
     pairs = [p for p in pairs if not (p[0] in seen or seen.add(p[0]))]
     _add_outputs(ref_model, [p[0] for p in pairs])
     _add_outputs(q_model, [p[1] for p in pairs])
-    ref_out = run_batched(_session(ref_model), inputs, outputs=[p[0] for p in pairs])
-    q_out = run_batched(_session(q_model), inputs, outputs=[p[1] for p in pairs])
+    with _runner(ref_model) as r:
+        ref_out = run_batched(r, inputs, outputs=[p[0] for p in pairs])
+    with _runner(q_model) as r:
+        q_out = run_batched(r, inputs, outputs=[p[1] for p in pairs])
     rows = [{"tensor": x, "op_type": op, "sqnr_db": round(sqnr_db(r, t), 2)}
             for (x, _, op), r, t in zip(pairs, ref_out, q_out)]
     return sorted(rows, key=lambda r: r["sqnr_db"])

@@ -14,7 +14,7 @@ and says in one line what to install, and that it needs an NVIDIA GPU, when it i
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgezoo.errors import EdgezooError, InputError
@@ -34,7 +34,6 @@ class EnginePlan:
     profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
     workspace_bytes: int
     timing_cache: str | None
-    builder_flags: list[str] = field(default_factory=list)  # names of trt.BuilderFlag members to set
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,12 +72,11 @@ def plan_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, pr
         profile = (fixed, fixed, fixed)
     # Strongly typed: tensor types in the file decide precision (Q/DQ -> int8, float16 tensors -> fp16).
     strongly_typed = precision in ("int8", "fp16")
-    flags: list[str] = []  # no precision flags: strongly typed for fp16/int8, plain fp32 otherwise
+    # No precision builder flags: strongly typed for fp16/int8, plain fp32 otherwise.
     return EnginePlan(
         onnx_path=os.fspath(onnx_path), engine_path=os.fspath(engine_path), precision=precision,
         strongly_typed=strongly_typed, input_name=inp.name, dynamic_batch=dynamic, profile=profile,
         workspace_bytes=workspace_mb << 20, timing_cache=os.fspath(timing_cache) if timing_cache else None,
-        builder_flags=flags,
     )
 
 
@@ -104,8 +102,6 @@ def build_engine(plan: EnginePlan) -> dict:
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
     if not plan.strongly_typed and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
-    for name in plan.builder_flags:
-        config.set_flag(getattr(trt.BuilderFlag, name))
     profile = builder.create_optimization_profile()
     profile.set_shape(plan.input_name, *plan.profile)
     config.add_optimization_profile(profile)

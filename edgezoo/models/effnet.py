@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from edgezoo.models._init import torchvision_init
-from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
+from edgezoo.models.registry import ModelSpec, PaperFigures, ReferenceFigures, register
 
 # The paper's network: output channels of each block; the bottleneck is half of it (factor 2).
 BLOCKS = (64, 128, 256)
@@ -100,8 +100,9 @@ def effnet(**kwargs) -> EffNet:
 register(ModelSpec(
     name="effnet", family="effnet", builder=effnet, aliases=("effnet_cifar10", "effnet_32"),
     input_size=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, num_classes=10, labels=CIFAR10_LABELS,
-    reference=ReferenceFigures(params=151_146, macs=5.64e6, top1=None,
-                       source="Freeman et al. 2018 (CIFAR-10 network; the paper's tables are images, numbers "
-                              "not recorded); params/MACs computed = keras-effnet / andrijdavid/EffNet"),
+    reference=ReferenceFigures(params=151_146, macs=5.64e6,
+                               source="arthurdouillard/keras-effnet and andrijdavid/EffNet (CIFAR-10 network)"),
+    # the paper's result tables are printed as images; no figure of this network is recorded here
+    paper=PaperFigures(table="Freeman et al. 2018 (figures not recorded: tables are images)"),
     weights="no public trained checkpoint (train your own; num_classes and input_size are builder arguments)",
 ))

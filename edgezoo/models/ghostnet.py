@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from edgezoo.models._init import torchvision_init
-from edgezoo.models.layers import ConvBNAct, SqueezeExcitation, make_divisible
-from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
+from edgezoo.models.layers import ChannelSlice, ConvBNAct, SqueezeExcitation, make_divisible
+from edgezoo.models.registry import ModelSpec, PaperFigures, ReferenceFigures, register
 
 
 class Row(NamedTuple):
@@ -71,11 +71,11 @@ class GhostModule(nn.Module):
         act = nn.ReLU if relu else None
         self.primary_conv = ConvBNAct(in_channels, init, 1, activation=act)
         self.cheap_operation = ConvBNAct(init, init * (ratio - 1), dw_size, groups=init, activation=act)
+        self.slice = ChannelSlice(out_channels, init * ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.primary_conv(x)
-        out = torch.cat([x1, self.cheap_operation(x1)], dim=1)
-        return out[:, : self.out_channels]
+        return self.slice(torch.cat([x1, self.cheap_operation(x1)], dim=1))
 
 
 class GhostBottleneck(nn.Module):
@@ -181,8 +181,8 @@ for _name, _w, _params, _macs, _pmacs, _pparams, _top1, _aliases in _WIDTHS:
     register(ModelSpec(
         name=_name, family="ghostnet", builder=ghostnet, aliases=_aliases,
         kwargs={"width_mult": _w},
-        reference=ReferenceFigures(params=_params, macs=_macs, top1=_top1,
-                           source=f"Han et al. 2020, Table 7/8: {_pmacs}M FLOPs, {_pparams}M params"),
+        reference=ReferenceFigures(params=_params, macs=_macs, source=f"timm {_aliases[-1]} (exact)"),
+        paper=PaperFigures(params=int(_pparams * 1e6), macs=_pmacs * 1e6, top1=_top1, table="Han et al. 2020, Table 8"),
         weights=(f"timm {_aliases[-1]} or official huawei-noah GhostNet state_dict (keys remapped)"
                  if _w == 1.0 else f"timm {_aliases[-1]} state_dict (keys remapped; timm has no trained weights)"),
         remap_state_dict=remap_timm,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edgezoo.models._init import torchvision_init
-from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
+from edgezoo.models.registry import ModelSpec, PaperFigures, ReferenceFigures, register
 
 
 class Stage(NamedTuple):
@@ -183,20 +183,20 @@ def hardnet(**kwargs) -> HarDNet:
     return HarDNet(**kwargs)
 
 
-# name, params and MACs (computed; params = osmr/imgclsmob), paper T4 / repo README figures, top-1, aliases
+# name, params and MACs (computed; params = osmr/imgclsmob), printed params, MACs and top-1, aliases
 _MODELS = [
-    ("hardnet39ds", 3_488_228, 429.5e6, "3.5M params, 0.44B MACs", 72.1, ("hardnet39_ds", "hardnet_39ds")),
-    ("hardnet68ds", 4_180_602, 775.3e6, "4.2M params, 0.79B MACs", 74.3, ("hardnet68_ds", "hardnet_68ds")),
-    ("hardnet68", 17_565_348, 4_246e6, "17.6M params, 4.3B MACs", 76.2, ("hardnet", "hardnet_68")),
-    ("hardnet85", 36_670_212, 9_074e6, "not in the paper; repository README: 36.7M params, 9.1 GMACs, 78.0",
-     78.0, ("hardnet_85",)),
+    ("hardnet39ds", 3_488_228, 429.47e6, (3.5e6, 0.44e9, 72.1), ("hardnet39_ds", "hardnet_39ds")),
+    ("hardnet68ds", 4_180_602, 775.3e6, (4.2e6, 0.79e9, 74.3), ("hardnet68_ds", "hardnet_68ds")),
+    ("hardnet68", 17_565_348, 4_246e6, (17.6e6, 4.3e9, 76.2), ("hardnet", "hardnet_68")),
+    ("hardnet85", 36_670_212, 9_074e6, (36.7e6, 9.1e9, 78.0), ("hardnet_85",)),
 ]
-for _name, _params, _macs, _figures, _top1, _aliases in _MODELS:
+for _name, _params, _macs, (_pp, _pm, _top1), _aliases in _MODELS:
     register(ModelSpec(
         name=_name, family="hardnet", builder=hardnet, aliases=_aliases,
         kwargs={"arch": _name},
-        reference=ReferenceFigures(params=_params, macs=_macs, top1=_top1,
-                           source=f"Chao et al. 2019, Table 4: {_figures}" if _name != "hardnet85"
-                           else f"PingoLH/Pytorch-HarDNet: {_figures}"),
+        reference=ReferenceFigures(params=_params, macs=_macs, source="PingoLH/Pytorch-HarDNet hardnet.py (exact)"),
+        paper=PaperFigures(params=int(_pp), macs=_pm, top1=_top1,
+                           table="Chao et al. 2019, Table 4" if _name != "hardnet85"
+                           else "PingoLH/Pytorch-HarDNet README (not in the paper)"),
         weights=f"PingoLH/Pytorch-HarDNet {_name}-*.pth (torch.hub 'PingoLH/Pytorch-HarDNet'), keys as they are",
     ))

@@ -124,7 +124,16 @@ class ChannelShuffle(nn.Module):
         return f"groups={self.groups}"
 
 
-# h-swish and h-sigmoid are PyTorch's own (MobileNetV3 §5.2: h-sigmoid(x) = ReLU6(x + 3) / 6,
-# h-swish(x) = x * h-sigmoid(x)); re-exported so the families and the passes name one thing.
-HardSigmoid = nn.Hardsigmoid
-HardSwish = nn.Hardswish
+class ChannelSlice(nn.Module):
+    """x[:, :keep] of an input with ``in_channels`` channels; a module (no parameters, no state_dict keys) so
+    that ``export.passes.drop_noop_slices`` can drop it where it keeps every channel."""
+
+    def __init__(self, keep: int, in_channels: int):
+        super().__init__()
+        self.keep, self.in_channels = keep, in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, : self.keep]
+
+    def extra_repr(self) -> str:
+        return f"keep={self.keep}, in_channels={self.in_channels}"

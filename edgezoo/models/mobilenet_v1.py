@@ -14,7 +14,7 @@ from torch import nn
 
 from edgezoo.models._init import torchvision_init
 from edgezoo.models.layers import ConvBNAct, make_divisible
-from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
+from edgezoo.models.registry import ModelSpec, PaperFigures, ReferenceFigures, register
 
 STEM_CHANNELS = 32
 # Paper Table 1, rows 2-14: (pointwise output channels, depthwise stride).
@@ -90,19 +90,22 @@ def mobilenet_v1(**kwargs) -> MobileNetV1:
     return MobileNetV1(**kwargs)
 
 
-# name, width, paper Table 6 (Mult-Adds, top-1), params (computed = timm)
+# name, width, MACs and params (computed; params = timm), Howard et al. 2017 Table 6 as printed
+# (Mult-Adds, params, top-1), aliases
 _WIDTHS = [
-    ("mobilenet_v1", 1.0, 568.74e6, 70.6, 4_231_976, ("mobilenetv1", "mobilenet_v1_x1_0", "mobilenetv1_100")),
-    ("mobilenet_v1_x0_75", 0.75, 325.40e6, 68.4, 2_585_560, ("mobilenetv1_075",)),
-    ("mobilenet_v1_x0_5", 0.5, 149.50e6, 63.7, 1_331_592, ("mobilenetv1_050",)),
-    ("mobilenet_v1_x0_25", 0.25, 41.03e6, 50.6, 470_072, ("mobilenetv1_025",)),
+    ("mobilenet_v1", 1.0, 568.74e6, 4_231_976, (569e6, 4.2e6, 70.6),
+     ("mobilenetv1", "mobilenet_v1_x1_0", "mobilenetv1_100")),
+    ("mobilenet_v1_x0_75", 0.75, 325.40e6, 2_585_560, (325e6, 2.6e6, 68.4), ("mobilenetv1_075",)),
+    ("mobilenet_v1_x0_5", 0.5, 149.50e6, 1_331_592, (149e6, 1.3e6, 63.7), ("mobilenetv1_050",)),
+    ("mobilenet_v1_x0_25", 0.25, 41.03e6, 470_072, (41e6, 0.5e6, 50.6), ("mobilenetv1_025",)),
 ]
-for _name, _w, _macs, _top1, _params, _aliases in _WIDTHS:
+for _name, _w, _macs, _params, (_pm, _pp, _top1), _aliases in _WIDTHS:
     register(ModelSpec(
         name=_name, family="mobilenet_v1", builder=mobilenet_v1, aliases=_aliases,
         kwargs={"width_mult": _w},
-        reference=ReferenceFigures(params=_params, macs=_macs, top1=_top1,
-                           source="Howard et al. 2017, Table 6 (569/325/149/41M Mult-Adds)"),
+        reference=ReferenceFigures(params=_params, macs=_macs,
+                                   source=f"timm mobilenetv1_{int(_w * 100):03d} topology (params exact)"),
+        paper=PaperFigures(params=int(_pp), macs=_pm, top1=_top1, table="Howard et al. 2017, Table 6"),
         weights=f"timm mobilenetv1_{int(_w * 100):03d} state_dict (ReLU6, keys remapped)"
         if _w == 1.0 else "timm-style mobilenetv1 state_dict of the same width (keys remapped)",
         remap_state_dict=remap_timm,

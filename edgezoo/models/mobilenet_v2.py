@@ -7,7 +7,7 @@ from torch import nn
 
 from edgezoo.models._init import torchvision_init
 from edgezoo.models.layers import ConvBNAct, make_divisible
-from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
+from edgezoo.models.registry import ModelSpec, PaperFigures, ReferenceFigures, register
 
 # Paper Table 2: expansion t, output channels c, repeats n, first stride s.
 INVERTED_RESIDUAL_SETTING = [
@@ -73,24 +73,29 @@ def mobilenet_v2(**kwargs) -> MobileNetV2:
     return MobileNetV2(**kwargs)
 
 
+# timm's names (mobilenetv2_100, mobilenetv3_large_100, ...) are not aliases: timm's layout differs and
+# its state_dicts do not load here.
 register(ModelSpec(
     name="mobilenet_v2", family="mobilenet_v2", builder=mobilenet_v2,
-    aliases=("mobilenetv2", "mobilenet_v2_x1_0", "mobilenetv2_100"),
-    reference=ReferenceFigures(params=3_504_872, macs=300.77e6, top1=72.0,
-                       source="Sandler et al. 2018, Table 4 (300M MAdds, 3.4M params)"),
+    aliases=("mobilenetv2", "mobilenet_v2_x1_0"),
+    reference=ReferenceFigures(params=3_504_872, macs=300.77e6, source="torchvision mobilenet_v2 (exact)"),
+    paper=PaperFigures(params=3_400_000, macs=300e6, top1=72.0, table="Sandler et al. 2018, Table 4"),
     weights="torchvision.models.mobilenet_v2 state_dict, keys as they are",
 ))
 register(ModelSpec(
     name="mobilenet_v2_x1_4", family="mobilenet_v2", builder=mobilenet_v2, kwargs={"width_mult": 1.4},
-    aliases=("mobilenetv2_140",),
-    reference=ReferenceFigures(params=6_108_776, macs=582.20e6, top1=74.7,
-                       source="Sandler et al. 2018, Table 4 (585M; params printed as 6.9M, TF-slim 6.06M)"),
+    aliases=("mobilenet_v2_140",),
+    reference=ReferenceFigures(params=6_108_776, macs=582.20e6,
+                               source="torchvision MobileNetV2(width_mult=1.4), = timm mobilenetv2_140"),
+    # printed 6.9M params; the TF-slim release of this model has 6.06M
+    paper=PaperFigures(params=6_900_000, macs=585e6, top1=74.7, table="Sandler et al. 2018, Table 4"),
     weights="torchvision-layout MobileNetV2(width_mult=1.4) state_dict",
 ))
 register(ModelSpec(
     name="mobilenet_v2_x0_35", family="mobilenet_v2", builder=mobilenet_v2, kwargs={"width_mult": 0.35},
-    aliases=("mobilenetv2_035",),
-    reference=ReferenceFigures(params=1_677_128, macs=59.29e6, top1=60.8,
-                       source="Howard et al. 2019 (MobileNetV3), Table 3: 59.2M, 1.6M"),
+    aliases=("mobilenet_v2_035",),
+    reference=ReferenceFigures(params=1_677_128, macs=59.29e6, source="torchvision MobileNetV2(width_mult=0.35)"),
+    paper=PaperFigures(params=1_600_000, macs=59.2e6, top1=60.8,
+                       table="Howard et al. 2019 (MobileNetV3, arXiv v5), Table 3"),
     weights="torchvision-layout MobileNetV2(width_mult=0.35) state_dict",
 ))

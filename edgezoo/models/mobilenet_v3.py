@@ -13,7 +13,7 @@ from torch import nn
 
 from edgezoo.models._init import torchvision_init
 from edgezoo.models.layers import ConvBNAct, SqueezeExcitation, make_divisible
-from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
+from edgezoo.models.registry import ModelSpec, PaperFigures, ReferenceFigures, register
 
 
 class Block(NamedTuple):
@@ -136,18 +136,19 @@ def mobilenet_v3_small(width_mult: float = 1.0, **kwargs) -> MobileNetV3:
     return MobileNetV3(SMALL, SMALL_LAST_CHANNEL, width_mult=width_mult, **kwargs)
 
 
+# timm's names (mobilenetv2_100, mobilenetv3_large_100, ...) are not aliases: timm's layout differs and
+# its state_dicts do not load here.
 register(ModelSpec(
     name="mobilenet_v3_large", family="mobilenet_v3", builder=mobilenet_v3_large,
-    aliases=("mobilenetv3", "mobilenetv3_large", "mobilenet_v3", "mobilenetv3_large_100",
-             "mobilenet_v3_large_x1_0"),
-    reference=ReferenceFigures(params=5_483_032, macs=216.6e6, top1=75.2,
-                       source="Howard et al. 2019 (arXiv v5), Table 3: 219M MAdds, 5.4M params"),
+    aliases=("mobilenetv3", "mobilenetv3_large", "mobilenet_v3", "mobilenet_v3_large_x1_0"),
+    reference=ReferenceFigures(params=5_483_032, macs=216.6e6, source="torchvision mobilenet_v3_large (exact)"),
+    paper=PaperFigures(params=5_400_000, macs=219e6, top1=75.2, table="Howard et al. 2019 (arXiv v5), Table 3"),
     weights="torchvision.models.mobilenet_v3_large state_dict, keys as they are",
 ))
 register(ModelSpec(
     name="mobilenet_v3_small", family="mobilenet_v3", builder=mobilenet_v3_small,
-    aliases=("mobilenetv3_small", "mobilenetv3_small_100", "mobilenet_v3_small_x1_0"),
-    reference=ReferenceFigures(params=2_542_856, macs=56.5e6, top1=67.4,
-                       source="Howard et al. 2019 (arXiv v5), Table 3: 56M MAdds, 2.5M params"),
+    aliases=("mobilenetv3_small", "mobilenet_v3_small_x1_0"),
+    reference=ReferenceFigures(params=2_542_856, macs=56.5e6, source="torchvision mobilenet_v3_small (exact)"),
+    paper=PaperFigures(params=2_500_000, macs=56e6, top1=67.4, table="Howard et al. 2019 (arXiv v5), Table 3"),
     weights="torchvision.models.mobilenet_v3_small state_dict, keys as they are",
 ))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from edgezoo.errors import UnknownModelError
+from edgezoo.models.presets import Preset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -24,6 +25,7 @@ FAMILY_MODULES = (
     "shufflenet_v1",
     "shufflenet_v2",
     "effnet",
+    "efficientnet",
     "ghostnet",
     "hardnet",
 )
@@ -38,13 +40,16 @@ class ReferenceFigures:
 
     params: int | None = None
     macs: float | None = None  # at the spec's input size
-    top1: float | None = None  # ImageNet top-1 %, as published
-    source: str = ""
+    source: str = ""  # the reference implementation counted
 
 
 @dataclass(frozen=True)
 class PaperFigures:
-    """The paper's figures as printed (rounded as printed), with the table they are printed in."""
+    """The paper's figures as printed (rounded as printed), with the table they are printed in.
+
+    MACs in the papers' unit (multiply-adds; "FLOPs" in ShuffleNet/GhostNet), at the paper's input size;
+    top-1 is ImageNet % (100 - the printed error where the table prints errors). ``None``: not printed.
+    """
 
     params: int | None = None
     macs: float | None = None
@@ -69,6 +74,8 @@ class ModelSpec:
     remap_state_dict: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)  # fixed builder arguments of this entry
     labels: tuple[str, ...] | None = None
+    # Checkpoint presets (preprocessing, class names), the default first; see edgezoo.models.presets.
+    presets: tuple[Preset, ...] = ()
 
     def build(self, **kwargs: Any):
         return self.builder(**{**self.kwargs, **kwargs})

@@ -35,7 +35,7 @@ from torch import nn
 from edgezoo.errors import WeightsError
 from edgezoo.models._init import torchvision_init
 from edgezoo.models.layers import ChannelShuffle, ConvBNAct
-from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
+from edgezoo.models.registry import ModelSpec, PaperFigures, ReferenceFigures, register
 
 STAGE_REPEATS = (4, 8, 4)  # Stage 2/3/4: one stride-2 unit, then 3/7/3 stride-1 units
 # Paper Table 1 (1.0x): conv1, Stage2, Stage3, Stage4 output channels per number of groups.
@@ -326,36 +326,51 @@ def shufflenet_v1(**kwargs) -> ShuffleNetV1:
     return ShuffleNetV1(**kwargs)
 
 
-# groups, scale, params, MACs (both computed, FC without bias), published MFLOPs, top-1, where from
+# groups, scale, params, MACs (both computed, FC without bias), printed MFLOPs and top-1 (100 - error), where
+# printed. The paper prints no parameter counts.
 _VARIANTS = [
-    (1, 1.0, 1_530_936, 143.08e6, "143", 66.4, "Table 1 / Table 2 (33.6% err)"),
-    (2, 1.0, 1_732_848, 140.84e6, "140", 67.3, "Table 1 / Table 2 (32.7% err)"),
-    (3, 1.0, 1_864_728, 137.46e6, "137", 67.4, "Table 1 / Table 2 (32.6% err)"),
-    (4, 1.0, 1_967_344, 134.34e6, "133", 67.2, "Table 1 / Table 2 (32.8% err)"),
-    (8, 1.0, 2_433_768, 138.37e6, "137", 67.6, "Table 1 / Table 2 (32.4% err)"),
-    (3, 0.5, 717_324, 37.59e6, "38", 56.8, "Table 2 (43.2% err); widths of the official release"),
-    (3, 1.5, 3_441_168, 292.44e6, "292", 71.5, "Table 5 (28.5% err); widths of the official release"),
-    (3, 2.0, 5_449_776, 524.05e6, "524", 73.7, "Table 5 (26.3% err); widths of the official release"),
-    (8, 0.5, 1_010_448, 40.47e6, "40 (megvii README)", 57.7, "Table 2 (42.3% err); widths of the official release"),
-    (8, 1.5, 4_268_952, 290.19e6, "290 (megvii README)", 71.0,
-     "not in the paper; megvii README 29.0% err (retrained)"),
-    (8, 2.0, 6_521_232, 521.94e6, "522 (megvii README)", 72.9,
-     "not in the paper; megvii README 27.1% err (retrained)"),
+    (1, 1.0, 1_530_936, 143.08e6, 143, 66.4, "Zhang et al. 2018, Tables 1 and 2"),
+    (2, 1.0, 1_732_848, 140.84e6, 140, 67.3, "Zhang et al. 2018, Tables 1 and 2"),
+    (3, 1.0, 1_864_728, 137.46e6, 137, 67.4, "Zhang et al. 2018, Tables 1 and 2"),
+    (4, 1.0, 1_967_344, 134.34e6, 133, 67.2, "Zhang et al. 2018, Tables 1 and 2"),
+    (8, 1.0, 2_433_768, 138.37e6, 137, 67.6, "Zhang et al. 2018, Tables 1 and 2"),
+    (3, 0.5, 717_324, 37.59e6, 38, 56.8, "Zhang et al. 2018, Table 2"),
+    (3, 1.5, 3_441_168, 292.44e6, 292, 71.5, "Zhang et al. 2018, Table 5"),
+    (3, 2.0, 5_449_776, 524.05e6, 524, 73.7, "Zhang et al. 2018, Table 5"),
+    (8, 0.5, 1_010_448, 40.47e6, 38, 57.7, "Zhang et al. 2018, Table 2"),
+    (8, 1.5, 4_268_952, 290.19e6, 290, 71.0, "megvii-model/ShuffleNet-Series README (not in the paper)"),
+    (8, 2.0, 6_521_232, 521.94e6, 522, 72.9, "megvii-model/ShuffleNet-Series README (not in the paper)"),
 ]
+
+
+def _megvii_remappable(groups: int, width_mult: float) -> bool:
+    """Whether a megvii-layout state_dict of this variant can be relabelled onto the paper's shuffle."""
+    try:
+        for c in widths(groups, width_mult)[1:]:
+            megvii_shuffle_relabelling(c // 4, groups)
+    except ValueError:
+        return False
+    return True
+
+
 for _g, _w, _params, _macs, _flops, _top1, _where in _VARIANTS:
     _tag = f"g{_g}_x{_w:.1f}".replace(".", "_")
     _megvii = (_g, _w) in MEGVII_CHANNELS
+    _remaps = _megvii_remappable(_g, _w)
     register(ModelSpec(
         name=f"shufflenet_v1_{_tag}", family="shufflenet_v1", builder=shufflenet_v1,
         kwargs={"groups": _g, "width_mult": _w},
         aliases=(f"shufflenetv1_{_tag}",) + (("shufflenetv1", "shufflenet_v1") if (_g, _w) == (3, 1.0) else ()),
-        reference=ReferenceFigures(params=_params, macs=_macs, top1=_top1,
-                           source=f"Zhang et al. 2018, {_where}: {_flops}M FLOPs (multiply-adds)"),
+        reference=ReferenceFigures(params=_params, macs=_macs,
+                                   source="the paper's Table 1 unit (paper shuffle); megvii widths where scaled"),
+        paper=PaperFigures(macs=_flops * 1e6, top1=_top1, table=_where),
         weights=(f"official megvii-model/ShuffleNet-Series ShuffleNetV1 {_w:.1f}x group={_g} checkpoint "
-                 + ("(keys remapped, its inverse shuffle undone)" if _g == 3 or _w == 2.0 else
-                    "via edgezoo.models.shufflenet_v1.from_megvii (its inverse shuffle cannot be remapped)")
+                 + ("(keys remapped, its inverse shuffle undone)" if _remaps else
+                    "only via edgezoo.models.shufflenet_v1.from_megvii (its inverse shuffle cannot be remapped)")
                  if _megvii
-                 else "no public checkpoint of this variant; megvii-style state_dicts load (keys remapped, "
-                      "shuffle undone)"),
+                 else "no public checkpoint of this variant; "
+                 + ("megvii-style state_dicts load (keys remapped, shuffle undone)" if _remaps else
+                    "megvii-style state_dicts load only via edgezoo.models.shufflenet_v1.from_megvii "
+                    "(their inverse shuffle cannot be remapped)")),
         remap_state_dict=remap_megvii,
     ))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgezoo.models.layers import ConvBNAct, channel_shuffle
-from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
+from edgezoo.models.layers import ChannelShuffle, ConvBNAct
+from edgezoo.models.registry import ModelSpec, PaperFigures, ReferenceFigures, register
 
 STAGE_REPEATS = (4, 8, 4)
 # Paper Table 5: Conv1, Stage2, Stage3, Stage4, Conv5 output channels per scale.
@@ -50,6 +50,8 @@ class InvertedResidual(nn.Module):
             _dw(bf, stride), nn.BatchNorm2d(bf),
             nn.Conv2d(bf, bf, 1, bias=False), nn.BatchNorm2d(bf), nn.ReLU(inplace=True),
         )
+        # A module (no parameters, so torchvision's state_dict keys are unchanged) that export passes can swap.
+        self.shuffle = ChannelShuffle(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
@@ -57,7 +59,7 @@ class InvertedResidual(nn.Module):
             out = torch.cat((x1, self.branch2(x2)), dim=1)
         else:
             out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
-        return channel_shuffle(out, 2)
+        return self.shuffle(out)
 
 
 class ShuffleNetV2(nn.Module):
@@ -87,21 +89,23 @@ def shufflenet_v2(**kwargs) -> ShuffleNetV2:
     return ShuffleNetV2(**kwargs)
 
 
-# scale, params (torchvision), MACs (torchvision topology), paper MFLOPs, paper top-1 (100 - Table 8 err)
+# scale, params and MACs (torchvision topology), printed: Table 5 weights (M), Table 8 MFLOPs and top-1
+# (100 - error). The printed MFLOPs are those of the authors' (megvii) topology, whose down-sampling units
+# are wider: 40.48 / 145.81 / 298.97 / 590.78M counted on it, vs torchvision's below.
 _SCALES = [
-    (0.5, 1_366_792, 40.48e6, 41, 60.3),
-    (1.0, 2_278_604, 144.91e6, 146, 69.4),
-    (1.5, 3_503_624, 295.76e6, 299, 72.6),
-    (2.0, 7_393_996, 583.25e6, 591, 74.9),
+    (0.5, 1_366_792, 40.48e6, 1.4, 41, 60.3),
+    (1.0, 2_278_604, 144.91e6, 2.3, 146, 69.4),
+    (1.5, 3_503_624, 295.76e6, 3.5, 299, 72.6),
+    (2.0, 7_393_996, 583.25e6, 7.4, 591, 74.9),
 ]
-for _w, _params, _macs, _paper_macs, _top1 in _SCALES:
+for _w, _params, _macs, _paper_params, _paper_macs, _top1 in _SCALES:
     _tag = f"x{_w:.1f}".replace(".", "_")
     register(ModelSpec(
         name=f"shufflenet_v2_{_tag}", family="shufflenet_v2", builder=shufflenet_v2,
         kwargs={"width_mult": _w},
         aliases=(f"shufflenetv2_{_tag}",) + (("shufflenetv2", "shufflenet_v2") if _w == 1.0 else ()),
-        reference=ReferenceFigures(params=_params, macs=_macs, top1=_top1,
-                           source=f"Ma et al. 2018, Tables 5/8: {_paper_macs}M FLOPs (megvii topology); "
-                                  "params and MACs here are torchvision's topology"),
+        reference=ReferenceFigures(params=_params, macs=_macs, source=f"torchvision shufflenet_v2_{_tag} (exact)"),
+        paper=PaperFigures(params=int(_paper_params * 1e6), macs=_paper_macs * 1e6, top1=_top1,
+                           table="Ma et al. 2018, Tables 5 and 8"),
         weights=f"torchvision.models.shufflenet_v2_{_tag} state_dict, keys as they are",
     ))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgezoo.models.registry import ModelSpec, ReferenceFigures, register
+from edgezoo.models.registry import ModelSpec, PaperFigures, ReferenceFigures, register
 
 # (squeeze, expand1x1, expand3x3) per fire module; "M" = MaxPool 3x3/2. Paper Table 1 / v1.1 README.
 _FIRES = {
@@ -88,13 +88,17 @@ _TV = "torchvision.models.{} state_dict (IMAGENET1K_V1), keys as they are"
 register(ModelSpec(
     name="squeezenet1_0", family="squeezenet", builder=squeezenet1_0,
     aliases=("squeezenet", "squeezenet1.0", "squeezenet_1_0", "squeezenet10"),
-    reference=ReferenceFigures(params=1_248_424, macs=818.9e6, top1=57.5, source="Iandola et al. 2016, Table 2"),
+    reference=ReferenceFigures(params=1_248_424, macs=818.9e6, source="torchvision squeezenet1_0 (exact)"),
+    # Table 1 sums to 1,248,424 parameters; the paper prints no MACs (at its 227 input this net has 832.7M)
+    paper=PaperFigures(params=1_248_424, top1=57.5, table="Iandola et al. 2016, Tables 1 and 2"),
     weights=_TV.format("squeezenet1_0"),
 ))
 register(ModelSpec(
     name="squeezenet1_1", family="squeezenet", builder=squeezenet1_1,
     aliases=("squeezenet1.1", "squeezenet_1_1", "squeezenet11"),
-    reference=ReferenceFigures(params=1_235_496, macs=349.2e6, top1=58.178,
-                       source="forresti/SqueezeNet v1.1 README (no paper); top-1 from torchvision"),
+    reference=ReferenceFigures(params=1_235_496, macs=349.2e6, source="torchvision squeezenet1_1 (exact)"),
+    # no paper: the forresti/SqueezeNet v1.1 README prints no figures ("2.4x less computation"); the top-1 is
+    # torchvision's IMAGENET1K_V1 acc@1
+    paper=PaperFigures(top1=58.178, table="torchvision squeezenet1_1 IMAGENET1K_V1 (no paper)"),
     weights=_TV.format("squeezenet1_1"),
 ))

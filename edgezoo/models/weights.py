@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import warnings
 import zipfile
 from typing import Any, Mapping
 
@@ -17,11 +19,18 @@ _SHOW = 5  # how many offending keys an error names
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a checkpoint safely (``weights_only=True``) and unwrap the usual containers."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise WeightsError(f"weights {path} is a folder", "give the state_dict file inside it")
     if not os.path.isfile(path):
         raise WeightsError(f"weights file not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of legacy (non-zip) checkpoints; the outcome is what matters
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _refused(path, str(e)) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsError(
             f"cannot read weights from {path}: {first[:200]}",
@@ -35,6 +44,25 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
     # DataParallel prefixes every key with "module."
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _refused(path: str, torch_text: str) -> WeightsError:
+    """torch.load(weights_only=True) refused the pickle: say what it asked for and why that is refused."""
+    if "Weights only load failed" not in torch_text:  # not a refusal: a file that is no pickle at all
+        first = torch_text.strip().splitlines()[0] if torch_text.strip() else "not a pickle"
+        return WeightsError(f"cannot read weights from {path}: {first[:200]}",
+                            "expected a state_dict saved with torch.save(model.state_dict(), path)")
+    found = re.search(r"GLOBAL ([\w.]+)", torch_text)
+    if not found:  # e.g. "Unsupported operand 120": a plain pickle or not a pickle at all
+        what = re.search(r"Unsupported operand \d+", torch_text)
+        return WeightsError(f"cannot read weights from {path}: it is not a PyTorch checkpoint that loads safely"
+                            + (f" ({what.group(0).lower()} in its pickle)" if what else ""),
+                            "expected a state_dict saved with torch.save(model.state_dict(), path)")
+    return WeightsError(
+        f"refused to load {path}: it asks to call {found.group(1)} while loading, and a pickle that calls code could run anything on "
+        "this machine; edgezoo loads only tensors and plain containers (torch.load with weights_only=True)",
+        "if the file comes from a source you trust, load it once in Python with torch.load(path, "
+        "weights_only=False) and save its state_dict with torch.save; otherwise do not use it")
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike, spec: Any = None) -> torch.nn.Module:

@@ -2,11 +2,11 @@
 
 Works on any ONNX file (ours, torchvision's, a user's) with onnx and numpy alone: no PyTorch.
 
-Counting rules (the same as the papers' and as ``reference/models.md`` section 0):
+Counting rules (the papers' own: MobileNet v1 §3, ShuffleNet v2 §2 count multiply-adds):
   * MACs = multiply-accumulates of Conv / ConvTranspose / Gemm / MatMul (and their int8 forms), without the
     bias term. Conv: ``N*Cout*Hout*Wout * (Cin/groups)*kh*kw``; Gemm/MatMul: ``M*N*K``.
     (onnx-tool adds element-wise ops and one MAC per output for the bias, which puts it 2-12% above the
-    published figures; see reference/baseline-int8.md.)
+    published figures; tests/test_profile_graph.py checks ours against the zoo's reference figures.)
   * Element-wise, pooling and reduction work is counted separately, in ``ops`` (one op per output element;
     pooling: one per window element).
   * Bytes are counted at each tensor's stored dtype. In a QDQ graph, ``DequantizeLinear -> Conv ->
@@ -85,6 +85,8 @@ class NodeProfile:
     scope: tuple[str, ...] = ()  # name components, e.g. ("features", "features.3", "block")
     inputs: tuple[str, ...] = ()  # tensor names, with folded Q/DQ nodes looked through (graph edges)
     outputs: tuple[str, ...] = ()
+    weights: dict[str, int] = field(default_factory=dict)  # initializer name -> elements (shared ones once)
+    sized: bool = True  # False: shapes unknown (after an op nobody can size), so counts are missing
 
     @property
     def flops(self) -> int:
@@ -108,10 +110,21 @@ class NodeProfile:
             "bytes_read": self.bytes_read, "bytes_written": self.bytes_written, "mem_access": self.mem_access,
             "intensity": round(self.intensity, 4), "cio": self.cio, "kernel": list(self.kernel),
             "group": self.group, "int8": self.int8, "block": block_of(self, 2), "stage": block_of(self, 1),
+            "sized": self.sized,
         }
 
 
 TOTAL_FIELDS = ("macs", "ops", "flops", "params", "bytes_read", "bytes_written", "mem_access", "cio")
+
+
+def _sum(nodes: Iterable[NodeProfile], key: str) -> int:
+    """Total of ``key`` over nodes; params count each initializer once, however many nodes share it."""
+    if key != "params":
+        return sum(getattr(n, key) for n in nodes)
+    seen: dict[str, int] = {}
+    for n in nodes:
+        seen.update(n.weights)
+    return sum(seen.values())
 
 
 @dataclass
@@ -120,7 +133,7 @@ class GroupTotals:
     nodes: list[NodeProfile] = field(default_factory=list)
 
     def total(self, key: str) -> int:
-        return sum(getattr(n, key) for n in self.nodes)
+        return _sum(self.nodes, key)
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "nodes": len(self.nodes)}
@@ -136,9 +149,12 @@ class GraphProfile:
     nodes: list[NodeProfile]
     skipped_constant: int = 0  # nodes that only compute constants (folded by any runtime)
     absorbed_qdq: int = 0  # Q/DQ nodes folded into int8 kernels
+    notes: list[str] = field(default_factory=list)  # what the user should know (ignored options, ...)
+    unknown_ops: list[str] = field(default_factory=list)  # "domain::Op" the profiler cannot size or count
+    qdq_fusion: str = "assumed"  # "assumed" (static QDQ rules) or "onnxruntime" (read from its optimized graph)
 
     def total(self, key: str) -> int:
-        return sum(getattr(n, key) for n in self.nodes)
+        return _sum(self.nodes, key)
 
     @property
     def macs(self) -> int:
@@ -180,6 +196,7 @@ class GraphProfile:
         return {
             "source": self.source, "inputs": self.inputs, "totals": self.totals(),
             "skipped_constant_nodes": self.skipped_constant, "absorbed_qdq_nodes": self.absorbed_qdq,
+            "qdq_fusion": self.qdq_fusion, "notes": self.notes, "unknown_ops": self.unknown_ops,
             "blocks": [g.to_dict() for g in self.groups(depth)],
             "stages": [g.to_dict() for g in self.groups(1)],
             "op_types": [g.to_dict() for g in self.by_op_type()],
@@ -255,7 +272,8 @@ def _dims(type_proto) -> list | None:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
 
 
-def _fix_input_shapes(proto, input_size: Sequence[int] | None, batch: int) -> dict[str, list[int]]:
+def _fix_input_shapes(proto, input_size: Sequence[int] | None, batch: int,
+                      notes: list[str] | None = None) -> dict[str, list[int]]:
     """Replace symbolic input dims: batch -> ``batch``; others from input_size (C,H,W) or edgezoo metadata."""
     from edgezoo.onnx_meta import get_metadata
 
@@ -274,6 +292,9 @@ def _fix_input_shapes(proto, input_size: Sequence[int] | None, batch: int) -> di
         new = []
         for i, d in enumerate(dims):
             if isinstance(d, int) and d > 0:
+                if i == 0 and d != batch and batch != 1 and notes is not None:
+                    notes.append(f"--batch {batch} has no effect: input '{vi.name}' has a fixed batch of {d}, "
+                                 f"so the counts are for batch {d}")
                 new.append(d)
             elif i == 0:
                 new.append(batch)
@@ -337,60 +358,101 @@ def _infer_shapes(proto) -> dict[str, tuple[list[int] | None, int]]:
     return info
 
 
-def _shapes_by_running(proto, inputs: dict[str, list[int]], info: dict) -> None:
-    """Fallback when static inference leaves shapes unknown: run onnxruntime once on zeros, read every shape."""
+def _unknown(info: dict, nodes) -> list[str]:
+    return [o for n in nodes for o in n.output if o and info.get(o, (None, 0))[0] is None]
+
+
+def _symbolic_shapes(work, info: dict) -> None:
+    """Second pass for what onnx's inference left unknown: onnxruntime's symbolic shape inference (it
+    propagates Shape/Gather/Concat arithmetic through Reshape, as transformers' exports need). Fills only
+    tensors still unknown; any failure leaves them to the run."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:
+        return
+    try:
+        inferred = SymbolicShapeInference.infer_shapes(work, auto_merge=True, guess_output_rank=False)
+    except Exception:  # unknown ops, or a pattern it does not model: the run decides
+        return
+    if inferred is None:
+        return
+    g = inferred.graph
+    for vi in [*g.value_info, *g.output]:
+        if info.get(vi.name, (None, 0))[0] is not None:
+            continue
+        dims = _dims(vi.type)
+        if dims is not None and all(isinstance(d, int) and d >= 0 for d in dims):
+            info[vi.name] = (dims, vi.type.tensor_type.elem_type or info.get(vi.name, (None, 1))[1])
+
+
+def _shapes_by_running(proto, inputs: dict[str, list[int]], info: dict, wanted: list[str]) -> None:
+    """Last resort for the tensors still unknown: run the model once on zeros through the onnxruntime Runner,
+    with only those tensors added as outputs (the rest are not kept in memory)."""
     import onnx
 
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise MissingDependencyError("onnxruntime", "pip install onnxruntime",
-                                     "this graph's shapes need a run to resolve") from None
+    from edgezoo.runtimes.onnxruntime import OrtRunner
+
     m = onnx.ModelProto()
     m.CopyFrom(proto)
     have = {o.name for o in m.graph.output}
-    for n in m.graph.node:
-        for o in n.output:
-            if o and o not in have:
-                m.graph.output.add().name = o
-                have.add(o)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
+    for o in wanted:
+        if o not in have:
+            m.graph.output.add().name = o
+            have.add(o)
     try:
-        sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        feed = {}
-        for i in sess.get_inputs():
-            np_type = ORT_DTYPES.get(i.type, np.float32)
-            feed[i.name] = np.zeros(inputs[i.name], dtype=np_type)
-        outs = sess.run(None, feed)
-    except Exception as e:
-        raise InputError(f"cannot resolve this graph's tensor shapes: {str(e).splitlines()[0][:200]}",
+        # optimizations off: a fused graph would no longer produce the intermediate tensors asked for
+        with OrtRunner(m.SerializeToString(), threads=1, graph_optimization="disable") as runner:
+            feed = {i.name: np.zeros(inputs[i.name], dtype=i.dtype) for i in runner.inputs}
+            outs = runner.infer(feed)
+            names = [o.name for o in runner.outputs]
+    except InputError as e:
+        raise InputError(f"cannot resolve this graph's tensor shapes: {e.message[:200]}",
                          "pass --input-size, or simplify the model with onnxsim") from None
-    for o, v in zip(sess.get_outputs(), outs):
-        elem = info.get(o.name, (None, 1))[1]
-        info[o.name] = (list(np.shape(v)), elem)
+    for name, v in zip(names, outs):
+        elem = info.get(name, (None, 1))[1]
+        info[name] = (list(np.shape(v)), elem)
+
+
+# Domains whose ops onnx or onnxruntime can size; any other domain is a custom op library.
+KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 
 
 # --------------------------------------------------------------------------------------------- profiling
 
-def profile_onnx(source, input_size: Sequence[int] | None = None, batch: int = 1) -> GraphProfile:
+def profile_onnx(source, input_size: Sequence[int] | None = None, batch: int = 1, runtime=None) -> GraphProfile:
     """Profile an ONNX model (path, bytes or ModelProto) at ``batch`` and input_size (C,H,W; default: the
-    file's static shape or edgezoo metadata)."""
+    file's static shape or edgezoo metadata).
+
+    Shapes come from onnx's shape inference, then onnxruntime's symbolic shape inference, and only what both
+    leave unknown from one run. ``runtime``: onnxruntime's optimized graph (``fusion.runtime_graph``); with
+    it, a DequantizeLinear -> op -> QuantizeLinear counts as an int8 kernel only where onnxruntime fused it.
+    """
     import onnx
 
     proto = load_model(source)
     label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<model>"
     work = _without_weight_data(proto)  # shapes need no weight values: copying and inferring is then cheap
-    inputs = _fix_input_shapes(work, input_size, batch)
+    notes: list[str] = []
+    inputs = _fix_input_shapes(work, input_size, batch, notes)
     info = _infer_shapes(work)
     graph = work.graph
     nodes = list(graph.node)
-    if any(info.get(o, (None, 0))[0] is None for n in nodes for o in n.output if o):
+    custom = sorted({f"{n.domain}::{n.op_type}" for n in nodes if n.domain not in KNOWN_DOMAINS})
+    if _unknown(info, nodes):
+        _symbolic_shapes(work, info)
+    wanted = _unknown(info, nodes)
+    if wanted and not custom:
         full = onnx.ModelProto()
         full.CopyFrom(proto)
         _fix_input_shapes(full, input_size, batch)
-        _shapes_by_running(full, inputs, info)
+        _shapes_by_running(full, inputs, info, wanted)
+    elif custom:
+        # no runtime here knows a custom op library: count the nodes whose shapes are known, name the rest
+        ops = ", ".join(custom)
+        unsized = len({id(n) for n in nodes for o in n.output if o in set(wanted)})
+        notes.append(f"custom op{'s' if len(custom) > 1 else ''} {ops} not counted (no shape or cost rule)"
+                     + (f"; {unsized} node{'s' if unsized != 1 else ''} whose shapes depend on "
+                        f"{'them' if len(custom) > 1 else 'it'} are not sized" if unsized else ""))
 
     producer = {o: n for n in nodes for o in n.output if o}
     consumers: dict[str, list] = {}
@@ -423,6 +485,11 @@ def profile_onnx(source, input_size: Sequence[int] | None = None, batch: int = 1
         dq_any = any(via_dq(i) for i in n.input if i)
         if dq_any and data and all(via_dq(i) for i in data):
             quantized.add(id(n))
+    if runtime is not None:  # what onnxruntime actually fused, not what it could
+        from edgezoo.profile.fusion import float_in_runtime
+
+        left = float_in_runtime([n for n in nodes if id(n) in quantized], runtime)
+        quantized = {id(n) for n in nodes if id(n) in quantized and n.name not in left}
     absorbed = set()
     for n in nodes:
         if n.op_type == "DequantizeLinear" and id(n) not in const_nodes:
@@ -461,15 +528,24 @@ def profile_onnx(source, input_size: Sequence[int] | None = None, batch: int = 1
             t = alias[t]
         return t
 
+    def weight_source(t: str) -> str:  # a weight read through its DequantizeLinear is the int8 initializer
+        p = producer.get(t)
+        return p.input[0] if p is not None and p.op_type == "DequantizeLinear" and id(p) in const_nodes else t
+
     profiles = []
     for n in nodes:
         if id(n) in const_nodes or id(n) in absorbed:
             continue
-        prof = _profile_node(n, stored, info, id(n) in quantized, q_out_dtype)
+        prof = _profile_node(n, stored, info, id(n) in quantized, q_out_dtype, weight_source)
         prof.inputs = tuple(resolve(i) for i in n.input if i and i not in const)
         prof.outputs = tuple(o for o in n.output if o)
+        prof.sized = all(info.get(o, (None, 0))[0] is not None for o in n.output if o) and \
+            all(info.get(i, (None, 0))[0] is not None for i in n.input if i)
+        if not prof.sized:  # unknown shapes would count as one element: count nothing rather than a guess
+            prof.macs = prof.ops = prof.bytes_read = prof.bytes_written = prof.mem_access = prof.cio = 0
         profiles.append(prof)
-    return GraphProfile(label, inputs, profiles, skipped_constant=len(const_nodes), absorbed_qdq=len(absorbed))
+    return GraphProfile(label, inputs, profiles, skipped_constant=len(const_nodes), absorbed_qdq=len(absorbed),
+                        notes=notes, unknown_ops=custom, qdq_fusion="onnxruntime" if runtime is not None else "assumed")
 
 
 def _without_weight_data(proto):
@@ -514,7 +590,7 @@ def _attr(node, name: str, default=None):
     return default
 
 
-def _profile_node(n, stored, info, quantized: bool, q_out_dtype: dict) -> NodeProfile:
+def _profile_node(n, stored, info, quantized: bool, q_out_dtype: dict, weight_source=lambda t: t) -> NodeProfile:
     op = n.op_type
     ins = [(i, *stored(i, quantized)) for i in n.input if i]  # (name, shape, itemsize, const)
     skip_params = QUANT_PARAM_INPUTS.get(op, set())
@@ -528,6 +604,7 @@ def _profile_node(n, stored, info, quantized: bool, q_out_dtype: dict) -> NodePr
     out_elems = sum(_numel(s) for _, s, _, _ in outs)
     act_in = [(s, b) for k, (_, s, b, c) in enumerate(ins) if not c]
     weights = []  # (shape, itemsize) of constant inputs that are parameters
+    weight_names: dict[str, int] = {}
     for k, (name, s, b, c) in enumerate(ins):
         if not c or k in skip_params:
             continue
@@ -537,6 +614,7 @@ def _profile_node(n, stored, info, quantized: bool, q_out_dtype: dict) -> NodePr
         if op not in CONV_OPS and op not in GEMM_OPS and _numel(s) <= 1:
             continue  # scalar constants of element-wise ops (x + 3, x / 6)
         weights.append((s, b))
+        weight_names[weight_source(name)] = _numel(s)
 
     macs = ops = 0
     kernel: tuple[int, ...] = ()
@@ -594,4 +672,5 @@ def _profile_node(n, stored, info, quantized: bool, q_out_dtype: dict) -> NodePr
         params=sum(_numel(s) for s, _ in weights), bytes_read=int(bytes_read), bytes_written=int(bytes_written),
         mem_access=int(mem_access), cio=int(cio), kernel=tuple(int(k) for k in kernel), group=group,
         int8=quantized or op.startswith("QLinear") or op.endswith("Integer"), scope=scope_of(n.name or ""),
+        weights=weight_names,
     )

@@ -7,7 +7,8 @@
 
 Each check returns a ``Finding``: the guideline, a severity, the model-level figure, and the layers (or
 blocks) that contribute most. The severity thresholds are edgezoo's own rules of thumb, stated next to each
-check; the paper gives measurements, not thresholds.
+check; the paper gives measurements, not thresholds. Each finding carries one line of advice: what the paper
+recommends for that guideline (section 2's closing remarks and section 3's unit design).
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ ELEMENTWISE_TIME_OPS = {
 }
 
 
+# What the paper recommends for each guideline (Ma et al. 2018, end of section 2 and section 3).
+ADVICE = {
+    "G1": "use equal input and output channel widths in 1x1 convs (c1:c2 near 1:1), as ShuffleNet V2's units do",
+    "G2": "be careful with group convolution: choose the group count by the target platform, and prefer "
+          "fewer groups (or channel split) where memory access dominates",
+    "G3": "reduce fragmentation: fewer, wider branches per block (the paper's units have two), fewer small "
+          "ops between convs",
+    "G4": "reduce element-wise ops: drop or fuse ReLU/Add/Mul where the runtime does not (ShuffleNet V2 moves "
+          "the ReLU to one branch and replaces the residual Add with Concat)",
+}
+
+
 @dataclass
 class Finding:
     guideline: str  # G1 .. G4
@@ -38,6 +51,11 @@ class Finding:
     value: float  # the same number, for machines (a fraction unless the figure says otherwise)
     layers: list[dict[str, Any]] = field(default_factory=list)  # worst contributors first
     detail: str = ""
+    advice: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.advice:
+            self.advice = ADVICE.get(self.guideline, "")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,87 +130,129 @@ def check_g2(p: GraphProfile, top: int = 5) -> Finding:
         "extra MAC vs g=1 at fixed input and FLOPs = hw*c2*(1 - 1/g)")
 
 
-def _conv_branches(join: NodeProfile, members: dict[str, NodeProfile]) -> int:
-    """Parallel conv branches meeting at ``join``: inputs whose conv ancestors (inside the block) include one
-    that no other input depends on. A ShuffleNetV2 unit's identity half has none; a GhostNet module's two
-    halves are in series (the cheap op's input is the primary conv's output), so it counts one."""
-    def ancestors(t: str, seen: set) -> set:
-        node = members.get(t)
-        if node is None or node.name in seen:
-            return set()
-        seen.add(node.name)
-        acc = {node.name} if node.category in MAC_OPS else set()
-        for i in node.inputs:
-            acc |= ancestors(i, seen)
-        return acc
+def parallel_branches(p: GraphProfile) -> dict[str, int]:
+    """Join node name -> parallel conv branches that meet there, from the graph's structure alone.
 
-    sets = [ancestors(t, set()) for t in join.inputs]
-    count = 0
-    for k, s in enumerate(sets):
-        others = set().union(*(x for j, x in enumerate(sets) if j != k)) if len(sets) > 1 else set()
-        if s - others:
-            count += 1
-    return count
+    A join (Concat, Add, Mul, ...) has one input per incoming path; the nodes on input k's path since the
+    fork are its ancestors that no other input of the join shares. The input is a conv branch when those
+    exclusive ancestors hold a conv or gemm. So an Inception block's concat counts its four branches, a
+    residual Add counts one (the identity path has no conv), and a GhostNet module counts one (the cheap
+    conv reads the primary conv's output: both lie on one path). Node names play no part."""
+    producer = {o: k for k, n in enumerate(p.nodes) for o in n.outputs}
+    anc: list[int] = []  # bit k set: node k is an ancestor of (or is) node i; python ints as bitsets
+    mac_mask = 0
+    for i, n in enumerate(p.nodes):  # ONNX nodes are in topological order
+        a = 1 << i
+        for t in n.inputs:
+            k = producer.get(t)
+            if k is not None and k < i:
+                a |= anc[k]
+        anc.append(a)
+        if n.category in MAC_OPS:
+            mac_mask |= 1 << i
+    out = {}
+    for i, n in enumerate(p.nodes):
+        if n.op_type not in JOIN_OPS:
+            continue
+        sets = [anc[producer[t]] for t in n.inputs if t in producer]
+        if len(sets) < 2:
+            continue
+        count = 0
+        for k, a in enumerate(sets):
+            others = 0
+            for j, b in enumerate(sets):
+                if j != k:
+                    others |= b
+            if a & ~others & mac_mask:
+                count += 1
+        out[n.name] = count
+    return out
 
 
 def check_g3(p: GraphProfile, depth: int = 2, top: int = 5) -> Finding:
-    """Fragmentation per block: kernels launched (view ops excluded), convs, small ops (everything that is
-    not a conv/gemm), and parallel conv branches. Severity: 4+ parallel branches or 2+ small ops per conv
-    -> high; 2-3 branches or 1.5+ small ops per conv -> medium."""
+    """Fragmentation: parallel conv branches at each join, found from the graph's structure (fork/join), and
+    small ops (kernels that are not a conv/gemm, view ops excluded) per conv. Rows are per block (node-name
+    scope at ``depth``, for reading only; the verdict does not depend on names). Severity: 4+ parallel
+    branches at a join or 2+ small ops per conv -> high; 2-3 branches or 1.5+ small ops per conv -> medium."""
+    branches = parallel_branches(p)
     rows = []
     for g in p.groups(depth):
         kernels = [n for n in g.nodes if n.op_type not in VIEW_OPS]
         if not kernels:
             continue
-        members = {o: n for n in g.nodes for o in n.outputs}
         convs = sum(1 for n in kernels if n.category in MAC_OPS)
-        joins = [n for n in kernels if n.op_type in JOIN_OPS and len(n.inputs) >= 2]
-        parallel = max((_conv_branches(j, members) for j in joins), default=min(convs, 1))
+        joins = [(branches[n.name], n.name) for n in g.nodes if n.name in branches]
+        parallel, join = max(joins, default=(min(convs, 1), ""))
         rows.append({"block": g.name, "kernels": len(kernels), "convs": convs, "small_ops": len(kernels) - convs,
-                     "parallel_branches": parallel,
+                     "parallel_branches": parallel, "join": join,
                      "small_ops_list": sorted({n.op_type for n in kernels if n.category not in MAC_OPS})})
     convs = sum(r["convs"] for r in rows)
     small = sum(r["small_ops"] for r in rows)
     per_conv = small / convs if convs else float(small)
-    parallel = max((r["parallel_branches"] for r in rows), default=0)
-    branched = sum(1 for r in rows if r["parallel_branches"] >= 2)
+    parallel = max([*branches.values(), min(convs, 1)], default=0)
+    branched = sum(1 for v in branches.values() if v >= 2)
+    wide = sum(1 for v in branches.values() if v >= 4)
     sev = "high" if parallel >= 4 or per_conv >= 2 else "medium" if parallel >= 2 or per_conv >= 1.5 else "low"
     rows.sort(key=lambda r: (-r["parallel_branches"], -r["kernels"]))
     return Finding(
         "G3", "network fragmentation", sev,
-        f"{len(rows)} blocks, {sum(r['kernels'] for r in rows) / max(len(rows), 1):.1f} kernels per block, "
-        f"{per_conv:.2f} small ops per conv, up to {parallel} parallel conv branches ({branched} blocks branch)",
-        per_conv, rows[:top], "blocks from node-name scopes at depth %d" % depth)
+        f"up to {parallel} parallel conv branches at a join ({branched} joins branch, {wide} with 4 or more); "
+        f"{per_conv:.2f} small ops per conv; {len(rows)} blocks, "
+        f"{sum(r['kernels'] for r in rows) / max(len(rows), 1):.1f} kernels per block",
+        per_conv, rows[:top],
+        "branches from the graph's fork/join structure; blocks (for the rows only) from node-name scopes at "
+        "depth %d" % depth)
 
 
-def check_g4(p: GraphProfile, op_times=None, top: int = 5) -> Finding:
-    """Element-wise ops: share of the memory traffic (bytes at stored dtype) and of the memory access cost;
-    the paper also counts depthwise convs here (high MAC/FLOPs). With measured op times, their share of time.
-    Severity on the byte share: >= 30% high, >= 15% medium."""
+def check_g4(p: GraphProfile, op_times=None, top: int = 5, fused: dict[str, str] | None = None) -> Finding:
+    """Element-wise ops: share of the memory traffic (bytes at stored dtype), in the file and in what the
+    runtime runs. ``fused`` maps a node to the kernel that absorbs it (``fusion.runtime_fusions`` from
+    onnxruntime's optimized graph; default ``fusion.static_fusions``, its CPU rules): a ReLU fused into the
+    conv before it moves no bytes of its own. The paper also counts depthwise convs here (high MAC/FLOPs).
+    Severity on the share of bytes the runtime's element-wise kernels move, or, with measured op times, on
+    their share of the measured time: >= 30% high, >= 15% medium."""
+    from edgezoo.profile.fusion import static_fusions
+
+    fused = static_fusions(p) if fused is None else fused
     ew = [n for n in p.nodes if n.category == "elementwise"]
+    run = [n for n in ew if n.name not in fused]
     total_bytes = max(p.total("bytes_read") + p.total("bytes_written"), 1)
+    run_total = max(sum(n.bytes for n in p.nodes if n.name not in fused), 1)
     total_mac = max(p.total("mem_access"), 1)
     ew_bytes = sum(n.bytes for n in ew)
     dw_bytes = sum(n.bytes for n in p.nodes if n.category == "depthwise")
     share = ew_bytes / total_bytes
+    run_share = sum(n.bytes for n in run) / run_total
     mac_share = sum(n.mem_access for n in ew) / total_mac
     flop_share = sum(n.flops for n in ew) / max(p.total("flops"), 1)
     by_type: dict[str, dict] = {}
     for n in ew:
-        d = by_type.setdefault(n.op_type, {"op_type": n.op_type, "count": 0, "bytes": 0})
+        d = by_type.setdefault(n.op_type, {"op_type": n.op_type, "count": 0, "fused": 0, "bytes": 0,
+                                           "bytes_run": 0})
         d["count"] += 1
         d["bytes"] += n.bytes
-    layers = sorted(by_type.values(), key=lambda d: -d["bytes"])
+        if n.name in fused:
+            d["fused"] += 1
+        else:
+            d["bytes_run"] += n.bytes
+    layers = sorted(by_type.values(), key=lambda d: (-d["bytes_run"], -d["bytes"]))
     for d in layers:
         d["share_of_bytes"] = round(d["bytes"] / total_bytes, 4)
-    figure = (f"element-wise ops: {share:.1%} of bytes moved, {mac_share:.1%} of memory access cost, "
-              f"{flop_share:.1%} of FLOPs; with depthwise convs {(ew_bytes + dw_bytes) / total_bytes:.1%} of bytes")
+    n_fused = len(ew) - len(run)
+    figure = (f"element-wise ops the runtime runs: {run_share:.1%} of bytes moved ({len(run)} kernels; "
+              f"{n_fused} more fused into convs); in the file {share:.1%} of bytes, {mac_share:.1%} of memory "
+              f"access cost, {flop_share:.1%} of FLOPs; with depthwise convs {(ew_bytes + dw_bytes) / total_bytes:.1%}"
+              f" of bytes")
+    value, basis = run_share, "bytes the runtime's element-wise kernels move"
     if op_times is not None and getattr(op_times, "total_ms", 0):
         t = sum(ms for op, ms in op_times.by_type.items() if op in ELEMENTWISE_TIME_OPS)
-        figure += f"; measured {t / op_times.total_ms:.1%} of time (after the runtime's fusions)"
-    return Finding("G4", "element-wise operations", _sev(share, 0.15, 0.30), figure, share, layers[:top],
-                   "ReLU, Add, Mul, h-swish, ... have few FLOPs but a full read and write of their tensors")
+        value, basis = t / op_times.total_ms, "measured time"
+        figure += f"; measured {value:.1%} of time (after the runtime's fusions)"
+    return Finding("G4", "element-wise operations", _sev(value, 0.15, 0.30), figure, value, layers[:top],
+                   f"severity on the {basis}; ReLU, Add, Mul, h-swish, ... have few FLOPs but a full read and "
+                   f"write of their tensors unless fused")
 
 
-def check_guidelines(p: GraphProfile, op_times=None, depth: int = 2, top: int = 5) -> list[Finding]:
-    return [check_g1(p, top), check_g2(p, top), check_g3(p, depth, top), check_g4(p, op_times, top)]
+def check_guidelines(p: GraphProfile, op_times=None, depth: int = 2, top: int = 5,
+                     fused: dict[str, str] | None = None) -> list[Finding]:
+    return [check_g1(p, top), check_g2(p, top), check_g3(p, depth, top), check_g4(p, op_times, top, fused)]

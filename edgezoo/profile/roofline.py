@@ -4,15 +4,15 @@ runtime gets to it.
   attainable GFLOP/s = min(peak GFLOP/s, bandwidth GB/s * intensity),  intensity = FLOPs / bytes moved.
 
 A layer's bound time is max(FLOPs / peak, bytes / bandwidth); the model's lower bound is the sum over layers
-(layers run one after another at batch 1). The peaks are this machine's, measured (a large GEMM in
-onnxruntime, a large numpy copy), or a target device's given figures. The bandwidth of a large copy is DRAM
+(layers run one after another at batch 1). The peaks are this machine's, measured (the best of several
+runs of large compute-bound MatMul and Conv kernels, fp32 and int8 QDQ, through the onnxruntime Runner; a
+large numpy copy), or a target device's given figures; the report says which. The bandwidth of a large copy is DRAM
 bandwidth; small tensors that stay in cache can beat it, so a measured layer may run "faster than its bound".
 No torch import: this runs on a device with onnxruntime and numpy.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,9 +21,9 @@ import numpy as np
 
 from edgezoo.profile.graph import GraphProfile, NodeProfile
 
-# Activations that onnxruntime (and most runtimes) fuse into the preceding conv/gemm: no extra pass in memory.
-FUSABLE_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"}
-MAC_CATEGORIES = {"conv", "depthwise", "group_conv", "gemm"}
+from edgezoo.profile.fusion import MAC_CATEGORIES, RUNTIME_SUFFIXES, static_fusions
+
+PEAK_FIELDS = ("peak_gflops", "bandwidth_gbs", "peak_int8_gops")
 
 
 @dataclass
@@ -33,6 +33,18 @@ class MachinePeaks:
     peak_int8_gops: float | None = None  # int8 ops/s, in G; None: int8 layers use peak_gflops
     source: str = "given"
     threads: int = 1
+    origin: dict[str, str] = field(default_factory=dict)  # field -> "measured" | "given"
+
+    def __post_init__(self) -> None:
+        default = "measured" if self.source.startswith("measured") else "given"
+        for k in PEAK_FIELDS:
+            self.origin.setdefault(k, default)
+
+    @property
+    def how(self) -> str:
+        """'measured', 'given', or 'given + measured' for the peaks as a whole."""
+        kinds = {self.origin[k] for k in PEAK_FIELDS if getattr(self, k) is not None}
+        return " + ".join(sorted(kinds, reverse=True)) or "given"
 
     @property
     def ridge(self) -> float:
@@ -42,39 +54,51 @@ class MachinePeaks:
     def to_dict(self) -> dict[str, Any]:
         return {"peak_gflops": self.peak_gflops, "bandwidth_gbs": self.bandwidth_gbs,
                 "peak_int8_gops": self.peak_int8_gops, "source": self.source, "threads": self.threads,
+                "peaks_were": self.how, "origin": dict(self.origin),
                 "ridge_flops_per_byte": round(self.ridge, 3)}
 
 
-def _matmul_session(n: int, int8: bool, threads: int):
-    import onnx
-    from onnx import TensorProto, helper
+def _peak_kernels(int8: bool, n: int, conv_c: int, conv_hw: int):
+    """Compute-bound kernels as ONNX bytes with their FLOP counts: an n^3 MatMul and a 3x3 conv of conv_c
+    channels on conv_hw^2 (onnxruntime runs convs through its NCHWc kernels, which can outrun its GEMM, so
+    a MatMul alone understates the peak a conv layer reaches). int8: the same as QDQ graphs (u8 activations,
+    s8 weights), which onnxruntime runs as QLinearMatMul / QLinearConv."""
+    from onnx import TensorProto, helper, numpy_helper
 
-    from edgezoo.runtimes.onnxruntime import import_onnxruntime
-
-    ort = import_onnxruntime()
-    if int8:
-        nodes = [helper.make_node("MatMulInteger", ["a", "b"], ["y"])]
-        ins = [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
-               helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])]
-        out = helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])
-    else:
-        nodes = [helper.make_node("MatMul", ["a", "b"], ["y"])]
-        ins = [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"]
-        out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])
-    model = helper.make_model(helper.make_graph(nodes, "gemm", ins, [out]),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
-    if int8:
-        feeds = {"a": rng.integers(0, 255, (n, n), dtype=np.uint8), "b": rng.integers(-127, 127, (n, n), dtype=np.int8)}
-    else:
-        feeds = {"a": rng.standard_normal((n, n), dtype=np.float32), "b": rng.standard_normal((n, n), dtype=np.float32)}
-    del onnx
-    return sess, feeds
+    kernels = []
+    for kind in ("matmul", "conv"):
+        if kind == "matmul":
+            x_shape, w = [n, n], rng.standard_normal((n, n), dtype=np.float32)
+            flops = 2 * n ** 3
+        else:
+            x_shape = [1, conv_c, conv_hw, conv_hw]
+            w = rng.standard_normal((conv_c, conv_c, 3, 3), dtype=np.float32)
+            flops = 2 * conv_hw * conv_hw * conv_c * conv_c * 9
+        op = (lambda a, b, y: helper.make_node("MatMul", [a, b], [y])) if kind == "matmul" else \
+            (lambda a, b, y: helper.make_node("Conv", [a, b], [y], pads=[1, 1, 1, 1]))
+        inits = []
+        if int8:
+            s = numpy_helper.from_array(np.array(0.02, np.float32), "s")
+            zu = numpy_helper.from_array(np.array(128, np.uint8), "zu")
+            zs = numpy_helper.from_array(np.array(0, np.int8), "zs")
+            wq = numpy_helper.from_array(np.clip(np.round(w * 20), -127, 127).astype(np.int8), "wq")
+            inits = [s, zu, zs, wq]
+            nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zu"], ["xq"]),
+                     helper.make_node("DequantizeLinear", ["xq", "s", "zu"], ["xd"]),
+                     helper.make_node("DequantizeLinear", ["wq", "s", "zs"], ["wd"]), op("xd", "wd", "y"),
+                     helper.make_node("QuantizeLinear", ["y", "s", "zu"], ["yq"]),
+                     helper.make_node("DequantizeLinear", ["yq", "s", "zu"], ["out"])]
+        else:
+            inits = [numpy_helper.from_array(w, "w")]
+            nodes = [op("x", "w", "out")]
+        g = helper.make_graph(nodes, f"peak_{kind}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], initializer=inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        feed = {"x": rng.standard_normal(x_shape, dtype=np.float32)}
+        kernels.append((kind, m.SerializeToString(), feed, flops))
+    return kernels
 
 
 def _best_seconds(fn, repeats: int, budget_s: float) -> float:
@@ -90,27 +114,40 @@ def _best_seconds(fn, repeats: int, budget_s: float) -> float:
     return best
 
 
+def _kernel_peak(int8: bool, threads: int, n: int, conv_c: int, conv_hw: int, repeats: int, budget_s: float):
+    """Best GFLOP/s (or GOP/s) over the kernels, each the best of ``repeats`` runs, through the Runner."""
+    from edgezoo.runtimes.onnxruntime import OrtRunner
+
+    best, which = 0.0, ""
+    for kind, data, feed, flops in _peak_kernels(int8, n, conv_c, conv_hw):
+        with OrtRunner(data, threads=threads) as runner:
+            t = _best_seconds(lambda: runner.infer(feed), repeats, budget_s)
+        if flops / t / 1e9 > best:
+            best, which = flops / t / 1e9, kind
+    return best, which
+
+
 def measure_peaks(threads: int = 1, int8: bool = True, n: int = 1024, copy_mib: int = 256,
-                  budget_s: float = 1.0) -> MachinePeaks:
-    """This machine's peaks: the best of a few n x n x n GEMMs in onnxruntime (fp32 and u8s8) and of a few
-    ``copy_mib`` MiB numpy copies (256 MiB: beyond most last-level caches, so it is DRAM bandwidth). A peak
-    is a best case by definition, so the best run is the figure (not a median)."""
-    sess, feeds = _matmul_session(n, False, threads)
-    t = _best_seconds(lambda: sess.run(None, feeds), 10, budget_s)
-    gflops = 2 * n ** 3 / t / 1e9
-    int8_gops = None
+                  budget_s: float = 1.0, conv_c: int = 256, conv_hw: int = 28, repeats: int = 10) -> MachinePeaks:
+    """This machine's peaks: for fp32 (and int8 QDQ) the best over an n^3 MatMul and a conv_c-channel 3x3
+    conv, each the best of ``repeats`` runs (or ``budget_s`` seconds), through the onnxruntime Runner; the
+    bandwidth from the best of a few ``copy_mib`` MiB numpy copies (256 MiB: beyond most last-level caches,
+    so it is DRAM bandwidth). A peak is a best case by definition, so the best run is the figure (not a
+    median); a layer can still beat it (cache-resident tensors, a kernel better than these), and the report
+    says so when one does."""
+    gflops, k32 = _kernel_peak(False, threads, n, conv_c, conv_hw, repeats, budget_s)
+    int8_gops, k8 = (None, "")
     if int8:
-        sess, feeds = _matmul_session(n, True, threads)
-        t = _best_seconds(lambda: sess.run(None, feeds), 10, budget_s)
-        int8_gops = 2 * n ** 3 / t / 1e9
+        int8_gops, k8 = _kernel_peak(True, threads, n, conv_c, conv_hw, repeats, budget_s)
     src = np.ones(copy_mib * 2 ** 20 // 4, dtype=np.float32)
     dst = np.empty_like(src)
     t = _best_seconds(lambda: np.copyto(dst, src), 5, budget_s)
     bandwidth = 2 * src.nbytes / t / 1e9  # a copy reads and writes every byte
     del src, dst
     return MachinePeaks(round(gflops, 2), round(bandwidth, 2), round(int8_gops, 2) if int8_gops else None,
-                        f"measured on this machine ({threads} thread{'s' if threads > 1 else ''}; "
-                        f"{n}^3 GEMM, {copy_mib} MiB copy)", threads)
+                        f"measured on this machine ({threads} thread{'s' if threads > 1 else ''}; best of "
+                        f"{n}^3 MatMul and {conv_c}ch 3x3 conv at {conv_hw}x{conv_hw}: fp32 {k32}"
+                        + (f", int8 {k8}" if k8 else "") + f"; {copy_mib} MiB copy)", threads)
 
 
 @dataclass
@@ -151,6 +188,18 @@ class RooflineReport:
     layers: list[LayerBound]
     measured_total_ms: float | None = None
     unattributed_ms: dict[str, float] = field(default_factory=dict)  # runtime-only ops (layout reorders, ...)
+    batch: int = 1
+
+    def roof(self, l: "LayerBound") -> float:
+        """Attainable GFLOP/s for a layer's intensity under these peaks."""
+        pk = self.peaks
+        peak = pk.peak_int8_gops if (l.int8 and pk.peak_int8_gops) else pk.peak_gflops
+        return min(peak, pk.bandwidth_gbs * l.intensity)
+
+    def above_roof(self) -> list["LayerBound"]:
+        """Measured layers faster than the roof allows: the peaks are then an underestimate for them."""
+        return [l for l in self.layers if l.measured_ms and l.flops and not l.fused_into
+                and l.flops / (l.measured_ms * 1e6) > self.roof(l)]
 
     @property
     def lower_bound_ms(self) -> float:
@@ -188,46 +237,41 @@ class RooflineReport:
              "memory_bound_layers": sum(l.bound == "memory" for l in self.layers),
              "compute_bound_layers": sum(l.bound == "compute" for l in self.layers),
              "by_op_type": self.by_op_type(), "layers": [l.to_dict() for l in self.layers]}
+        d["batch"] = self.batch
         if self.measured_total_ms is not None:
+            above = self.above_roof()
+            d["above_roof"] = [{"name": l.name, "achieved_gflops": round(l.flops / (l.measured_ms * 1e6), 3),
+                                "roof_gflops": round(self.roof(l), 3)} for l in above]
             d["measured_total_ms"] = round(self.measured_total_ms, 6)
             d["achieved_fraction"] = round(self.lower_bound_ms / self.measured_total_ms, 4)
             d["unattributed_ms"] = {k: round(v, 6) for k, v in self.unattributed_ms.items()}
         return d
 
 
-def _fusion_heads(p: GraphProfile) -> dict[str, NodeProfile]:
-    """Activation node name -> the conv/gemm it follows, when that conv's output feeds only this activation."""
-    producer = {o: n for n in p.nodes for o in n.outputs}
-    uses: dict[str, int] = {}
-    for n in p.nodes:
-        for i in n.inputs:
-            uses[i] = uses.get(i, 0) + 1
-    heads = {}
-    for n in p.nodes:
-        if n.op_type in FUSABLE_ACTIVATIONS and len(n.inputs) == 1:
-            src = producer.get(n.inputs[0])
-            if src is not None and src.category in MAC_CATEGORIES and uses.get(n.inputs[0]) == 1:
-                heads[n.name] = src
-    return heads
-
-
-def analyze(p: GraphProfile, peaks: MachinePeaks, op_times=None, assume_fusion: bool = True) -> RooflineReport:
-    heads = _fusion_heads(p) if assume_fusion else {}
+def analyze(p: GraphProfile, peaks: MachinePeaks, op_times=None, assume_fusion: bool = True,
+            fused: dict[str, str] | None = None, batch: int = 1) -> RooflineReport:
+    """Bounds per layer. ``fused``: node -> the node that absorbs it (``fusion.runtime_fusions``, read from
+    onnxruntime's optimized graph); default: onnxruntime's CPU fusion rules (``fusion.static_fusions``)."""
+    if not assume_fusion:
+        fused = {}
+    elif fused is None:
+        fused = static_fusions(p)
+    by_name = {n.name: n for n in p.nodes}
+    heads = {k: by_name[v] for k, v in fused.items() if v in by_name}
     layers = []
     for n in p.nodes:
         peak = peaks.peak_int8_gops if (n.int8 and peaks.peak_int8_gops) else peaks.peak_gflops
-        head = heads.get(n.name)
         layers.append(LayerBound(
             n.name, n.op_type, n.category, n.flops, n.bytes, n.intensity,
             compute_ms=n.flops / (peak * 1e9) * 1e3, memory_ms=n.bytes / (peaks.bandwidth_gbs * 1e9) * 1e3,
-            fused_into=head.name if head is not None else None, int8=n.int8))
-    report = RooflineReport(peaks, layers)
+            fused_into=fused.get(n.name), int8=n.int8))
+    report = RooflineReport(peaks, layers, batch=batch)
     if op_times is not None:
         _join_measured(p, report, op_times, heads)
     return report
 
 
-_RUNTIME_SUFFIXES = re.compile(r"(_nchwc|_quant|_fused|_token_\d+|_output_\d+_nchwc)+$")
+_RUNTIME_SUFFIXES = RUNTIME_SUFFIXES
 
 
 def _join_measured(p: GraphProfile, report: RooflineReport, op_times, heads: dict[str, NodeProfile]) -> None:
@@ -292,9 +336,16 @@ def plot_roofline(report: RooflineReport, path, title: str = "") -> None:
         ax.scatter([l.intensity], [y], s=22, c=c if measured else "none", edgecolors=c,
                    label=l.category if l.category not in seen else None, alpha=0.8)
         seen.add(l.category)
+    above = {l.name for l in report.above_roof()}
+    if above:
+        xa = [l.intensity for l in layers if l.name in above]
+        ya = [l.flops / (l.measured_ms * 1e6) for l in layers if l.name in above]
+        ax.scatter(xa, ya, s=60, marker="x", c="k", label=f"{len(above)} above the roof")
     ax.set_xlabel("arithmetic intensity (FLOPs / byte)")
     ax.set_ylabel("GFLOP/s (" + ("achieved, filled" if report.measured_total_ms else "attainable") + ")")
-    ax.set_title(f"roofline {title}".strip())
+    ax.set_title(f"roofline {title}".strip() + f"\npeaks {pk.how}"
+                 + (f"; {len(above)} layers beat them (cache-resident or a faster kernel)" if above else ""),
+                 fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
 
@@ -304,7 +355,7 @@ def plot_roofline(report: RooflineReport, path, title: str = "") -> None:
     if report.measured_total_ms:
         bx.barh(ys + 0.2, [r["measured_ms"] or 0 for r in rows], 0.4, label="measured", color="tab:red")
     bx.set_yticks(ys, [r["op_type"] for r in rows], fontsize=8)
-    bx.set_xlabel("ms per image")
+    bx.set_xlabel("ms per image" if report.batch == 1 else f"ms per batch of {report.batch}")
     head = f"lower bound {report.lower_bound_ms:.2f} ms"
     if report.measured_total_ms:
         head += f", measured {report.measured_total_ms:.2f} ms"

@@ -1,11 +1,13 @@
 """ExecuTorch: .pte programs through the ExecuTorch runtime's Python bindings (``executorch.runtime``), with
 the XNNPACK delegate when the program was lowered to it.
 
-Threads: the bindings hold one process-wide threadpool (the one XNNPACK's delegate runs on). The runner
-resizes it with ``_unsafe_reset_threadpool`` to its ``threads`` when activated and again before a run if
-another runner left it at another size, and reads the size back with ``_threadpool_get_thread_count``.
-Those two functions are marked experimental in executorch 1.x; without them the runner says so rather than
-run on a thread count nobody asked for. The bindings take torch tensors, so this runner needs torch.
+Threads: the bindings hold one process-wide threadpool, and XNNPACK's delegate takes a pointer to it when a
+method is loaded. ``_unsafe_reset_threadpool`` replaces the pool, so a method loaded before a resize runs on
+a freed pool (seen here as crashes inside execute). The runner therefore resizes the pool before it loads
+its program, refuses to resize it while another ExecuTorch runner is active at another count (one thread
+count per process), and reads the size back with ``_threadpool_get_thread_count``. Those functions are
+experimental in executorch 1.x; without them the runner says so rather than run on a thread count nobody
+asked for. The bindings take torch tensors, so this runner needs torch.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class ExecuTorchRunner(Runner):
     """One method (``forward`` by default) of a .pte program."""
 
     name = "executorch"
+    _active_counts: list[int] = []  # pool size each active runner loaded its method with (process-wide)
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, method: str = "forward") -> None:
         super().__init__()
@@ -55,8 +58,10 @@ class ExecuTorchRunner(Runner):
                                          "this one cannot set the thread count")
         self.program = self.method = None
         self._meta = None
+        self._loaded_with: int | None = None
 
     def _activate(self) -> None:
+        self._set_pool()
         try:
             self.program = self._runtime_cls.get().load_program(self.path)
         except Exception as e:
@@ -73,14 +78,25 @@ class ExecuTorchRunner(Runner):
             raise InputError(f"executorch cannot load method '{self.method_name}' of {self.path}: "
                              f"{first_line(e)}", "was it lowered for a backend this build has (XNNPACK)?") from None
         self._meta = self.method.metadata
-        self._apply_threads()
+        self._loaded_with = self.thread_count
+        ExecuTorchRunner._active_counts.append(self._loaded_with)
 
-    def _apply_threads(self) -> None:
-        if self.threads is not None and self._lib._threadpool_get_thread_count() != self.threads:
-            self._lib._unsafe_reset_threadpool(int(self.threads))
+    def _set_pool(self) -> None:
+        """Resize the pool to ``threads`` before loading; never under another active runner's methods."""
+        now = self.thread_count
+        if self.threads is None or now == self.threads:
+            return
+        if ExecuTorchRunner._active_counts:
+            raise InputError(f"ExecuTorch has one threadpool per process, and a program is already loaded on "
+                             f"{now} thread(s); this one asks for {self.threads}",
+                             "use one thread count for every .pte in a process (deactivate the other first)")
+        self._lib._unsafe_reset_threadpool(int(self.threads))
 
     def _deactivate(self) -> None:
         self.program = self.method = self._meta = None
+        if self._loaded_with in ExecuTorchRunner._active_counts:
+            ExecuTorchRunner._active_counts.remove(self._loaded_with)
+        self._loaded_with = None
 
     @property
     def thread_count(self) -> int:
@@ -122,7 +138,9 @@ class ExecuTorchRunner(Runner):
                 raise InputError(f"input '{info.name}' of shape {tuple(arr.shape)} does not fit the program's "
                                  f"{info.describe()}", "a .pte program runs the shape it was exported with")
             args.append(torch.from_numpy(np.ascontiguousarray(arr, dtype=info.dtype)))
-        self._apply_threads()
+        if self.thread_count != self._loaded_with:  # resized under us: the delegate's pool is gone
+            raise InputError("ExecuTorch's threadpool was resized after this program was loaded",
+                             "deactivate and activate the runner again")
         try:
             outs = self.method.execute(args)
         except Exception as e:

@@ -15,24 +15,67 @@ from edgezoo.onnx_meta import ModelMetadata
 from edgezoo.runtimes.base import Runner, TensorInfo
 
 
-def parse_input_size(value: str | int | Sequence[int] | None) -> tuple[int, ...] | None:
-    """"224" -> (224, 224); "160x128" -> (160, 128); "3x224x224" -> (3, 224, 224); ints pass through."""
+# One grammar for every command's --input-size: S (a square side), H,W or C,H,W; "x" may stand for ",".
+INPUT_SIZE_GRAMMAR = "S (square), H,W or C,H,W, e.g. 224, 160,128 or 3,224,224 (x works as well as a comma)"
+MAX_SIDE = 4096  # a 4096x4096 float image is 200 MB per channel; mobile CNNs run at a few hundred pixels
+MAX_CHANNELS = 64
+
+
+def parse_input_size(value: str | int | Sequence[int] | None, option: str = "--input-size"
+                     ) -> tuple[int, ...] | None:
+    """The one parser of input sizes: "224" -> (224, 224); "160,128" or "160x128" -> (160, 128);
+    "3,224,224" -> (3, 224, 224). An int is a square side; a sequence is taken as H,W or C,H,W.
+
+    Returns (H, W) or (C, H, W); ``image_chw`` fills in a model's channels. Every side must lie in
+    1..MAX_SIDE and channels in 1..MAX_CHANNELS; the error names the option and the grammar.
+    """
     if value is None:
         return None
+    text = value if isinstance(value, str) else str(value)
+    if isinstance(value, bool):
+        raise InputError(f"{option} '{value}' is not a size", f"use {INPUT_SIZE_GRAMMAR}")
     if isinstance(value, int):
-        parts = [value, value]
+        parts = [value]
     elif isinstance(value, str):
+        pieces = value.strip().lower().replace("x", ",").split(",")
         try:
-            parts = [int(p) for p in value.lower().replace(",", "x").split("x") if p.strip()]
+            parts = [int(p) for p in pieces]
         except ValueError:
-            raise InputError(f"input size '{value}' is not a number or HxW, e.g. 224 or 160x128") from None
-        if len(parts) == 1:
-            parts = parts * 2
+            raise InputError(f"{option} '{value}' is not a size", f"use {INPUT_SIZE_GRAMMAR}") from None
     else:
-        parts = [int(v) for v in value]
-    if len(parts) not in (2, 3) or any(p < 1 for p in parts):
-        raise InputError(f"input size '{value}' must be one or two (or C,H,W three) positive numbers")
+        try:
+            parts = [int(v) for v in value]
+        except (TypeError, ValueError):
+            raise InputError(f"{option} '{value}' is not a size", f"use {INPUT_SIZE_GRAMMAR}") from None
+        text = ",".join(map(str, parts))
+    if len(parts) not in (1, 2, 3):
+        raise InputError(f"{option} '{text}' has {len(parts)} numbers", f"use {INPUT_SIZE_GRAMMAR}")
+    if len(parts) == 1:
+        parts = parts * 2
+    *channels, h, w = parts
+    if any(not 1 <= side <= MAX_SIDE for side in (h, w)):
+        raise InputError(f"{option} '{text}': height and width must lie in 1..{MAX_SIDE}",
+                         f"use {INPUT_SIZE_GRAMMAR}")
+    if channels and not 1 <= channels[0] <= MAX_CHANNELS:
+        raise InputError(f"{option} '{text}': channels must lie in 1..{MAX_CHANNELS}", f"use {INPUT_SIZE_GRAMMAR}")
     return tuple(parts)
+
+
+def image_chw(size: Sequence[int], channels: int, option: str = "--input-size") -> tuple[int, int, int]:
+    """(C, H, W) from a parsed size and the model's channel count; C,H,W with other channels is refused."""
+    if len(size) == 3:
+        if size[0] != channels:
+            raise InputError(f"{option} {','.join(map(str, size))}: the model takes {channels} channels, "
+                             f"not {size[0]}", f"give H,W or {channels},{size[1]},{size[2]}")
+        return tuple(size)  # type: ignore[return-value]
+    return (channels, *size)  # type: ignore[return-value]
+
+
+def input_size_option(default: str):
+    """The --input-size option of every command: the same grammar and help text (typer imported lazily)."""
+    import typer
+
+    return typer.Option(None, "--input-size", help=f"Input size: {INPUT_SIZE_GRAMMAR}. Default: {default}.")
 
 
 def resolve_shape(info: TensorInfo, batch: int, input_size: Sequence[int] | None = None,
@@ -68,7 +111,7 @@ def resolve_shape(info: TensorInfo, batch: int, input_size: Sequence[int] | None
             shape[axis] = v
     if any(not isinstance(d, int) for d in shape):
         raise InputError(f"input {info.describe()} has dynamic dimensions and no size was given",
-                         "pass --input-size HxW")
+                         "pass --input-size H,W")
     return tuple(int(d) for d in shape)
 
 

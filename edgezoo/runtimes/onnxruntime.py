@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
-from edgezoo.runtimes.base import Runner, TensorInfo, first_line, shape_of
+from edgezoo.runtimes.base import Runner, TensorInfo, first_line, guess_layout, shape_of
 
 # Short names users type -> onnxruntime's provider names, and the package that brings each one.
 PROVIDERS = {
@@ -191,7 +191,8 @@ class OrtRunner(Runner):
 
 def _info(node) -> TensorInfo:
     dtype = ORT_DTYPES.get(node.type, np.float32)
-    return TensorInfo(node.name, shape_of(node.shape), np.dtype(dtype))
+    shape = shape_of(node.shape)
+    return TensorInfo(node.name, shape, np.dtype(dtype), guess_layout(shape))
 
 
 def _external_data_size(path: Path) -> int:

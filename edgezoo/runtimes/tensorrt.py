@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
-from edgezoo.runtimes.base import Runner, TensorInfo, shape_of
+from edgezoo.runtimes.base import Runner, TensorInfo, guess_layout, shape_of
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 GPU_NOTE = "TensorRT needs an NVIDIA GPU with a CUDA driver"
@@ -114,7 +114,8 @@ class TrtRunner(Runner):
             name = self.engine.get_tensor_name(i)
             if self.engine.get_tensor_mode(name) == mode:
                 dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-                out.append(TensorInfo(name, shape_of(list(self.engine.get_tensor_shape(name))), dtype))
+                shape = shape_of(list(self.engine.get_tensor_shape(name)))
+                out.append(TensorInfo(name, shape, dtype, guess_layout(shape)))
         return out
 
     def _inputs(self) -> list[TensorInfo]:

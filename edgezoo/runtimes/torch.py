@@ -24,13 +24,13 @@ def build_registry_model(name: str, weights: str | None = None, seed: int = 0):
     import torch
 
     from edgezoo.models.registry import create_model, get_spec
-    from edgezoo.testing import recalibrate_bn
+    from edgezoo.models.batchnorm import random_images, recalibrate_bn
 
     spec = get_spec(name)
     torch.manual_seed(seed)
     model = create_model(spec.name, weights=weights)
     if weights is None:
-        recalibrate_bn(model, spec.input_size, batches=2, batch_size=4, seed=seed)
+        recalibrate_bn(model, random_images(spec.input_size, 8, seed), batch_size=4)
     return spec, model.eval()
 
 
@@ -96,7 +96,7 @@ class TorchRunner(Runner):
 
     def _inputs(self) -> list[TensorInfo]:
         # Convolutional nets take any size above their minimum, so H and W are reported as dynamic
-        return [TensorInfo("input", ("batch", self._channels(), "height", "width"), np.dtype(np.float32))]
+        return [TensorInfo("input", ("batch", self._channels(), "height", "width"), np.dtype(np.float32), "NCHW")]
 
     def _outputs(self) -> list[TensorInfo]:
         classes = self.spec.num_classes if self.spec is not None else "classes"

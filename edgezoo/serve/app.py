@@ -1,8 +1,10 @@
-"""The HTTP routes (Starlette): health, model list, predict, metrics; API-key check; limits and timeouts.
+"""The HTTP routes (Starlette): edgezoo's /v1 and the KServe v2 protocol; API key, limits and timeouts.
 
-``create_app(models, config)`` returns an ASGI app; ``edgezoo.serve.server`` runs it on uvicorn. Each
-predict request is answered exactly once: the batcher resolves its future, or a limit answers it first
-(413/408/503/504) and the batcher skips it.
+``create_app(models, config)`` returns an ASGI app; ``edgezoo.serve.server`` runs it on uvicorn with the
+header guard (edgezoo/serve/guard.py). Each inference request is answered exactly once: the batcher
+resolves its future, or a limit answers it first (413/408/503/504) and the batcher skips it. Every answer,
+whatever the route, is counted in /metrics by ``Accounting``; every error body is ``{"error": ...}``.
+Parsing and decoding run on work threads (edgezoo/serve/work.py), never on the event loop.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import hmac
 import io
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,15 +25,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from edgezoo.serve import kserve
 from edgezoo.serve import preprocess as pp
+from edgezoo.serve.work import WorkPool
 from edgezoo.serve.batching import BatchConfig, Batcher, QueueFull, RunFailed, ShuttingDown
 from edgezoo.serve.metrics import CONTENT_TYPE as PROMETHEUS_TYPE
 from edgezoo.serve.metrics import ServerMetrics
-from edgezoo.serve.model import ServedModel
+from edgezoo.serve.model import ModelIO, ServedModel
 from edgezoo.serve.preprocess import RequestError
 
 API_KEY_ENV = "EDGEZOO_API_KEY"
 NPY_TYPES = ("application/x-npy", "application/npy", "application/octet-stream")
+SMALL_JSON = 64 * 1024  # JSON bodies up to this are parsed on a work thread; larger in the parse process
 
 
 @dataclass
@@ -42,8 +46,14 @@ class ServeConfig:
     request_timeout_s: float = 30.0  # from body received to answer: queue + run
     body_timeout_s: float = 30.0  # to receive the body (a client trickling bytes holds a connection)
     decode_timeout_s: float = 5.0  # one image's decode and resize
-    max_image_pixels: int = 40_000_000  # refused from the header, before decoding (decompression bombs)
+    max_image_pixels: int = 40_000_000  # one image, read from its header before decoding (decompression bombs)
+    max_request_pixels: int = 64_000_000  # all images of one request
+    max_server_pixels: int = 160_000_000  # images being decoded or waiting to be, across the server (503)
     max_images: int = 64  # images in one multipart request
+    header_timeout_s: float = 10.0  # to receive a request's head (guard.py)
+    max_header_bytes: int = 32 * 1024  # request line + headers (431 beyond)
+    keep_alive_s: float = 15.0  # idle keep-alive connections are closed after this
+    max_in_flight: int = 256  # requests being answered at once (503 beyond)
     default_top_k: int = 5
     allow_nan: bool = False
     api_key: str | None = None
@@ -60,14 +70,14 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 
 class ApiKeyMiddleware:
-    """Every route but /health needs the key, as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
+    """Every route but the health checks needs the key, as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
 
     def __init__(self, app, key: str):
         self.app = app
         self.key = key.encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] == "/health":
+        if scope["type"] != "http" or scope["path"] in ("/health", "/v2/health/live", "/v2/health/ready"):
             return await self.app(scope, receive, send)
         given = b""
         for k, v in scope["headers"]:
@@ -82,16 +92,84 @@ class ApiKeyMiddleware:
         return await self.app(scope, receive, send)
 
 
+def _route_of(path: str, models: dict) -> tuple[str, str]:
+    """(model label, route label) for /metrics; a name that is not served is labelled "" (bounded series)."""
+    parts = path.strip("/").split("/")
+    if parts[:1] == ["v1"] and len(parts) >= 3 and parts[1] == "models":
+        name = parts[2] if parts[2] in models else ""
+        return name, "predict" if parts[3:] == ["predict"] else "model"
+    if parts[:1] == ["v2"] and len(parts) >= 3 and parts[1] == "models":
+        name = parts[2] if parts[2] in models else ""
+        tail = parts[3:]
+        if tail[:1] == ["versions"]:
+            tail = tail[2:]
+        return name, {(): "v2_metadata", ("ready",): "v2_ready", ("infer",): "v2_infer"}.get(tuple(tail), "other")
+    known = {"health": "health", "metrics": "metrics", "v1/models": "models", "v2": "v2_server",
+             "v2/health/live": "v2_health", "v2/health/ready": "v2_health"}
+    return "", known.get("/".join(parts), "other")
+
+
+class Accounting:
+    """Outermost layer: counts every answer by model, route and status (errors also by reason), times the
+    inference routes, and caps requests in flight (503: idle sockets never count, only requests)."""
+
+    TIMED = ("predict", "v2_infer")
+
+    def __init__(self, app, state: "ServerState"):
+        self.app = app
+        self.state = state
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        model, route = _route_of(scope["path"], self.state.models)
+        t0 = time.perf_counter()
+        status = 500
+        started = False
+
+        async def counting_send(message):
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+            await send(message)
+
+        try:
+            if self.in_flight >= self.state.config.max_in_flight and route not in ("health", "v2_health"):
+                resp = error_response(503, f"server busy: {self.in_flight} requests in flight",
+                                      {"Retry-After": "1", "Connection": "close"})
+                return await resp(scope, receive, counting_send)
+            self.in_flight += 1
+            try:
+                await self.app(scope, receive, counting_send)
+            finally:
+                self.in_flight -= 1
+        finally:
+            m = self.state.metrics
+            m.requests.inc(model, route, str(status))
+            if status >= 400:
+                m.errors.inc(model, _reason(status))
+            if route in self.TIMED and model:
+                m.latency.observe(time.perf_counter() - t0, model)
+
+
 class ServerState:
     def __init__(self, models: list[ServedModel], config: ServeConfig):
         self.config = config
         self.models = {m.name: m for m in models}
-        self.metrics = ServerMetrics(lambda: {n: b.depth for n, b in self.batchers.items()})
+        self.metrics = ServerMetrics(lambda: {n: self.queue_depth(n) for n in self.batchers},
+                                     lambda: self.work.depth)
         self.batchers = {m.name: Batcher(m, config.batch, self.metrics) for m in models}
-        self.decode_pool = ThreadPoolExecutor(max(1, config.decode_threads), thread_name_prefix="decode")
+        self.work = WorkPool(config.decode_threads, config.max_server_pixels)
+        self.preparing = dict.fromkeys(self.models, 0)  # requests parsing or decoding, by model
         self.closing = False
 
+    def queue_depth(self, name: str) -> int:
+        """Requests of this model between their body and their answer (preparing, or waiting for a run)."""
+        return self.batchers[name].depth + self.preparing[name]
+
     async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.work.start_processes)
         for b in self.batchers.values():
             await b.start()
 
@@ -100,10 +178,10 @@ class ServerState:
         self.closing = True
         for b in self.batchers.values():
             await b.stop()
-        self.decode_pool.shutdown(wait=True)
+        self.work.shutdown()
 
 
-def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> Starlette:
+def create_app(models: list[ServedModel], config: ServeConfig | None = None):
     config = config or ServeConfig()
     state = ServerState(models, config)
 
@@ -121,47 +199,54 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> 
         return json_response({"status": "ok", "models": sorted(state.models)})
 
     async def list_models(request: Request) -> Response:
-        state.metrics.requests.inc("", "models", "200")
         return json_response({"models": [m.describe() for m in state.models.values()]})
 
     async def model_info(request: Request) -> Response:
-        m = state.models.get(request.path_params["name"])
-        if m is None:
-            return _unknown_model(request.path_params["name"])
-        return json_response(m.describe())
+        return json_response(_model(request).describe())
 
     async def metrics(request: Request) -> Response:
         return Response(state.metrics.render(), media_type=PROMETHEUS_TYPE)
 
-    def _unknown_model(name: str) -> Response:
-        known = ", ".join(sorted(state.models)) or "none"
-        return error_response(404, f"no model named '{name}' (served: {known})")
+    def _model(request: Request) -> ServedModel:
+        name = request.path_params["name"]
+        m = state.models.get(name)
+        if m is None:
+            known = ", ".join(sorted(state.models)) or "none"
+            raise RequestError(404, f"no model named '{name[:100]}' (served: {known})")
+        version = request.path_params.get("version")
+        if version is not None and version != "1":
+            raise RequestError(404, f"model '{name}' has only version 1; got version '{version[:20]}'")
+        return m
+
+    # ------------------------------------------------------------------------------------------- /v1
 
     async def predict(request: Request) -> Response:
-        t0 = time.perf_counter()
-        name = request.path_params["name"]
-        model = state.models.get(name)
-        if model is None:
-            state.metrics.requests.inc("", "predict", "404")
-            return _unknown_model(name)
-        try:
-            resp = await _predict(request, model)
-        except RequestError as e:
-            resp = error_response(e.status, e.message, e.headers)
-        status = resp.status_code
-        state.metrics.requests.inc(name, "predict", str(status))
-        if status >= 400:
-            state.metrics.errors.inc(name, _reason(status))
-        state.metrics.latency.observe(time.perf_counter() - t0, name)
-        return resp
-
-    async def _predict(request: Request, model: ServedModel) -> Response:
+        model = _model(request)
         top_k = _int_param(request, "top_k", config.default_top_k, 1, 1000)
         body = await _read_body(request, config)
-        batcher = state.batchers[model.name]
-        if batcher.depth >= config.batch.max_queue:  # refuse before spending time on decoding
+        deadline = time.monotonic() + config.request_timeout_s
+        kind, feeds, added_batch = await _prepared(model, deadline, _parse(request, body, model, deadline))
+        outputs = await _infer(model, feeds, deadline)
+        if kind == "image":
+            return _image_response(model, outputs, top_k)
+        return _tensor_response(request, model, outputs, added_batch)
+
+    async def _prepared(model: ServedModel, deadline: float, parsing):
+        """Admission (queue full: 503 before any work) and accounting of a request's preparation."""
+        if state.queue_depth(model.name) >= config.batch.max_queue:
+            parsing.close()
             raise RequestError(503, "server busy: queue full", {"Retry-After": "1"})
-        kind, feeds, added_batch = await _parse(request, body, model)
+        state.preparing[model.name] += 1
+        try:
+            return await parsing
+        finally:
+            state.preparing[model.name] -= 1
+
+    async def _work(fn, *args, deadline: float, what: str, cancellable: bool = False, in_process: bool = False):
+        return await state.work.run(fn, *args, run_timeout_s=config.decode_timeout_s, deadline=deadline,
+                                    what=what, cancellable=cancellable, in_process=in_process)
+
+    async def _infer(model: ServedModel, feeds: dict[str, np.ndarray], deadline: float) -> list[np.ndarray]:
         rows = next(iter(feeds.values())).shape[0]
         if any(v.shape[0] != rows for v in feeds.values()):
             raise RequestError(422, "inputs disagree on the batch size")
@@ -169,7 +254,7 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> 
             raise RequestError(422, f"model '{model.name}' takes batches of exactly {model.fixed_batch}; "
                                     f"got {rows}")
         try:
-            future = batcher.submit(feeds, rows)
+            future = state.batchers[model.name].submit(feeds, rows)
         except QueueFull:
             raise RequestError(503, "server busy: queue full", {"Retry-After": "1"}) from None
         except ShuttingDown:
@@ -177,42 +262,37 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> 
                 from None
         try:
             # wait_for cancels the future on timeout; the batcher then skips the request
-            outputs = await asyncio.wait_for(future, config.request_timeout_s)
+            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             raise RequestError(504, f"no answer within {config.request_timeout_s:g}s (server overloaded?)") \
                 from None
         except RunFailed as e:
             raise RequestError(500, str(e)) from None
-        if kind == "image":
-            return _image_response(model, outputs, top_k)
-        return _tensor_response(request, model, outputs, added_batch)
 
-    async def _parse(request: Request, body: bytes, model: ServedModel):
+    async def _parse(request: Request, body: bytes, model: ServedModel, deadline: float):
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
             blobs = await _form_files(request, body)
             if len(blobs) == 1 and pp.sniff(blobs[0]) == "npy":
-                return "tensor", *_tensor_feeds(model, {model.inputs[0].name: pp.parse_npy(blobs[0])})
-            return "image", *(await _image_feeds(model, blobs))
+                arr = await _work(pp.parse_npy, blobs[0], deadline=deadline, what=".npy body")
+                return "tensor", *_tensor_feeds(model, {model.inputs[0].name: arr})
+            return "image", *(await _image_feeds(model, blobs, deadline))
         if ctype.startswith("image/"):
-            return "image", *(await _image_feeds(model, [body]))
+            return "image", *(await _image_feeds(model, [body], deadline))
         if ctype == "application/json" or (not ctype and body.lstrip()[:1] == b"{"):
-            raw = pp.parse_json_tensors(body, model)
-            specs = {t.name: t for t in model.inputs}
-            unknown = set(raw) - set(specs)
-            if unknown:
-                raise RequestError(422, f"model has no input named {sorted(unknown)[0]!r} "
-                                        f"(inputs: {', '.join(specs)})")
-            return "tensor", *_tensor_feeds(model, {k: pp.json_to_array(v, specs[k]) for k, v in raw.items()})
+            arrays = await _work(_json_arrays, body, model.io, deadline=deadline, what="JSON body",
+                                 in_process=len(body) > SMALL_JSON)
+            return "tensor", *_tensor_feeds(model, arrays)
         if ctype in NPY_TYPES or not ctype:
             kind = pp.sniff(body)
             if kind == "npy" or ctype in NPY_TYPES[:2]:
                 if len(model.inputs) != 1:
                     raise RequestError(422, "a .npy body feeds a one-input model; send JSON for several inputs")
-                return "tensor", *_tensor_feeds(model, {model.inputs[0].name: pp.parse_npy(body)})
+                arr = await _work(pp.parse_npy, body, deadline=deadline, what=".npy body")
+                return "tensor", *_tensor_feeds(model, {model.inputs[0].name: arr})
             if kind == "image":
-                return "image", *(await _image_feeds(model, [body]))
-        raise RequestError(415, f"unsupported content type '{ctype or 'none'}': send an image (image/jpeg, "
+                return "image", *(await _image_feeds(model, [body], deadline))
+        raise RequestError(415, f"unsupported content type '{ctype[:50] or 'none'}': send an image (image/jpeg, "
                                 "image/png or multipart 'file'), JSON tensors (application/json) or a .npy "
                                 "(application/x-npy)")
 
@@ -228,7 +308,7 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> 
             raise RequestError(422, "give every input a batch dimension, or none")
         return feeds, added.pop()
 
-    async def _image_feeds(model: ServedModel, blobs: list[bytes]):
+    async def _image_feeds(model: ServedModel, blobs: list[bytes], deadline: float):
         pre = model.preprocessing
         if pre is None:
             raise RequestError(422, f"model '{model.name}' has no image preprocessing (its file carries no input "
@@ -236,14 +316,23 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> 
                                     "--mean and --std")
         if len(blobs) > config.max_images:
             raise RequestError(413, f"{len(blobs)} images in one request; the limit is {config.max_images}")
-        loop = asyncio.get_running_loop()
-        samples = []
-        for blob in blobs:
-            job = loop.run_in_executor(state.decode_pool, pp.decode_image, blob, pre, config.max_image_pixels)
-            try:
-                samples.append(await asyncio.wait_for(job, config.decode_timeout_s))
-            except asyncio.TimeoutError:
-                raise RequestError(400, f"image took longer than {config.decode_timeout_s:g}s to decode") from None
+        # Sizes from the headers (no pixel decoded) bound the work before any of it is done.
+        sizes = [pp.image_pixels(b) for b in blobs]
+        for n in sizes:
+            if n > config.max_image_pixels:
+                raise RequestError(413, f"an image of {n:,} pixels; the limit is {config.max_image_pixels:,}")
+        total = sum(sizes)
+        if total > config.max_request_pixels:
+            raise RequestError(413, f"{len(blobs)} images of {total:,} pixels in all; the limit per request is "
+                                    f"{config.max_request_pixels:,}")
+        state.work.reserve_pixels(total)
+        try:
+            samples = []
+            for blob in blobs:
+                samples.append(await _work(pp.decode_image, blob, pre, config.max_image_pixels, deadline=deadline,
+                                           what="image", cancellable=True))
+        finally:
+            state.work.release_pixels(total)
         x = np.stack(samples).astype(model.inputs[0].dtype, copy=False)
         return {model.inputs[0].name: x}, False
 
@@ -286,12 +375,71 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> 
                         for t, o in zip(model.outputs, outputs)},
         })
 
+    # ------------------------------------------------------------------------------------------- /v2
+
+    async def v2_server(request: Request) -> Response:
+        from edgezoo import __version__
+
+        return json_response({"name": "edgezoo", "version": __version__,
+                              "extensions": ["binary_tensor_data"]})
+
+    async def v2_live(request: Request) -> Response:
+        return json_response({"live": True})
+
+    async def v2_ready(request: Request) -> Response:
+        if state.closing:
+            return error_response(503, "server is shutting down")
+        return json_response({"ready": True})
+
+    async def v2_model(request: Request) -> Response:
+        return json_response(kserve.model_metadata(_model(request)))
+
+    async def v2_model_ready(request: Request) -> Response:
+        m = _model(request)
+        if state.closing:
+            return error_response(503, "server is shutting down")
+        return json_response({"name": m.name, "ready": True})
+
+    async def v2_infer(request: Request) -> Response:
+        model = _model(request)
+        raw = request.headers.get(kserve.HEADER_LENGTH)
+        header_length = None
+        if raw is not None:
+            if not raw.strip().isdigit():
+                raise RequestError(400, "Inference-Header-Content-Length must be a number of bytes")
+            header_length = int(raw)
+        body = await _read_body(request, config)
+        deadline = time.monotonic() + config.request_timeout_s
+
+        async def parse():
+            json_size = header_length if header_length is not None else len(body)
+            req = await _work(kserve.parse_infer, body, header_length, model.io, deadline=deadline,
+                              what="inference request", in_process=json_size > SMALL_JSON)
+            feeds, added = _tensor_feeds(model, req.arrays)
+            if added:
+                raise RequestError(400, "KServe shapes include the batch dimension: give every input its full "
+                                        "shape")
+            return req, feeds
+
+        req, feeds = await _prepared(model, deadline, parse())
+        outputs = await _infer(model, feeds, deadline)
+        content, headers = kserve.render_infer(model, req, outputs)
+        ctype = headers.pop("content-type")
+        return Response(content, 200, headers=headers, media_type=ctype)
+
+    # ------------------------------------------------------------------------------------------- errors
+
+    async def request_error(request: Request, exc: RequestError) -> Response:
+        return error_response(exc.status, exc.message, exc.headers)
+
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        return error_response(500, f"internal error: {type(exc).__name__}")
+        return error_response(500, f"internal error: {type(exc).__name__}", {"Connection": "close"})
 
+    v = "/v2/models/{name}"
+    vv = "/v2/models/{name}/versions/{version}"
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
@@ -299,14 +447,34 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> 
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{name}", model_info, methods=["GET"]),
             Route("/v1/models/{name}/predict", predict, methods=["POST"]),
+            Route("/v2", v2_server, methods=["GET"]),
+            Route("/v2/health/live", v2_live, methods=["GET"]),
+            Route("/v2/health/ready", v2_ready, methods=["GET"]),
+            *(r for base in (v, vv) for r in (
+                Route(base, v2_model, methods=["GET"]),
+                Route(base + "/ready", v2_model_ready, methods=["GET"]),
+                Route(base + "/infer", v2_infer, methods=["POST"]),
+            )),
         ],
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        exception_handlers={RequestError: request_error, HTTPException: http_error, Exception: server_error},
     )
     app.state.edgezoo = state
     if config.api_key:
         app.add_middleware(ApiKeyMiddleware, key=config.api_key)
+    app.add_middleware(Accounting, state=state)
     return app
+
+
+def _json_arrays(body: bytes, model: "ModelIO") -> dict[str, np.ndarray]:
+    """/v1's JSON body -> arrays (on a work thread)."""
+    raw = pp.parse_json_tensors(body, model)
+    specs = {t.name: t for t in model.inputs}
+    unknown = set(raw) - set(specs)
+    if unknown:
+        raise RequestError(422, f"model has no input named {sorted(unknown)[0][:100]!r} "
+                                f"(inputs: {', '.join(specs)})")
+    return {k: pp.json_to_array(v, specs[k]) for k, v in raw.items()}
 
 
 async def _read_body(request: Request, config: ServeConfig) -> bytes:
@@ -354,6 +522,6 @@ def _int_param(request: Request, key: str, default: int, lo: int, hi: int) -> in
 
 
 def _reason(status: int) -> str:
-    return {400: "bad_request", 401: "unauthorized", 404: "unknown_model", 408: "body_timeout",
-            413: "too_large", 415: "unsupported_media_type", 422: "invalid_input", 500: "model_error",
-            503: "busy", 504: "timeout"}.get(status, str(status))
+    return {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+            408: "body_timeout", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_input",
+            431: "header_too_large", 500: "server_error", 503: "busy", 504: "timeout"}.get(status, str(status))

@@ -106,11 +106,13 @@ class Histogram:
 class ServerMetrics:
     """The series the server exports. ``queue_depths`` is called at scrape time."""
 
-    def __init__(self, queue_depths: Callable[[], dict[str, int]] = dict):
+    def __init__(self, queue_depths: Callable[[], dict[str, int]] = dict, work_depth: Callable[[], int] = lambda: 0):
         self.requests = Counter("edgezoo_requests_total", "HTTP requests answered, by model, route and status code.",
                                 ("model", "route", "code"))
         self.errors = Counter("edgezoo_request_errors_total",
-                              "Requests answered with an error (4xx/5xx), by model and reason.", ("model", "reason"))
+                              "Requests answered with an error (4xx/5xx), by model and reason; with model=\"\" "
+                              "also connections refused before a request (header_timeout, header_too_large, "
+                              "bad_http, too_many_sockets).", ("model", "reason"))
         self.latency = Histogram("edgezoo_request_duration_seconds",
                                  "Time from request start to response, predict route, by model.", ("model",),
                                  LATENCY_BUCKETS)
@@ -120,10 +122,13 @@ class ServerMetrics:
                                    ("model",), LATENCY_BUCKETS)
         self.queue = Gauge("edgezoo_queue_depth", "Requests waiting for a batch, by model.", ("model",),
                            lambda: {(k,): v for k, v in queue_depths().items()})
+        self.work_queue = Gauge("edgezoo_work_queue_depth",
+                                "Parse and decode jobs waiting for a work thread or running.", (),
+                                lambda: {(): work_depth()})
 
     def render(self) -> str:
         lines: list[str] = []
-        for m in (self.requests, self.errors, self.latency, self.batch_size, self.inference, self.queue):
+        for m in (self.requests, self.errors, self.latency, self.batch_size, self.inference, self.queue, self.work_queue):
             lines.extend(m.render())
         return "\n".join(lines) + "\n"
 

@@ -1,7 +1,7 @@
-"""One ONNX file loaded for serving: its session, what its inputs and outputs look like, how to feed it.
+"""One model file loaded for serving: its Runner (edgezoo.runtimes), its inputs and outputs, how to feed it.
 
 Everything the server needs to know about a model is worked out here once, at start-up, so that the request
-path only checks arrays against plain Python values. No PyTorch: onnxruntime and numpy only.
+path only checks arrays against plain Python values. No PyTorch: the runner's runtime and numpy only.
 """
 
 from __future__ import annotations
@@ -14,21 +14,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgezoo.errors import EdgezooError, InputError, MissingDependencyError
-from edgezoo.imageprep import CROP_FRACTION
+from edgezoo.errors import EdgezooError, InputError
+from edgezoo.imageprep import CROP_FRACTION, INTERPOLATION
 from edgezoo.onnx_meta import ModelMetadata
-from edgezoo.runtimes.onnxruntime import ORT_DTYPES
+from edgezoo.runtimes.base import Runner, TensorInfo
 
 
-@dataclass
-class TensorSpec:
-    name: str
-    dtype: np.dtype
-    shape: tuple[int | str | None, ...]  # ints are fixed, str/None are free (symbolic) dimensions
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": str(self.dtype), "shape": [d if isinstance(d, int) else (d or "?")
-                                                                      for d in self.shape]}
+def tensor_json(t: TensorInfo) -> dict[str, Any]:
+    """/v1's description of a tensor: free dimensions by name, or "?" when unnamed."""
+    return {"name": t.name, "dtype": np.dtype(t.dtype).name,
+            "shape": [d if isinstance(d, int) else (d or "?") for d in t.shape]}
 
 
 @dataclass
@@ -40,19 +35,29 @@ class Preprocessing:
     std: tuple[float, ...]
     crop_pct: float = CROP_FRACTION  # the crop is this fraction of the image (ImageNet evaluation)
     layout: str = "NCHW"
+    interpolation: str = INTERPOLATION  # the checkpoint preset's resize filter
 
     def to_json(self) -> dict[str, Any]:
         return {"input_size": list(self.input_size), "mean": list(self.mean), "std": list(self.std),
-                "crop_pct": self.crop_pct, "layout": self.layout}
+                "crop_pct": self.crop_pct, "layout": self.layout, "interpolation": self.interpolation}
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """What request parsing needs to know of a model (picklable: JSON is parsed in a helper process)."""
+
+    name: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
 
 
 @dataclass
 class ServedModel:
     name: str
     path: Path
-    session: Any  # onnxruntime.InferenceSession
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    runner: Runner  # active
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
     metadata: ModelMetadata
     preprocessing: Preprocessing | None
     fixed_batch: int | None  # the input's static batch size, or None when the batch dimension is free
@@ -63,17 +68,26 @@ class ServedModel:
     def labels(self) -> list[str] | None:
         return self.metadata.labels
 
+    @property
+    def io(self) -> ModelIO:
+        return ModelIO(self.name, tuple(self.inputs), tuple(self.outputs))
+
+    @property
+    def runtime(self) -> str:
+        return self.runner.name
+
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """One onnxruntime run (called from the batcher's worker thread; onnxruntime releases the GIL)."""
-        return self.session.run(None, feeds)
+        """One run (called from the batcher's worker thread; the runtimes release the GIL while they run)."""
+        return self.runner.infer(feeds)
 
     def describe(self) -> dict[str, Any]:
         m = self.metadata
         return {
             "name": self.name,
             "file": self.path.name,
-            "inputs": [t.to_json() for t in self.inputs],
-            "outputs": [t.to_json() for t in self.outputs],
+            "runtime": self.runner.describe(),
+            "inputs": [tensor_json(t) for t in self.inputs],
+            "outputs": [tensor_json(t) for t in self.outputs],
             "precision": m.precision or "fp32",
             "batching": "dynamic" if self.fixed_batch is None and self.batchable else "one by one",
             "fixed_batch": self.fixed_batch,
@@ -88,7 +102,7 @@ class ServedModel:
 
 def model_name_for(path: Path) -> str:
     """A URL-safe model name from the file name (``mobilenet_v3_small.int8.onnx`` -> ``mobilenet_v3_small.int8``)."""
-    stem = path.name[:-5] if path.name.lower().endswith(".onnx") else path.stem
+    stem = path.name[:-5] if path.name.lower().endswith(".onnx") else path.stem  # keep ".int8" of x.int8.onnx
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "model"
 
 
@@ -96,56 +110,56 @@ def session_options(threads: int | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
     # Spinning worker threads keep both cores busy between runs and starve the event loop that parses the
     # next requests; a server shares its cores with its own HTTP handling, so let them sleep.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
+def open_served_runner(path: Path, runtime: str | None, threads: int | None,
+                       providers: Sequence[str] | None) -> Runner:
+    """The runner for ``path`` (``runtime`` None: the file's default), activated; one-line errors."""
+    from edgezoo.runtimes import normalize_runtime, open_runner
+
+    rt = normalize_runtime(runtime)
+    if rt in (None, "onnxruntime") and path.suffix.lower() == ".onnx":
+        from edgezoo.runtimes.onnxruntime import OrtRunner
+
+        runner = OrtRunner(path, threads=threads, providers=list(providers) if providers else None,
+                           session_options=session_options())
+    else:
+        if rt == "torch":
+            raise InputError("the server runs model files, not registry models", "export it first: edgezoo export NAME")
+        runner = open_runner(path, runtime=rt, threads=threads, providers=providers)
+    runner.activate()
+    return runner
+
+
 def load_model(path: str | os.PathLike, name: str | None = None, threads: int | None = None,
                override: dict[str, Any] | None = None, providers: Sequence[str] | None = None,
-               check_batching: bool = True) -> ServedModel:
-    """Open an ONNX file for serving. ``override`` may set input_size/mean/std/labels missing from its metadata."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise MissingDependencyError("onnxruntime", "pip install onnxruntime") from None
+               check_batching: bool = True, runtime: str | None = None) -> ServedModel:
+    """Open a model file for serving. ``override`` may set input_size/mean/std/labels missing from its metadata."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"model file not found: {path}")
-    try:
-        sess = ort.InferenceSession(os.fspath(path), session_options(threads),
-                                    providers=list(providers or ["CPUExecutionProvider"]))
-    except Exception as e:  # onnxruntime raises its own exception types for corrupt or unsupported files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"cannot load {path} with onnxruntime: {first[:300]}",
-                         "is it an ONNX file? (`edgezoo export NAME` writes one)") from None
-    meta = ModelMetadata.from_props(dict(sess.get_modelmeta().custom_metadata_map))
+    runner = open_served_runner(path, runtime, threads, providers)
+    meta = runner.model_metadata() or ModelMetadata.from_props({})
     for k, v in (override or {}).items():
         if v is not None:
             setattr(meta, k, tuple(v) if k in ("input_size", "mean", "std") else v)
-    inputs = [_spec(a) for a in sess.get_inputs()]
-    outputs = [_spec(a) for a in sess.get_outputs()]
-    unsupported = [t for t in inputs if t.dtype is None]
+    inputs, outputs = list(runner.inputs), list(runner.outputs)
+    unsupported = [t for t in inputs if np.dtype(t.dtype).kind not in "biuf"]
     if unsupported:
         raise InputError(f"{path.name}: input '{unsupported[0].name}' has a type the server cannot take")
     model = ServedModel(
-        name=name or model_name_for(path), path=path, session=sess, inputs=inputs, outputs=outputs,
+        name=name or model_name_for(path), path=path, runner=runner, inputs=inputs, outputs=outputs,
         metadata=meta, preprocessing=_preprocessing(inputs, meta), fixed_batch=_fixed_batch(inputs),
     )
     _warm_up(model, check_batching)
     return model
 
 
-def _spec(arg) -> TensorSpec:
-    dims = tuple(d if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) else None) for d in arg.shape)
-    dtype = ORT_DTYPES.get(arg.type)
-    return TensorSpec(arg.name, np.dtype(dtype) if dtype is not None else None, dims)
-
-
-def _fixed_batch(inputs: list[TensorSpec]) -> int | None:
+def _fixed_batch(inputs: list[TensorInfo]) -> int | None:
     """Batch along dim 0 only when every input has a free first dimension; otherwise its static size."""
     firsts = [t.shape[0] if t.shape else 1 for t in inputs]
     if all(not isinstance(d, int) for d in firsts):
@@ -153,9 +167,9 @@ def _fixed_batch(inputs: list[TensorSpec]) -> int | None:
     return next(d for d in firsts if isinstance(d, int))
 
 
-def _preprocessing(inputs: list[TensorSpec], meta: ModelMetadata) -> Preprocessing | None:
+def _preprocessing(inputs: list[TensorInfo], meta: ModelMetadata) -> Preprocessing | None:
     """Images are served only for one 4-D float input whose size, mean and std are known."""
-    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].dtype.kind != "f":
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or np.dtype(inputs[0].dtype).kind != "f":
         return None
     if not (meta.input_size and meta.mean and meta.std):
         return None
@@ -164,9 +178,9 @@ def _preprocessing(inputs: list[TensorSpec], meta: ModelMetadata) -> Preprocessi
         return None
     shape = inputs[0].shape
     layout = "NHWC" if shape[3] == c and shape[1] != c else "NCHW"
-    crop = meta.extra.get("crop_pct", 0.875)
-    crop = float(crop) if isinstance(crop, (int, float)) and 0 < crop <= 1 else 0.875
-    return Preprocessing((c, h, w), tuple(map(float, meta.mean)), tuple(map(float, meta.std)), crop, layout)
+    crop = float(meta.crop_pct) if meta.crop_pct else CROP_FRACTION  # files written before presets lack it
+    return Preprocessing((c, h, w), tuple(map(float, meta.mean)), tuple(map(float, meta.std)), crop, layout,
+                         meta.interpolation or INTERPOLATION)
 
 
 def example_feeds(model: ServedModel, batch: int) -> dict[str, np.ndarray]:

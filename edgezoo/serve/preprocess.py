@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from edgezoo.imageprep import orient_and_convert, resize_crop_normalise
-from edgezoo.serve.model import Preprocessing, ServedModel, TensorSpec
+from edgezoo.imageprep import UnsupportedImageError, prepare
+from edgezoo.runtimes.base import TensorInfo
+from edgezoo.serve.model import ModelIO, Preprocessing, ServedModel
 
 NPY_MAGIC = b"\x93NUMPY"
 IMAGE_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
@@ -27,6 +28,9 @@ class RequestError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+    def __reduce__(self):  # raised in a parse process and re-raised here: keep status and headers
+        return (RequestError, (self.status, self.message, self.headers))
 
 
 def sniff(body: bytes) -> str | None:
@@ -41,8 +45,51 @@ def sniff(body: bytes) -> str | None:
 # ---------------------------------------------------------------------------------------------- images
 
 
-def decode_image(data: bytes, pre: Preprocessing, max_pixels: int) -> np.ndarray:
-    """JPEG/PNG bytes -> one (C, H, W) or (H, W, C) float32 sample, resized, centre-cropped and normalised."""
+class Cancelled(Exception):
+    """The request behind a decode gave up (timeout, disconnect): stop spending CPU on it."""
+
+
+class CancelToken:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def check(self) -> None:
+        if self.cancelled:
+            raise Cancelled()
+
+
+class _CancellableBytes(io.BytesIO):
+    """Pillow decodes a PNG or JPEG by reading its input in blocks (``ImageFile.SAFEBLOCK``, 64 KiB):
+    checking the token on every read stops a cancelled decode at the next block."""
+
+    def __init__(self, data: bytes, token: CancelToken | None):
+        super().__init__(data)
+        self._token = token
+
+    def read(self, size: int = -1) -> bytes:
+        if self._token is not None:
+            self._token.check()
+        return super().read(size)
+
+
+def image_pixels(data: bytes) -> int:
+    """Width x height from the image's header (no pixel decoded); 0 when it is not an image Pillow reads
+    (the decode then gives the precise error)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                return int(img.width) * int(img.height)
+    except Exception:  # anything wrong with the file is reported by decode_image
+        return 0
+
+
+def decode_image(data: bytes, pre: Preprocessing, max_pixels: int, cancel: CancelToken | None = None) -> np.ndarray:
+    """JPEG/PNG bytes -> one (C, H, W) or (H, W, C) float32 sample, resized, centre-cropped and normalised.
+
+    ``cancel``: checked on every block Pillow reads and between steps, so a timed-out decode stops."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -50,18 +97,18 @@ def decode_image(data: bytes, pre: Preprocessing, max_pixels: int) -> np.ndarray
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=None)
+            img = Image.open(_CancellableBytes(data, cancel), formats=None)
             if img.format not in IMAGE_FORMATS:
                 raise RequestError(415, f"image format {img.format} is not served; send JPEG or PNG")
             # The header gives the size before any pixel is decoded: refuse huge images before decoding them.
             if img.width * img.height > max_pixels:
                 raise RequestError(413, f"image is {img.width}x{img.height} pixels; the limit is {max_pixels:,}")
-            c, h, w = pre.input_size
-            scale_side = max(h, w) / pre.crop_pct
-            if img.format == "JPEG":  # decode a big JPEG at a fraction of its size: much faster, same result
-                img.draft("RGB" if c == 3 else "L", (int(scale_side), int(scale_side)))
-            img = orient_and_convert(img, c)
-    except RequestError:
+            c = pre.input_size[0]
+            # No JPEG draft decoding: the pixels must be those calibration saw (the one image preparation).
+            img.load()
+            if cancel is not None:
+                cancel.check()
+    except (RequestError, Cancelled):
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         if isinstance(e, UnidentifiedImageError):
@@ -71,35 +118,86 @@ def decode_image(data: bytes, pre: Preprocessing, max_pixels: int) -> np.ndarray
         raise RequestError(400, f"cannot decode the image: {str(e)[:200]}") from None
     if c not in (1, 3):
         raise RequestError(422, f"model takes {c} channels; images are served for 1 or 3")
-    return resize_crop_normalise(img, pre.input_size, pre.mean, pre.std, pre.crop_pct, pre.layout)
+    if cancel is not None:
+        cancel.check()
+    try:
+        return prepare(img, pre.input_size, pre.mean, pre.std, pre.crop_pct, pre.interpolation, pre.layout)
+    except UnsupportedImageError as e:
+        raise RequestError(415, str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------- tensors
 
 
-def parse_npy(body: bytes) -> np.ndarray:
+def parse_npy(body: bytes, max_elements: int = 1 << 28) -> np.ndarray:
+    """A .npy body -> array, read from its header and the bytes that are really there: a header that
+    declares more elements than the body holds (or than ``max_elements``) is refused before any allocation,
+    and object arrays never (no pickle)."""
+    from numpy.lib import format as npformat
+
     if not body.startswith(NPY_MAGIC):
         raise RequestError(400, "not a .npy file (no NUMPY header)")
+    fp = io.BytesIO(body)
     try:
-        # allow_pickle=False: an object array in a request must never run code
-        arr = np.load(io.BytesIO(body), allow_pickle=False)
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise RequestError(422, "object arrays are not accepted; send a numeric .npy") from None
-        raise RequestError(400, f"corrupt .npy body: {str(e)[:200]}") from None
-    except (OSError, EOFError) as e:
-        raise RequestError(400, f"corrupt .npy body: {str(e)[:200]}") from None
-    if not isinstance(arr, np.ndarray):
-        raise RequestError(400, "the body is not one .npy array")
+        version = npformat.read_magic(fp)
+        reader = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise ValueError(f"unsupported .npy version {version}")
+        shape, fortran, dtype = reader(fp)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        raise RequestError(400, f"corrupt .npy header: {str(e)[:200]}") from None
+    if dtype.hasobject:
+        raise RequestError(422, "object arrays are not accepted; send a numeric .npy")
+    count = 1
+    for d in shape:
+        count *= int(d)  # Python ints: a declared 1e13 does not overflow
+    if count > max_elements:
+        raise RequestError(413, f".npy declares {count:,} elements; the limit is {max_elements:,}")
+    data = memoryview(body)[fp.tell():]
+    if len(data) != count * dtype.itemsize:
+        raise RequestError(400, f".npy header declares shape {list(shape)} of {dtype} ({count * dtype.itemsize:,} "
+                                f"bytes) but the body holds {len(data):,}")
+    arr = np.frombuffer(data, dtype=dtype, count=count)
+    arr = arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
     return arr
 
 
-def parse_json_tensors(body: bytes, model: ServedModel) -> dict[str, Any]:
-    """``{"inputs": [...]}`` for one input, ``{"inputs": {"name": [...], ...}}`` for several (or one)."""
+MAX_JSON_DEPTH = 32  # a tensor of rank 8 inside a KServe request is 12 deep
+MAX_INT_DIGITS = 40  # int64 and uint64 have 20
+
+
+def _json_depth(body: bytes) -> int:
+    """Deepest nesting of [ and { (vectorised; brackets inside strings count too, which only errs safe)."""
+    b = np.frombuffer(body, np.uint8)
+    step = np.zeros(256, np.int8)
+    step[[ord("["), ord("{")]] = 1
+    step[[ord("]"), ord("}")]] = -1
+    moves = step[b]
+    nz = moves[moves != 0]
+    return int(np.cumsum(nz, dtype=np.int64).max()) if nz.size else 0
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise RequestError(400, f"invalid JSON: an integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def load_json(body: bytes | memoryview, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """json.loads with the limits a public endpoint needs: nesting depth, integer length; RequestError(400)."""
+    body = bytes(body)
+    depth = _json_depth(body)
+    if depth > max_depth:
+        raise RequestError(400, f"invalid JSON: nested {depth} deep (at most {max_depth})")
     try:
-        doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(body, parse_int=_bounded_int)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
         raise RequestError(400, f"invalid JSON: {str(e)[:200]}") from None
+
+
+def parse_json_tensors(body: bytes, model: "ModelIO | ServedModel") -> dict[str, Any]:
+    """``{"inputs": [...]}`` for one input, ``{"inputs": {"name": [...], ...}}`` for several (or one)."""
+    doc = load_json(body)
     if not isinstance(doc, dict) or "inputs" not in doc:
         raise RequestError(400, 'JSON body must be an object with "inputs" (a nested list, or an object of them)')
     raw = doc["inputs"]
@@ -111,7 +209,7 @@ def parse_json_tensors(body: bytes, model: ServedModel) -> dict[str, Any]:
     return {model.inputs[0].name: raw}
 
 
-def json_to_array(value: Any, spec: TensorSpec) -> np.ndarray:
+def json_to_array(value: Any, spec: TensorInfo) -> np.ndarray:
     """A nested JSON list -> an array of the input's dtype (ragged lists, strings and lossy casts refused)."""
     try:
         arr = np.asarray(value)
@@ -128,7 +226,7 @@ def json_to_array(value: Any, spec: TensorSpec) -> np.ndarray:
     return arr
 
 
-def check_and_cast(arr: np.ndarray, spec: TensorSpec, allow_nan: bool) -> tuple[np.ndarray, bool]:
+def check_and_cast(arr: np.ndarray, spec: TensorInfo, allow_nan: bool) -> tuple[np.ndarray, bool]:
     """Check dtype and shape against the model input; returns (array with batch dim, whether one was added)."""
     want = spec.dtype
     if arr.dtype.kind not in "biuf":

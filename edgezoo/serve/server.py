@@ -14,6 +14,8 @@ from edgezoo.serve.model import ServedModel
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InputError(f"port must be 0..65535 (0 picks a free one); got {port}")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
@@ -39,18 +41,25 @@ def run_server(models: list[ServedModel], config: ServeConfig, host: str = "127.
                announce: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM; then stop accepting, finish in-flight requests, drain the queues."""
     try:
+        import httptools  # noqa: F401  (the guarded protocol is uvicorn's httptools one)
         import uvicorn
-    except ImportError:
-        raise MissingDependencyError("uvicorn", "pip install 'edgezoo[serve]'", "edgezoo serve needs it") from None
+    except ImportError as e:
+        raise MissingDependencyError(e.name or "uvicorn", "pip install 'edgezoo[serve]'",
+                                     "edgezoo serve needs it") from None
+    from edgezoo.serve.guard import guarded_protocol
+
+    config.max_in_flight = max_connections
     app = create_app(models, config)
+    protocol = guarded_protocol(config.header_timeout_s, config.max_header_bytes,
+                                max(4 * max_connections, 1024), app.state.edgezoo.metrics)
     sock = bind_socket(host, port)  # last before the try that closes it
     uconfig = uvicorn.Config(
         app, log_level=log_level, access_log=False, lifespan="on",
         timeout_graceful_shutdown=graceful_timeout_s,
-        # Connections beyond this get 503 from uvicorn itself: together with the body limit this bounds the
-        # memory that request bodies can take.
-        limit_concurrency=max_connections,
-        timeout_keep_alive=15,
+        # header timeout, 431 and a socket cap (edgezoo/serve/guard.py); requests in flight beyond
+        # max_connections get 503 from the app, so idle or slow sockets cannot crowd out real requests
+        http=protocol,
+        timeout_keep_alive=config.keep_alive_s,
     )
     server = uvicorn.Server(uconfig)
     bound_host, bound_port = sock.getsockname()[:2]

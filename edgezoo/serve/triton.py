@@ -20,26 +20,84 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from edgezoo.errors import InputError
 from edgezoo.fileio import atomic_directory
+from edgezoo.runtimes.base import TensorInfo
 
 DEFAULT_MAX_BATCH = 16
 DEFAULT_QUEUE_DELAY_US = 100
 PLAN_SUFFIXES = (".plan", ".engine")
 
-# ONNX TensorProto.DataType -> Triton's DataType enum names
-ONNX_TO_TRITON = {
-    1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 4: "TYPE_UINT16", 5: "TYPE_INT16", 6: "TYPE_INT32",
-    7: "TYPE_INT64", 8: "TYPE_STRING", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64", 12: "TYPE_UINT32",
-    13: "TYPE_UINT64", 16: "TYPE_BF16",
-}
+BACKENDS = ("onnxruntime", "python")
+
+# The Python-backend variant: Triton's Python backend runs this file, which runs the ONNX file beside it with
+# onnxruntime (the stub's Python must have numpy and onnxruntime). For a Triton without the onnxruntime
+# backend (the nvidia-pytriton wheel's server), or to add Python steps around the model.
+PYTHON_MODEL = '''"""Triton Python backend model written by edgezoo: runs model.onnx (beside this file) with onnxruntime."""
+
+import json
+import os
+import sys
+
+# The stub starts Python isolated (PYTHONPATH ignored); honour it, so a deployment can point the stub at the
+# environment that has numpy and onnxruntime without building a conda-pack execution environment.
+sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
 
 
-class TensorIO:
-    """One input or output: name, Triton data type, full shape (None for a free dimension)."""
+def _array(tensor):
+    # through DLPack, not tensor.as_numpy(): the stub reads numpy arrays through the numpy 1 C ABI, which
+    # misreads them under numpy 2 (wrong values, wrong sizes); DLPack is the same in both
+    return np.array(np.from_dlpack(tensor), copy=True)
 
-    def __init__(self, name: str, data_type: str, shape: Sequence[int | None]):
-        self.name, self.data_type, self.shape = name, data_type, list(shape)
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.batching = config.get("max_batch_size", 0) > 0
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def _run(self, feeds):
+        return self.session.run(self.outputs, feeds)
+
+    def execute(self, requests):
+        feeds = [{n: _array(pb_utils.get_input_tensor_by_name(r, n)) for n in self.inputs} for r in requests]
+        answers = None
+        if self.batching and len(requests) > 1:
+            # Triton's dynamic batcher handed us several requests: one onnxruntime run for all of them
+            try:
+                rows = [f[self.inputs[0]].shape[0] for f in feeds]
+                outs = self._run({n: np.concatenate([f[n] for f in feeds]) for n in self.inputs})
+                cuts = np.cumsum(rows)[:-1]
+                answers = list(zip(*[np.split(o, cuts) for o in outs]))
+            except Exception:  # shapes that do not stack, or one bad request: run them one by one
+                answers = None
+        responses = []
+        for i, f in enumerate(feeds):
+            try:
+                outs = answers[i] if answers is not None else self._run(f)
+                # from_dlpack, not Tensor(name, array): see _array
+                tensors = [pb_utils.Tensor.from_dlpack(n, np.ascontiguousarray(o)) for n, o in zip(self.outputs, outs)]
+                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            except Exception as e:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)[:500])))
+        return responses
+'''
+
+
+def triton_type(t: TensorInfo) -> str:
+    """Triton's DataType enum name for a tensor: TYPE_ + the KServe name (TYPE_FP32, TYPE_INT64, ...)."""
+    from edgezoo.serve.kserve import datatype
+
+    return "TYPE_" + datatype(t.dtype)
 
 
 def resolve_model_file(path: str | os.PathLike) -> Path:
@@ -58,10 +116,13 @@ def resolve_model_file(path: str | os.PathLike) -> Path:
     raise InputError(f"not found: {path}")
 
 
-def read_onnx_io(path: Path) -> tuple[list[TensorIO], list[TensorIO], dict]:
+def read_onnx_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo], dict]:
     """Graph inputs (initializers excluded) and outputs, and edgezoo's metadata, without loading weights."""
     import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
 
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty, not an ONNX file")
     try:
         proto = onnx.load(os.fspath(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends
@@ -69,15 +130,23 @@ def read_onnx_io(path: Path) -> tuple[list[TensorIO], list[TensorIO], dict]:
             from None
     inits = {i.name for i in proto.graph.initializer}
 
-    def conv(vi) -> TensorIO:
+    def conv(vi) -> TensorInfo:
         tt = vi.type.tensor_type
-        if not vi.type.HasField("tensor_type") or tt.elem_type not in ONNX_TO_TRITON:
-            raise InputError(f"{path.name}: '{vi.name}' is not a tensor type Triton's ONNX backend takes")
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-        return TensorIO(vi.name, ONNX_TO_TRITON[tt.elem_type], dims)
+        try:
+            dtype = np.dtype(tensor_dtype_to_np_dtype(tt.elem_type)) if vi.type.HasField("tensor_type") else None
+        except (KeyError, TypeError, ValueError):
+            dtype = None
+        if dtype is None or dtype.kind not in "biuf":
+            raise InputError(f"{path.name}: '{vi.name}' is not a numeric tensor (edgezoo writes Triton entries "
+                             "for numeric inputs and outputs)")
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+        return TensorInfo(vi.name, dims, dtype)
 
     inputs = [conv(vi) for vi in proto.graph.input if vi.name not in inits]
     outputs = [conv(vi) for vi in proto.graph.output]
+    if not inputs or not outputs:
+        raise InputError(f"{path} has no graph {'inputs' if not inputs else 'outputs'}: not a model Triton can "
+                         "serve", "is it a complete ONNX file? (`edgezoo export NAME` writes one)")
     meta = {p.key: p.value for p in proto.metadata_props if p.key.startswith("edgezoo.")}
     ext = _external_data_files(proto)
     return inputs, outputs, {"props": meta, "external": ext}
@@ -106,6 +175,7 @@ def write_triton_repository(
     count: int = 1,
     *,
     reference_onnx: str | os.PathLike | None = None,
+    backend: str = "onnxruntime",
 ) -> Path:
     """Write ``out_dir/<name>/`` for Triton; returns that folder.
 
@@ -114,6 +184,9 @@ def write_triton_repository(
     its ``max_batch_size`` must be given (the optimisation profile's maximum, or 0 for a fixed-shape engine);
     its inputs and outputs come from ``reference_onnx`` (the file it was built from; by default an .onnx of
     the same stem beside it) or, without one, are left for Triton to fill in from the engine.
+
+    ``backend``: "onnxruntime" (platform ``onnxruntime_onnx``, what a real deployment runs) or "python"
+    (Triton's Python backend running the file with onnxruntime: ``1/model.py`` beside ``1/model.onnx``).
     """
     src = resolve_model_file(model_path)
     is_plan = src.suffix.lower() in PLAN_SUFFIXES
@@ -126,14 +199,18 @@ def write_triton_repository(
         raise InputError(f"instance count must be at least 1; got {count}")
     if kind == "cpu" and is_plan:
         raise InputError("a TensorRT plan runs on a GPU only", "use instance kind gpu")
+    if backend not in BACKENDS:
+        raise InputError(f"unknown Triton backend '{backend}'", f"choose from {', '.join(BACKENDS)}")
+    if backend == "python" and is_plan:
+        raise InputError("the python backend runs .onnx files; a TensorRT plan runs on tensorrt_plan")
     if max_queue_delay_us < 0:
         raise InputError("max queue delay must be >= 0 microseconds")
     name = name or _default_name(src)
     if not name or name.startswith(".") or any(c in name for c in "/\\ \t\n"):
         raise InputError(f"invalid model name '{name}' (it becomes a folder name)")
 
-    inputs: list[TensorIO] = []
-    outputs: list[TensorIO] = []
+    inputs: list[TensorInfo] = []
+    outputs: list[TensorInfo] = []
     info: dict = {"props": {}, "external": []}
     if is_plan:
         ref = Path(reference_onnx) if reference_onnx else src.with_suffix(".onnx")
@@ -159,7 +236,8 @@ def write_triton_repository(
     preferred = _preferred(preferred_batch_sizes, max_batch_size)
     labels = _labels(info["props"])
 
-    text = render_config(name, "tensorrt_plan" if is_plan else "onnxruntime_onnx", max_batch_size, inputs,
+    platform = "tensorrt_plan" if is_plan else "onnxruntime_onnx"
+    text = render_config(name, platform if backend == "onnxruntime" else "python", max_batch_size, inputs,
                          outputs, preferred, max_queue_delay_us, kind, count,
                          label_output=_label_output(outputs, labels, max_batch_size),
                          parameters=_parameters(info["props"]))
@@ -174,6 +252,8 @@ def write_triton_repository(
                 raise InputError(f"{src.name} refers to external data '{rel}' that is missing or outside its folder")
             (version / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ext_src, version / rel)
+        if backend == "python":
+            (version / "model.py").write_text(PYTHON_MODEL, encoding="utf-8")
         if labels is not None:
             (tmp / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
         (tmp / "config.pbtxt").write_text(text, encoding="utf-8")
@@ -208,7 +288,7 @@ def _labels(props: dict) -> list[str] | None:
     return labels if labels and all("\n" not in x for x in labels) else None
 
 
-def _label_output(outputs: list[TensorIO], labels: list[str] | None, max_batch: int) -> str | None:
+def _label_output(outputs: list[TensorInfo], labels: list[str] | None, max_batch: int) -> str | None:
     """Attach labels to the first output when its class dimension has one entry per label."""
     if not labels or not outputs:
         return None
@@ -228,19 +308,21 @@ def _q(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)
 
 
-def _dims(t: TensorIO, max_batch: int) -> list[str]:
+def _dims(t: TensorInfo, max_batch: int) -> list[str]:
     shape = t.shape[1:] if max_batch > 0 else t.shape
     return [str(d) if d is not None else "-1" for d in shape]
 
 
-def render_config(name: str, platform: str, max_batch: int, inputs: list[TensorIO], outputs: list[TensorIO],
+def render_config(name: str, platform: str, max_batch: int, inputs: list[TensorInfo], outputs: list[TensorInfo],
                   preferred: list[int], queue_delay_us: int, kind: str, count: int,
                   label_output: str | None = None, parameters: dict[str, str] | None = None) -> str:
-    lines = [f"name: {_q(name)}", f"platform: {_q(platform)}", f"max_batch_size: {max_batch}"]
+    # Triton names a backend as "backend" and a framework file format as "platform" (model_config.proto)
+    head = f"backend: {_q(platform)}" if platform == "python" else f"platform: {_q(platform)}"
+    lines = [f"name: {_q(name)}", head, f"max_batch_size: {max_batch}"]
     for section, tensors in (("input", inputs), ("output", outputs)):
         for t in tensors:
             dims = _dims(t, max_batch)
-            lines += [f"{section} [", "  {", f"    name: {_q(t.name)}", f"    data_type: {t.data_type}",
+            lines += [f"{section} [", "  {", f"    name: {_q(t.name)}", f"    data_type: {triton_type(t)}",
                       f"    dims: [ {', '.join(dims or ['1'])} ]"]
             if not dims:  # Triton needs at least one dim: a scalar (per batch row) is [1] reshaped to []
                 lines.append("    reshape: { shape: [ ] }")

@@ -1,0 +1,234 @@
+"""What `edgezoo export` was asked to do, and every check that can be made before any slow work.
+
+``validate(options)`` raises InputError for anything wrong that is visible without building the model:
+names, ranges, input files and folders, every output location (bundle, Triton repository), and options
+that contradict each other. It returns the options with defaults filled in, plus warnings for options that
+have no effect in this run (they are reported, not fatal: ``--method`` without ``--int8`` still gives a
+good fp32 bundle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from edgezoo.errors import InputError
+
+DEFAULT_OUT_ROOT = Path("edgezoo-out")
+DEFAULT_METHOD = "minmax"
+DEFAULT_BACKEND = "onnxruntime"
+DEFAULT_CALIB_COUNT = 32
+DEFAULT_OPSET = 17
+
+# Opsets the pipeline runs end to end here (tried with torch 2.13's TorchScript exporter and onnxruntime
+# 1.32): below 7 onnxruntime has no kernels (BatchNormalization-6 is NOT_IMPLEMENTED); above 20 the
+# TorchScript exporter warns that it does not support the opset and stamps it anyway. QuantizeLinear
+# exists from opset 10 and takes a per-channel axis from 13 (at 12 onnxruntime writes an invalid graph).
+MIN_OPSET = 7
+MIN_OPSET_INT8_PER_TENSOR = 10
+MIN_OPSET_INT8 = 13
+MAX_BATCH = 1024
+
+
+def max_opset() -> int:
+    """The TorchScript exporter's own limit (torch.onnx warns above it), 20 in torch 2.13."""
+    try:
+        from torch.onnx import _constants
+
+        return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+    except Exception:  # a torch without that private module: the limit we tested
+        return 20
+
+
+@dataclass
+class ExportOptions:
+    name: str
+    weights: Path | None = None
+    int8: bool = False
+    fp16: bool = False
+    tensorrt: bool = False
+    calib: Path | None = None
+    calib_count: int | None = None  # None: DEFAULT_CALIB_COUNT
+    per_tensor: bool = False
+    method: str | None = None  # None: DEFAULT_METHOD
+    opset: int = DEFAULT_OPSET
+    batch: int | None = None  # None: dynamic batch; an int fixes it
+    # S, (H, W) or (C, H, W), or the same as text ("224", "160,128"); None: the spec's
+    input_size: int | str | Sequence[int] | None = None
+    out: Path | None = None
+    triton: Path | None = None
+    backend: str | None = None  # who runs the int8 file: decides the activation forms (int8_forms)
+    eval_count: int = 32
+    seed: int = 0
+    lite: bool = False
+    distill_images: Path | None = None
+    distill_steps: int | None = None
+    num_classes: int | None = None  # None: the spec's; e.g. 10 to load a fine-tuned checkpoint
+    # fp16 ONNX keeps fp32 inputs/outputs unless asked
+    fp16_io: bool = False
+    # export targets (edgezoo.export.targets): runtimes whose own files are written, verified and compared
+    targets: tuple[str, ...] = ("onnxruntime",)
+    bench: bool = False  # latency p50 of every target's file, interleaved, 1 thread, batch 1
+    bf16: bool = False  # also bf16 for the targets that have it (OpenVINO)
+
+
+@dataclass
+class CheckedExport:
+    options: ExportOptions  # defaults filled in
+    spec: Any
+    size: tuple[int, int, int]  # C, H, W
+    out_dir: Path
+    triton_entry: Path | None  # TRITON/<model name>, replaced whole
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_out_dir(model_name: str) -> Path:
+    return DEFAULT_OUT_ROOT / model_name
+
+
+def validate(options: ExportOptions) -> CheckedExport:
+    """Every check that needs no model build; InputError (one line) for the first problem found."""
+    from edgezoo.fileio import check_writable_dir
+    from edgezoo.models.registry import get_spec
+    from edgezoo.runtimes.inputs import image_chw, parse_input_size
+
+    o = options
+    spec = get_spec(o.name)
+    parsed = parse_input_size(o.input_size)
+    size = spec.input_size if parsed is None else image_chw(parsed, spec.input_size[0])
+    size = tuple(int(v) for v in size)
+    if min(size[1:]) < 8:
+        raise InputError(f"--input-size {size[1]},{size[2]} is too small for a CNN (at least 8 pixels a side)")
+    warnings = _no_effect(o)
+    _check_memory(o, size)
+
+    method = DEFAULT_METHOD if o.method is None else o.method.lower()
+    from edgezoo.export.quantize import METHODS
+
+    if method not in METHODS:
+        raise InputError(f"unknown calibration method '{o.method}'", f"use one of {', '.join(METHODS)}")
+    backend = DEFAULT_BACKEND if o.backend is None else o.backend.lower()
+    from edgezoo.export.int8_forms import BACKENDS
+
+    if backend not in BACKENDS:
+        raise InputError(f"unknown int8 backend '{o.backend}'", f"use one of {', '.join(BACKENDS)}")
+    calib_count = DEFAULT_CALIB_COUNT if o.calib_count is None else o.calib_count
+    if calib_count < 1:
+        raise InputError(f"--calib-count must be at least 1, got {calib_count}")
+    if o.num_classes is not None and o.num_classes < 1:
+        raise InputError(f"--num-classes must be at least 1, got {o.num_classes}")
+    if o.distill_steps is not None and o.distill_steps < 1:
+        raise InputError(f"--distill-steps must be at least 1, got {o.distill_steps}")
+    if o.batch is not None and not 1 <= o.batch <= MAX_BATCH:
+        raise InputError(f"--batch must lie in 1..{MAX_BATCH}, got {o.batch}")
+    _check_opset(o)
+
+    if o.weights is not None:
+        _check_input_file(Path(o.weights), "--weights", "a state_dict file saved with torch.save")
+    for folder, option in ((o.calib, "--calib"), (o.distill_images, "--distill-images")):
+        if folder is not None:
+            _check_input_folder(Path(folder), option)
+
+    out_dir = Path(o.out) if o.out is not None else default_out_dir(spec.name)
+    check_writable_dir(out_dir, "bundle" if o.out is None else "-o")
+    triton_entry = None
+    if o.triton is not None:
+        triton_entry = Path(o.triton) / spec.name
+        check_writable_dir(o.triton, "--triton")
+        check_writable_dir(triton_entry, "--triton")
+        a, b = out_dir.resolve(), triton_entry.resolve()
+        if a == b or a in b.parents or b in a.parents:
+            raise InputError(f"the bundle {out_dir} and the Triton entry {triton_entry} overlap; each is "
+                             "replaced whole", "give -o and --triton folders apart from each other")
+    if o.tensorrt:
+        from edgezoo.runtimes.tensorrt import import_tensorrt
+
+        import_tensorrt()  # fail in one line now, not after minutes of work
+    filled = replace(o, method=method, backend=backend, calib_count=calib_count, input_size=size)
+    return CheckedExport(filled, spec, size, out_dir, triton_entry, warnings)
+
+
+# Peak memory grows with pixels x images held at once (calibration keeps every image's activations):
+# mobilenet_v3_small --int8 (32 calibration + 32 held-out images) peaked at 1.2 GB RSS at 224x224 and
+# 3.4 GB at 448x448 here, about 300 bytes per pixel per image over a 0.5 GB base.
+BYTES_PER_PIXEL_IMAGE = 300
+BASE_BYTES = 500e6
+
+
+def _check_memory(o: ExportOptions, size: tuple[int, ...]) -> None:
+    import os
+
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    calib = DEFAULT_CALIB_COUNT if o.calib_count is None else o.calib_count
+    images = (calib + o.eval_count) if (o.int8 or o.lite) else 4  # fp32: the parity check runs batch 4
+    images = max(images, o.batch or 1)
+    need = BASE_BYTES + images * size[1] * size[2] * BYTES_PER_PIXEL_IMAGE
+    if need > total:
+        raise InputError(f"--input-size {size[1]},{size[2]} would need about {need / 1e9:.0f} GB for this export "
+                         f"({images} images at once); this machine has {total / 1e9:.0f} GB",
+                         "use a smaller --input-size (or fewer --calib-count images)")
+
+
+def _check_opset(o: ExportOptions) -> None:
+    top = max_opset()
+    if not MIN_OPSET <= o.opset <= top:
+        raise InputError(f"--opset {o.opset} is not supported: use {MIN_OPSET}..{top}",
+                         f"int8 needs {MIN_OPSET_INT8} or more ({MIN_OPSET_INT8_PER_TENSOR} with --per-tensor); "
+                         f"the default is {DEFAULT_OPSET}")
+    if o.int8:
+        need = MIN_OPSET_INT8_PER_TENSOR if o.per_tensor else MIN_OPSET_INT8
+        if o.opset < need:
+            what = "per-tensor" if o.per_tensor else "per-channel (the default)"
+            raise InputError(f"--opset {o.opset} is too old for {what} int8: use {need}..{top}",
+                             "QuantizeLinear exists from opset 10 and takes a per-channel axis from 13")
+
+
+def _no_effect(o: ExportOptions) -> list[str]:
+    """Options that change nothing in this run: said in one line each, before the work starts."""
+    given = []
+    if not o.int8:
+        given += [flag for flag, on in (("--method", o.method is not None), ("--per-tensor", o.per_tensor),
+                                        ("--backend", o.backend is not None)) if on]
+    if not (o.int8 or o.lite):
+        given += [flag for flag, on in (("--calib", o.calib is not None),
+                                        ("--calib-count", o.calib_count is not None)) if on]
+    if not o.lite:
+        given += [flag for flag, on in (("--distill-images", o.distill_images is not None),
+                                        ("--distill-steps", o.distill_steps is not None)) if on]
+    out = []
+    for flag in given:
+        needs = "--lite" if flag.startswith("--distill") else ("--int8 or --lite" if flag.startswith("--calib")
+                                                               else "--int8")
+        out.append(f"{flag} has no effect without {needs} (ignored)")
+    return out
+
+
+def _check_input_file(path: Path, option: str, what: str) -> None:
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder", f"give {what}")
+    if not path.exists():
+        raise InputError(f"{option} {path} does not exist", f"give {what}")
+    if not path.is_file():
+        raise InputError(f"{option} {path} is not a regular file", f"give {what}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise InputError(f"{option} {path} cannot be read: {e.strerror}") from None
+
+
+def _check_input_folder(path: Path, option: str) -> None:
+    if path.is_file():
+        raise InputError(f"{option} {path} is a file", "give a folder of images")
+    if not path.exists():
+        raise InputError(f"{option} {path} does not exist", "give a folder of images")
+    if not path.is_dir():
+        raise InputError(f"{option} {path} is not a folder", "give a folder of images")
+    try:
+        next(iter(path.iterdir()), None)
+    except OSError as e:
+        raise InputError(f"{option} {path} cannot be read: {e.strerror}") from None

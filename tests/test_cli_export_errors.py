@@ -1,0 +1,164 @@
+"""`edgezoo export` refuses bad options and unwritable outputs before any work, and destroys nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgezoo.cli import main
+
+pytest.importorskip("torch", reason="PyTorch (edgezoo[torch]) is not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "squeezenet1_1"
+
+
+def run(capsys, *args):
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def export(capsys, *args):
+    code, out, err = run(capsys, "export", MODEL, *args)
+    assert "Traceback" not in out + err
+    assert "build model" not in out + err, "the check must come before any work"
+    return code, " ".join((out + err).split())  # rich wraps long lines
+
+
+@pytest.fixture
+def old_bundle(tmp_path):
+    b = tmp_path / "b1"
+    b.mkdir()
+    (b / "model.fp32.onnx").write_bytes(b"an earlier good bundle")
+    return b
+
+
+def test_unwritable_triton_keeps_the_earlier_bundle(capsys, tmp_path, old_bundle):
+    code, text = export(capsys, "--int8", "-o", str(old_bundle), "--triton", "/proc/edgezoo-no/repo")
+    assert code == 2 and "--triton" in text and "does not accept new files" in text
+    assert (old_bundle / "model.fp32.onnx").read_bytes() == b"an earlier good bundle"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b1"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--input-size", "10000"], "must lie in 1..4096"),
+    (["--input-size", "2,3,4,5"], "has 4 numbers"),
+    (["--input-size", "big"], "is not a size"),
+    (["--input-size", "1,96,96"], "takes 3 channels, not 1"),
+    (["--input-size", "4"], "too small"),
+    (["--int8", "--input-size", "4096"], "would need about"),
+    (["--opset", "5"], "use 7..20"),
+    (["--opset", "99"], "use 7..20"),
+    (["--int8", "--opset", "12"], "use 13..20"),
+    (["--int8", "--per-tensor", "--opset", "9"], "use 10..20"),
+    (["--method", "foo"], "unknown calibration method 'foo'"),
+    (["--int8", "--backend", "foo"], "unknown int8 backend 'foo'"),
+    (["--batch", "0"], "--batch must lie in 1..1024"),
+    (["--int8", "--calib-count", "0"], "--calib-count must be at least 1"),
+])
+def test_bad_values_fail_before_work(capsys, tmp_path, args, says):
+    code, text = export(capsys, *args, "-o", str(tmp_path / "b"))
+    assert code == 2 and says in text
+    assert not list(tmp_path.iterdir())
+
+
+def test_opset_range_is_in_the_help(capsys):
+    code, out, _ = run(capsys, "export", "--help")
+    assert code == 0 and "7..20" in " ".join(out.split())
+
+
+def test_path_errors_say_what_is_wrong(capsys, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    d = tmp_path / "folder"
+    d.mkdir()
+    for args, says in [
+        (["-o", str(f / "sub")], f"{f} is a file, not a folder"),
+        (["-o", str(f)], "a file with that name exists"),
+        (["-o", "/proc/edgezoo-x"], "folder /proc does not accept new files"),
+        (["--triton", str(f)], "a file with that name exists"),
+        (["--weights", str(d)], "is a folder"),
+        (["--weights", str(tmp_path / "nope.pt")], "does not exist"),
+        (["--int8", "--calib", str(f)], "is a file"),
+        (["--int8", "--calib", str(tmp_path / "nope")], "does not exist"),
+    ]:
+        code, text = export(capsys, *args)
+        assert code == 2 and says in text, (args, text)
+        assert "No such file or directory" not in text and "not writable" not in text
+
+
+def test_bundle_and_triton_entry_may_not_overlap(capsys, tmp_path):
+    code, text = export(capsys, "-o", str(tmp_path / "repo" / MODEL / "b"), "--triton", str(tmp_path / "repo"))
+    assert code == 2 and "overlap" in text
+
+
+def test_options_without_effect_are_named(tmp_path):
+    from edgezoo.export.options import ExportOptions, validate
+
+    checked = validate(ExportOptions(MODEL, method="entropy", per_tensor=True, calib_count=8,
+                                     distill_steps=3, out=tmp_path / "b"))
+    said = " ".join(checked.warnings)
+    for flag in ("--method", "--per-tensor", "--calib-count", "--distill-steps"):
+        assert f"{flag} has no effect" in said
+    assert validate(ExportOptions(MODEL, int8=True, method="entropy", out=tmp_path / "b")).warnings == []
+    assert checked.options.method == "entropy" and checked.size == (3, 224, 224)
+
+
+def test_sigterm_mid_export_leaves_nothing(tmp_path):
+    """SIGTERM (kill, timeouts) must clean up like Ctrl-C: no hidden .NAME.XXXX.partial folder."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "edgezoo", "export", MODEL, "--input-size", "64", "--fp16",
+                             "-o", str(tmp_path / "b")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob(".b.*.partial")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the export ended before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out.decode(errors="replace")[-2000:]
+    assert list(tmp_path.iterdir()) == [], [p.name for p in tmp_path.iterdir()]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this-must-not-run",))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_malicious_weights_are_refused_with_the_reason(capsys, tmp_path, legacy):
+    import torch
+
+    path = tmp_path / "evil.pt"
+    torch.save({"w": _RunsCode()}, path, _use_new_zipfile_serialization=not legacy)
+    code, out, err = run(capsys, "export", MODEL, "--weights", str(path), "-o", str(tmp_path / "b"))
+    text = " ".join((out + err).split())
+    assert code == 2 and "Traceback" not in text and "this-must-not-run" not in text
+    assert "UserWarning" not in text and "Warning" not in text
+    assert "refused to load" in text and ".system" in text and "could run anything" in text
+    assert "weights_only=False" in text and "trust" in text  # what to do
+    assert not (tmp_path / "b").exists()
+
+
+def test_weights_that_are_no_checkpoint(capsys, tmp_path):
+    from edgezoo.errors import WeightsError
+    from edgezoo.models.weights import read_state_dict
+
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint\n")
+    with pytest.raises(WeightsError, match="not a PyTorch checkpoint") as info:
+        read_state_dict(junk)
+    assert "refused" not in info.value.message
+    with pytest.raises(WeightsError, match="is a folder"):
+        read_state_dict(tmp_path)

@@ -1,0 +1,86 @@
+"""The work pool that parses and decodes requests: its timeout counts a thread's time on the job, not the wait
+for a thread; a job whose request gave up never starts; a running decode is told to stop; pixels are a budget."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edgezoo.serve.preprocess import Cancelled, CancelToken, RequestError, decode_image
+from edgezoo.serve.model import Preprocessing
+from edgezoo.serve.work import WorkPool
+
+
+def test_timeout_does_not_count_the_wait_for_a_thread():
+    pool = WorkPool(threads=1, max_pixels=10)
+
+    def job(i):
+        time.sleep(0.4)
+        return i
+
+    async def go():
+        far = time.monotonic() + 60
+        tasks = [asyncio.ensure_future(pool.run(job, i, run_timeout_s=1.0, deadline=far)) for i in range(4)]
+        await asyncio.sleep(0.1)
+        assert pool.depth == 4  # one running, three waiting: all counted
+        return await asyncio.gather(*tasks)
+
+    try:
+        # four 0.4 s jobs behind one thread (1.6 s in all) with a 1 s timeout each: counted from when a thread
+        # takes the job, none is blamed for the time of the jobs before it
+        assert asyncio.run(go()) == [0, 1, 2, 3]
+    finally:
+        pool.shutdown()
+
+
+def test_a_job_whose_request_gave_up_never_starts():
+    pool = WorkPool(threads=1, max_pixels=10)
+    started = []
+    hold = threading.Event()
+
+    def blocker():
+        hold.wait(5)
+
+    async def go():
+        first = asyncio.ensure_future(pool.run(blocker, run_timeout_s=10, deadline=time.monotonic() + 60))
+        await asyncio.sleep(0.05)
+        with pytest.raises(RequestError) as e:  # no thread within its deadline: 503, and it never runs
+            await pool.run(started.append, 1, run_timeout_s=10, deadline=time.monotonic() + 0.2)
+        assert e.value.status == 503
+        hold.set()
+        await first
+        await asyncio.sleep(0.1)
+
+    try:
+        asyncio.run(go())
+        assert started == []
+    finally:
+        pool.shutdown()
+
+
+def test_pixel_budget_and_cancelled_decode():
+    pool = WorkPool(threads=1, max_pixels=1000)
+    try:
+        pool.reserve_pixels(800)
+        with pytest.raises(RequestError) as e:
+            pool.reserve_pixels(300)
+        assert e.value.status == 503
+        pool.release_pixels(800)
+        pool.reserve_pixels(1000)
+    finally:
+        pool.shutdown()
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
+    pre = Preprocessing((3, 32, 32), (0.5,) * 3, (0.5,) * 3)
+    token = CancelToken()
+    assert decode_image(buf.getvalue(), pre, 10**6, cancel=token).shape == (3, 32, 32)
+    token.cancelled = True
+    with pytest.raises(Cancelled):
+        decode_image(buf.getvalue(), pre, 10**6, cancel=token)
