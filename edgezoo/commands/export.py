@@ -65,9 +65,11 @@ def register(app: typer.Typer) -> None:
             distill_images=distill_images, distill_steps=distill_steps, num_classes=num_classes,
             targets=tuple(parse_targets(target)), bench=bench, bf16=bf16,
         )
+        from rich.markup import escape
+
         early = validate(options).warnings  # run_export checks again; this prints the warnings before the work
         for note in early:
-            err_console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+            err_console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=err_console, transient=True) as progress:
             task = progress.add_task("starting", total=None)
@@ -111,9 +113,11 @@ def _run(run_export, options, step):
 
 
 def _print_summary(console, outcome) -> None:
+    from rich.markup import escape  # notes hold install commands like edgezoo[openvino]
+
     r = outcome.report
     for note in outcome.warnings:
-        console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False)
     console.print(f"[bold]{r['model']}[/bold] -> {outcome.out_dir}/")
     for key, f in r["files"].items():
         console.print(f"  {f['file']:<22} {f['size_bytes'] / 1e6:8.2f} MB")
