@@ -35,6 +35,12 @@ def register(app: typer.Typer) -> None:
         lite: bool = typer.Option(False, "--lite", help="Quantization-friendly rewrites + distillation (changes the function)."),
         distill_images: Optional[Path] = typer.Option(None, "--distill-images", help="Unlabelled images for --lite."),
         distill_steps: Optional[int] = typer.Option(None, "--distill-steps", help="Distillation steps for --lite."),
+        target: str = typer.Option("onnxruntime", "--target",
+                                   help="Runtimes to write files for, comma-separated: onnxruntime, openvino, "
+                                        "executorch, litert, tensorrt; 'all' = every one whose extra is installed. "
+                                        "Each file is verified against PyTorch through its runtime."),
+        bench: bool = typer.Option(False, "--bench", help="Time every target's file (p50, 1 thread, batch 1, interleaved)."),
+        bf16: bool = typer.Option(False, "--bf16", help="Also bf16 for the targets that have it (OpenVINO)."),
         num_classes: Optional[int] = typer.Option(None, "--num-classes",
                                                   help="Classes of the checkpoint (default: the spec's, 1000)."),
     ) -> None:
@@ -50,16 +56,20 @@ def register(app: typer.Typer) -> None:
 
         from edgezoo.export.options import ExportOptions, validate
         from edgezoo.export.pipeline import run_export
+        from edgezoo.export.targets import parse_targets
 
         options = ExportOptions(
             name=name, weights=weights, int8=int8, fp16=fp16, tensorrt=tensorrt, calib=calib,
             calib_count=calib_count, per_tensor=per_tensor, method=method, opset=opset, batch=batch,
             input_size=input_size, out=out, triton=triton, backend=backend, lite=lite,
             distill_images=distill_images, distill_steps=distill_steps, num_classes=num_classes,
+            targets=tuple(parse_targets(target)), bench=bench, bf16=bf16,
         )
+        from rich.markup import escape
+
         early = validate(options).warnings  # run_export checks again; this prints the warnings before the work
         for note in early:
-            err_console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+            err_console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=err_console, transient=True) as progress:
             task = progress.add_task("starting", total=None)
@@ -103,9 +113,11 @@ def _run(run_export, options, step):
 
 
 def _print_summary(console, outcome) -> None:
+    from rich.markup import escape  # notes hold install commands like edgezoo[openvino]
+
     r = outcome.report
     for note in outcome.warnings:
-        console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False)
     console.print(f"[bold]{r['model']}[/bold] -> {outcome.out_dir}/")
     for key, f in r["files"].items():
         console.print(f"  {f['file']:<22} {f['size_bytes'] / 1e6:8.2f} MB")
@@ -115,6 +127,19 @@ def _print_summary(console, outcome) -> None:
         console.print(f"  int8 vs fp32: top-1 agreement {a['top1_agreement'] * 100:.1f}%, cosine "
                       f"{a['cosine_mean']:.4f}, SQNR {a['sqnr_db']:.1f} dB ({a['inputs']})", highlight=False)
         console.print(f"  float ops left between DQ and Q: {fi['count']}", highlight=False)
+    rows = [t for t in r.get("targets", []) if t.get("status") == "ok"]
+    if len(rows) > 1 or any("latency_ms" in t for t in rows):
+        console.print("  target       precision  SQNR dB   p50 ms  / fastest fp32", highlight=False)
+        for t in rows:
+            a = t.get("agreement") or {}
+            lat = f"{t['latency_ms']:8.2f}" if "latency_ms" in t else "       -"
+            ratio = f"{t['ratio_to_fastest_fp32']:6.2f}" if "ratio_to_fastest_fp32" in t else "     -"
+            console.print(f"  {t['target']:<12} {t['precision']:<9} {a.get('sqnr_db', float('nan')):7.1f} {lat}  {ratio}",
+                          highlight=False)
+    if r.get("fastest_int8"):
+        b = r["fastest_int8"]
+        how = f" ({b['latency_ms']:.2f} ms, {b['ratio_to_fastest_fp32']:.2f} x the fastest fp32)" if b.get("latency_ms") else ""
+        console.print(f"  fastest verified int8: {b['file']} ({b['target']}){how}", highlight=False)
     if "triton" in outcome.files:
         console.print(f"  Triton repository: {outcome.files['triton']}")
     console.print(f"  report: {outcome.out_dir / 'report.md'}")

@@ -67,6 +67,10 @@ class ExportOptions:
     num_classes: int | None = None  # None: the spec's; e.g. 10 to load a fine-tuned checkpoint
     # fp16 ONNX keeps fp32 inputs/outputs unless asked
     fp16_io: bool = False
+    # export targets (edgezoo.export.targets): runtimes whose own files are written, verified and compared
+    targets: tuple[str, ...] = ("onnxruntime",)
+    bench: bool = False  # latency p50 of every target's file, interleaved, 1 thread, batch 1
+    bf16: bool = False  # also bf16 for the targets that have it (OpenVINO)
 
 
 @dataclass

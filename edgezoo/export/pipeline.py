@@ -62,6 +62,10 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
         preset = default_preset(spec)
     num_classes = options.num_classes or spec.num_classes
     preset = with_classes(preset, num_classes)
+    from edgezoo.export.targets import get_target
+
+    for t in options.targets:
+        get_target(t)  # an unknown target name fails before any work
     calibration = None
     calib_source = None
     if options.int8 or options.lite:
@@ -162,7 +166,8 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
             forms = int8_forms.choose(fp32_model, options.backend)
             step("int8 activation forms")
             q_model = folded
-            q_passes = list(fp32_passes[:3])
+            # the int8 source re-does the activation rewrite in its own forms: keep the passes before it
+            q_passes = [p for p in fp32_passes if not p.startswith("rewrite_activations")]
             q_model = apply(P.fold_hardsigmoid_gates, q_model)
             q_passes.append("fold_hardsigmoid_gates")
             if forms.defer_scale:
@@ -216,6 +221,19 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
                 report["fp16"]["agreement"] = {**compare_models(fp32_path, fp16_path, eval_inputs[0], worst_layers=0),
                                                "inputs": eval_inputs[1]}
 
+        # --- targets ------------------------------------------------------------------------------------
+        target_rows = _run_targets(options, spec, size, fp32_model, calibration, eval_inputs, tmp, files, step)
+        report["targets"] = target_rows
+        from edgezoo.export.targets import fastest_int8
+
+        best = fastest_int8(target_rows)
+        if best is not None:
+            report["fastest_int8"] = {k: best.get(k) for k in ("target", "file", "latency_ms", "ratio_to_fastest_fp32")}
+        for r in target_rows:
+            if r.get("status") != "ok":
+                notes.append(r["error"] if r["status"] == "missing" else f"target {r['target']} {r['precision']} "
+                             f"failed: {r['error']}")
+
         # --- TensorRT -----------------------------------------------------------------------------------
         if options.tensorrt:
             from edgezoo.export.tensorrt import build_engine, plan_engine
@@ -243,6 +261,34 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
     if checked.triton_entry is not None:
         outcome.files["triton"] = checked.triton_entry
     return outcome
+
+
+def _run_targets(options, spec, size, fp32_model, calibration, eval_inputs, tmp, files, step) -> list[dict]:
+    """Every asked target's files, verified against the PyTorch fp32 model on the evaluation images."""
+    import torch
+
+    from edgezoo.export.targets import TargetContext, bench_rows, run_targets
+
+    with torch.no_grad():
+        ref = torch.cat([fp32_model(torch.from_numpy(eval_inputs[0][i:i + 8]))
+                         for i in range(0, len(eval_inputs[0]), 8)]).numpy()
+    ctx = TargetContext(spec.name, tuple(size), fp32_model,
+                        calibration[: options.calib_count] if calibration is not None else eval_inputs[0][:1],
+                        eval_inputs[0], ref, tmp, per_channel=not options.per_tensor, threads=1, progress=step)
+    for key in ("fp32", "int8"):
+        if key in files:
+            ctx.files[f"onnxruntime:{key}"] = files[key]
+    precisions = ["fp32"] + (["bf16"] if options.bf16 else []) + (["int8"] if options.int8 else [])
+    rows = run_targets(ctx, list(options.targets), precisions)
+    for r in rows:  # the other targets' files belong to the bundle too
+        if r.get("status") == "ok" and r["target"] != "onnxruntime" and r.get("same_file_as") is None:
+            files[f"{r['target']}.{r['precision']}"] = tmp / r["file"]
+            if r["file"].endswith(".xml"):
+                files[f"{r['target']}.{r['precision']}.bin"] = (tmp / r["file"]).with_suffix(".bin")
+    if options.bench:
+        step("benchmark targets (interleaved, 1 thread)")
+        bench_rows(ctx, rows)
+    return rows
 
 
 def _write_triton_entry(model_path: Path, entry_tmp: Path, name: str) -> None:
@@ -327,6 +373,9 @@ def render_markdown(r: dict) -> str:
         a = r["fp16"]["agreement"]
         lines += ["", "## fp16", "", f"top-1 agreement {a['top1_agreement'] * 100:.1f}%, cosine "
                   f"{a['cosine_mean']:.5f}, SQNR {a['sqnr_db']:.1f} dB on {a['inputs']}"]
+    from edgezoo.export.report import targets_markdown
+
+    lines += targets_markdown(r.get("targets", []))
     if "tensorrt" in r:
         lines += ["", "## TensorRT", "", f"{r['tensorrt']}"]
     if "lite" in r:

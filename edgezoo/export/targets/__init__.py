@@ -124,8 +124,14 @@ def agreement(reference: np.ndarray, outputs: np.ndarray) -> dict:
 
 def run_on(runner, inputs: np.ndarray) -> np.ndarray:
     """Outputs of an active runner, one image at a time (.pte and .tflite programs are planned for batch 1)."""
-    name = runner.inputs[0].name
-    return np.concatenate([runner.infer({name: inputs[i:i + 1]})[0] for i in range(len(inputs))])
+    info = runner.inputs[0]
+    step = info.shape[0] if isinstance(info.shape[0], int) and info.shape[0] > 1 else 1  # a fixed batch
+    outs = []
+    for i in range(0, len(inputs), step):
+        chunk = inputs[i:i + step]
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)]) if len(chunk) < step else chunk
+        outs.append(runner.infer({info.name: np.ascontiguousarray(padded)})[0][:len(chunk)])
+    return np.concatenate(outs)
 
 
 def file_name(target: str, precision: str, suffix: str) -> str:
@@ -153,8 +159,9 @@ def run_targets(ctx: TargetContext, names: Sequence[str], precisions: Sequence[s
             path = ctx.out_dir / file_name(name, precision, target.suffix)
             ctx.progress(f"{name} {precision}")
             t0 = time.perf_counter()
+            built_here = f"{name}:{precision}" not in ctx.files  # never delete a file another step wrote
             try:
-                if f"{name}:{precision}" in ctx.files:
+                if not built_here:
                     path = ctx.files[f"{name}:{precision}"]
                     facts = {}
                 else:
@@ -170,10 +177,12 @@ def run_targets(ctx: TargetContext, names: Sequence[str], precisions: Sequence[s
                 ctx.files[f"{name}:{precision}"] = path
             except EdgezooError as e:
                 row.update(status="failed", error=str(e))
-                _cleanup(path)
+                if built_here:
+                    _cleanup(path)
             except Exception as e:  # a converter's own exception: one line, the other targets go on
                 row.update(status="failed", error=f"{type(e).__name__}: {_first(e)}")
-                _cleanup(path)
+                if built_here:
+                    _cleanup(path)
             rows.append(row)
     return rows
 
@@ -184,10 +193,11 @@ def bench_rows(ctx: TargetContext, rows: list[dict], rounds: int = 7, runs: int 
     (to the fastest fp32 file)."""
     ok = [r for r in rows if r.get("status") == "ok" and "agreement" in r]
     runners = []
-    x = np.ascontiguousarray(ctx.eval_inputs[:1], dtype=np.float32)
     try:
         for r in ok:
             runner = get_target(r["target"]).runner(ctx.out_dir / r["file"], ctx.threads, r["precision"]).activate()
+            b = runner.inputs[0].shape[0]
+            x = np.ascontiguousarray(np.repeat(ctx.eval_inputs[:1], b if isinstance(b, int) and b > 1 else 1, 0))
             runners.append((r, runner, {runner.inputs[0].name: x}, []))
         for _ in range(3):  # warm-up
             for _, runner, feeds, _ in runners:

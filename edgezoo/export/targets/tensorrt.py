@@ -23,7 +23,7 @@ class TensorRTTarget:
 
             import_tensorrt()
         except Exception as e:
-            return f"TensorRT is not available ({getattr(e, 'message', e)})"
+            return "TensorRT 10+ and an NVIDIA GPU with a CUDA driver are needed"
         return None
 
     def preflight(self, model) -> list[str]:

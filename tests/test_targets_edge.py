@@ -1,0 +1,124 @@
+"""Export targets on a tiny model made here: each fp32 file matches PyTorch, each int8 file keeps top-1,
+the table lists them; a missing extra, a failing converter and an unknown name each cost one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from edgezoo.errors import InputError  # noqa: E402
+from edgezoo.export import targets as T  # noqa: E402
+from edgezoo.export.report import targets_markdown  # noqa: E402
+
+
+def _net():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU6(), nn.Conv2d(16, 16, 3, padding=1, groups=16),
+                        nn.ReLU6(), nn.Conv2d(16, 32, 1), nn.Hardswish(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(32, 10)).eval()
+    with torch.no_grad():  # conv outputs well beyond 6, so the ReLU6 range matters for int8
+        for m in net:
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(4)
+                m.bias.uniform_(-3, 3)
+    return net
+
+
+def _ctx(tmp_path, net=None):
+    from edgezoo.export.onnx import export_onnx
+
+    net = net or _net()
+    rng = np.random.default_rng(0)
+    cal = rng.standard_normal((16, 3, 32, 32)).astype(np.float32)
+    ev = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(ev)).numpy()
+    ctx = T.TargetContext("tiny", (3, 32, 32), net, cal, ev, ref, tmp_path)
+    export_onnx(net, tmp_path / "model.fp32.onnx", (3, 32, 32))
+    ctx.files["onnxruntime:fp32"] = tmp_path / "model.fp32.onnx"
+    return ctx
+
+
+def _need(name):
+    why = T.get_target(name).available()
+    if why:
+        pytest.skip(f"{name} extra missing: {why}")
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino", "executorch", "litert"])
+def test_target_fp32_and_int8_verified(tmp_path, name):
+    _need(name)
+    ctx = _ctx(tmp_path)
+    rows = T.run_targets(ctx, [name], ["fp32", "int8"])
+    by = {r["precision"]: r for r in rows}
+    assert by["fp32"]["status"] == "ok", by["fp32"]
+    assert by["fp32"]["agreement"]["max_abs_diff"] <= 1e-3 * max(1.0, float(np.abs(ctx.reference).max()))
+    assert by["int8"]["status"] == "ok", by["int8"]
+    assert by["int8"]["agreement"]["top1_agreement"] >= 0.75
+    assert (tmp_path / by["int8"]["file"]).is_file()
+    table = "\n".join(targets_markdown(rows))
+    assert f"| {name} | int8 | {by['int8']['file']}" in table
+
+
+def test_missing_extra_and_failing_converter_cost_one_row(tmp_path, monkeypatch):
+    ctx = _ctx(tmp_path)
+    ov = T.get_target("openvino")
+    monkeypatch.setattr(type(ov), "available", lambda self: "openvino is not importable (openvino)")
+    ort = T.get_target("onnxruntime")
+
+    def boom(self, ctx, precision, path):
+        path.write_bytes(b"half")  # a partial file must not stay behind
+        raise RuntimeError("converter exploded\nsecond line")
+
+    monkeypatch.setattr(type(ort), "build", boom)
+    del ctx.files["onnxruntime:fp32"]
+    keep = tmp_path / "earlier.txt"
+    keep.write_text("x")
+    rows = T.run_targets(ctx, ["openvino", "onnxruntime"], ["fp32"])
+    assert rows[0]["status"] == "missing" and "pip install 'edgezoo[openvino]'" in rows[0]["error"]
+    assert rows[1]["status"] == "failed" and rows[1]["error"] == "RuntimeError: converter exploded"
+    assert not (tmp_path / "model.fp32.onnx").exists()
+    assert keep.read_text() == "x"
+    table = "\n".join(targets_markdown(rows))
+    assert "converter exploded" in table and "edgezoo[openvino]" in table
+
+
+def test_unknown_target_is_one_error():
+    with pytest.raises(InputError, match="unknown export target 'coreml'"):
+        T.parse_targets("onnxruntime,coreml")
+    assert T.parse_targets(None) == ["onnxruntime"]
+    assert "onnxruntime" in T.parse_targets("all")
+
+
+def test_relu6_after_conv_is_fused_in_pt2e_annotation():
+    _need("executorch")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from edgezoo.export.targets._pt2e import fused_clamp_quantizer
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6()).eval()
+    x = torch.randn(1, 3, 8, 8)
+
+    def observers_between(quantizer):
+        g = prepare_pt2e(torch.export.export(net, (x,)).module(), quantizer)
+        conv = next(n for n in g.graph.nodes if "conv2d" in str(n.target))
+        return [u.op for u in conv.users]
+
+    inner = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    assert observers_between(inner) == ["call_module"]  # the stock quantizer observes the pre-clip output
+    inner = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    assert observers_between(fused_clamp_quantizer(inner)) == ["call_function"]  # straight into hardtanh
+
+
+def test_preflight_rules_name_float_ops():
+    from edgezoo.export.targets.rules import xnnpack_findings
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Sigmoid(), nn.Hardswish())
+    lines = xnnpack_findings(net, "executorch")
+    assert any("sigmoid" in line for line in lines) and any("h-swish" in line for line in lines)
+    assert xnnpack_findings(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), "executorch") == []
