@@ -175,7 +175,8 @@ def test_export_with_triton_swaps_bundle_and_entry_in(capsys, tmp_path, old_bund
     assert code == 0, text
     assert text.count("--method has no effect without --int8") == 1  # said once, before the work
     assert sorted(p.name for p in old_bundle.iterdir()) == ["model.fp32.onnx", "report.json", "report.md"]
-    assert sorted(p.name for p in (repo / MODEL).iterdir()) == ["1", "config.pbtxt"]
+    # labels.txt: the ImageNet class names the checkpoint preset puts in the file's metadata
+    assert sorted(p.name for p in (repo / MODEL).iterdir()) == ["1", "config.pbtxt", "labels.txt"]
     assert (repo / MODEL / "1" / "model.onnx").read_bytes() == (old_bundle / "model.fp32.onnx").read_bytes()
     assert (repo / "other").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b1", "repo"]  # no temporary left beside them

@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve model files over HTTP: edgezoo's /v1 routes and the KServe v2 protocol (Triton's HTTP API).
 
-        /health, /metrics, /v1/models, /v1/models/NAME/predict; /v2/health/live|ready, /v2/models/NAME[/ready],
+        /health, /metrics, /v1/models, /v1/models/NAME/predict; /v2/health/live|ready, /v2/models/NAME, /v2/models/NAME/ready,
         /v2/models/NAME/infer (JSON and binary tensors: tritonclient.http works unchanged).
         """
         from edgezoo.console import console
