@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from edgezoo.errors import EdgezooError, InputError
+from edgezoo.runtimes.comparator import sqnr_db
 
 METHODS = ("minmax", "entropy", "percentile")
 # Ops that int8 runtimes can take quantized in QDQ form; onnxruntime's default list misses the hard ones.
@@ -391,18 +392,6 @@ def run_batched(runner, inputs: np.ndarray, batch: int = 8, outputs=None) -> lis
     # 0-d outputs (constants made graph outputs) are the same in every batch
     return [np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) else parts[0][k]
             for k in range(len(parts[0]))]
-
-
-def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
-    """10 log10(signal power / noise power); inf when identical."""
-    ref = ref.astype(np.float64)
-    noise = float(np.mean((ref - test.astype(np.float64)) ** 2))
-    signal = float(np.mean(ref ** 2))
-    if noise == 0:
-        return float("inf")
-    if signal == 0:
-        return float("-inf")
-    return 10.0 * np.log10(signal / noise)
 
 
 def output_agreement(ref: np.ndarray, test: np.ndarray) -> dict:
