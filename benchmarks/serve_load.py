@@ -140,6 +140,23 @@ def batch_stats(port: int, model: str) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------- load generator
 
 
+async def _read_response(reader) -> tuple[int, bool, bytes]:
+    """One HTTP/1.1 response off a keep-alive stream: (status code, whether the server closes, body)."""
+    status = await reader.readline()
+    length, close = 0, False
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode("latin-1").partition(":")
+        if k.lower() == "content-length":
+            length = int(v)
+        elif k.lower() == "connection" and v.strip().lower() == "close":
+            close = True
+    body = await reader.readexactly(length)
+    return (int(status.split()[1]) if status else 0), close, body
+
+
 async def _one_connection(port: int, request: bytes, state: dict, latencies: list, codes: dict) -> None:
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
@@ -148,22 +165,10 @@ async def _one_connection(port: int, request: bytes, state: dict, latencies: lis
             t0 = time.perf_counter()
             writer.write(request)
             await writer.drain()
-            status = await reader.readline()
-            length, close = 0, False
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                k, _, v = line.decode("latin-1").partition(":")
-                if k.lower() == "content-length":
-                    length = int(v)
-                elif k.lower() == "connection" and v.strip().lower() == "close":
-                    close = True
-            await reader.readexactly(length)
+            code, close, _ = await _read_response(reader)
             latencies.append(time.perf_counter() - t0)
-            code = int(status.split()[1]) if status else 0
             codes[code] = codes.get(code, 0) + 1
-            if close or not status:
+            if close or code == 0:  # code 0: the server closed before a status line
                 writer.close()
                 reader, writer = await asyncio.open_connection(HOST, port)
     except (ConnectionError, asyncio.IncompleteReadError):
@@ -277,25 +282,13 @@ async def _good_stream(port: int, request: bytes, want: np.ndarray, stop: asynci
             t0 = time.perf_counter()
             writer.write(request)
             await writer.drain()
-            status = await reader.readline()
-            length, close = 0, False
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                k, _, v = line.decode("latin-1").partition(":")
-                if k.lower() == "content-length":
-                    length = int(v)
-                elif k.lower() == "connection" and v.strip().lower() == "close":
-                    close = True
-            body = await reader.readexactly(length)
+            code, close, body = await _read_response(reader)
             out["latency_ms"].append((time.perf_counter() - t0) * 1000)
-            code = int(status.split()[1]) if status else 0
             out["codes"][code] = out["codes"].get(code, 0) + 1
             if code == 200:
                 got = np.load(io.BytesIO(body), allow_pickle=False)
                 out["correct" if np.allclose(got, want, rtol=0, atol=1e-4) else "wrong"] += 1
-            if close or not status:
+            if close or code == 0:  # code 0: the server closed before a status line
                 writer.close()
                 reader, writer = await asyncio.open_connection(HOST, port)
     except (ConnectionError, asyncio.IncompleteReadError) as e:
