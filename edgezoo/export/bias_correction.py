@@ -114,14 +114,22 @@ def correct_biases(fp32: onnx.ModelProto, qdq: onnx.ModelProto, calibration: np.
             seen += len(chunk)
     if seen == 0:
         raise InputError(f"bias correction needs at least {step} calibration images for this fixed-batch model")
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            uses[i] = uses.get(i, 0) + 1
     for (n, _), s in zip(targets, sums):
         shift = np.asarray(s) / seen
-        if len(n.input) > 2 and n.input[2] in init:
+        # a bias initializer several convs share (onnxsim merges equal ones, e.g. the zero biases of a
+        # freshly initialised model) is corrected in a copy of its own, or each correction would hit them all
+        if len(n.input) > 2 and n.input[2] in init and uses.get(n.input[2], 0) == 1:
             b = numpy_helper.to_array(init[n.input[2]]).astype(np.float64)
             init[n.input[2]].CopyFrom(numpy_helper.from_array((b - shift).astype(np.float32), n.input[2]))
         else:
+            b = numpy_helper.to_array(init[n.input[2]]).astype(np.float64) if len(n.input) > 2 and n.input[2] in init \
+                else 0.0
             bname = n.name + "_corrected_bias"
-            model.graph.initializer.append(numpy_helper.from_array((-shift).astype(np.float32), bname))
+            model.graph.initializer.append(numpy_helper.from_array((b - shift).astype(np.float32), bname))
             while len(n.input) < 2:
                 n.input.append("")
             if len(n.input) == 2:

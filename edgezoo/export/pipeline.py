@@ -5,6 +5,12 @@ a temporary folder beside the target and swapped in whole, so a failed run leave
 earlier bundle intact; a Triton repository entry (``triton``) is swapped in together with it. Everything that
 can be checked cheaply (edgezoo.export.options.validate: names, ranges, input files, every output location)
 is checked before any slow step.
+
+The export is two tuples of ``Step``s over one ``ExportRun`` state: ``PREPARE`` (preset, calibration images,
+model, passes: nothing written) and ``BUNDLE`` (fp32 ONNX, int8, fp16, the targets of
+edgezoo.export.targets, TensorRT, the report of edgezoo.export.report, Triton), each step enabled by the
+options it serves. A new precision or output is one step function and one line in a tuple; a new runtime
+is a target module.
 """
 
 from __future__ import annotations
@@ -32,263 +38,361 @@ class ExportOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
-def run_export(options: ExportOptions, progress: Progress | None = None) -> ExportOutcome:
-    import torch
+@dataclass
+class ExportRun:
+    """What the steps share: the checked options, the model at each stage, the files and the report."""
 
-    from edgezoo import __version__
-    from edgezoo.export import passes as P
-    from edgezoo.export.calibration import load_image_folder, synthetic_images
-    from edgezoo.export.onnx import export_onnx
-    from edgezoo.fileio import atomic_directories, atomic_write_text, write_json
-    from edgezoo.models.registry import create_model
-    from edgezoo.onnx_meta import ModelMetadata
+    options: ExportOptions
+    checked: Any  # edgezoo.export.options.CheckedExport
+    step: Progress
+    preset: Any = None
+    num_classes: int = 0
+    calibration: np.ndarray | None = None
+    calib_source: str | None = None
+    eval_inputs: tuple[np.ndarray, str] | None = None
+    model: Any = None  # as built (and lite-rewritten)
+    folded: Any = None  # after FUNCTION_PASSES: the source of every precision
+    fp32_model: Any = None  # after FP32_PASSES
+    recipe: Any = None  # edgezoo.export.int8_recipe.Int8Recipe, shared by every target's int8
+    tmp: Path | None = None  # the bundle's temporary folder
+    triton_tmp: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    passes: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    t_start: float = field(default_factory=time.perf_counter)
 
-    step = progress or (lambda s: None)
-    t_start = time.perf_counter()
-    notes: list[str] = []
+    @property
+    def size(self):
+        return self.checked.size
 
-    # --- cheap checks first (edgezoo.export.options): names, ranges, inputs, every output location ----------
-    checked = validate(options)
-    options, spec, size, out_dir = checked.options, checked.spec, checked.size, checked.out_dir
-    notes.extend(checked.warnings)
-    # the checkpoint's preset: how its images were prepared, its class names (edgezoo.models.presets)
-    from edgezoo.models.presets import default_preset, preset_for_keys, with_classes
+    @property
+    def spec(self):
+        return self.checked.spec
 
-    if options.weights is not None:
-        from edgezoo.models.weights import read_state_dict
+    def apply(self, fn, current, *args, label: str | None = None, **kwargs):
+        """Run pass ``fn`` on ``current``, check it against ``current`` and record it; returns the new model."""
+        from edgezoo.export import passes as P
 
-        preset = preset_for_keys(spec, read_state_dict(options.weights).keys())
-    else:
-        preset = default_preset(spec)
-    num_classes = options.num_classes or spec.num_classes
-    preset = with_classes(preset, num_classes)
-    from edgezoo.export.targets import get_target
-
-    for t in options.targets:
-        get_target(t)  # an unknown target name fails before any work
-    calibration = None
-    calib_source = None
-    if options.int8 or options.lite:
-        step("calibration images")
-        if options.calib is not None:
-            calibration = load_image_folder(options.calib, size, preset.mean, preset.std,
-                                            count=options.calib_count + options.eval_count, seed=options.seed,
-                                            crop_pct=preset.crop_pct, interpolation=preset.interpolation)
-            calib_source = f"{min(len(calibration), options.calib_count)} images from {options.calib}"
-        else:
-            calibration = synthetic_images(options.calib_count, size, seed=options.seed)
-            calib_source = f"{len(calibration)} synthetic images (no --calib folder)"
-            notes.append("int8 was calibrated on synthetic images: accuracy needs real ones; pass --calib DIR "
-                         "with a few hundred images like those the model will see")
-
-    # --- model and passes --------------------------------------------------------------------------------
-    step("build model")
-    torch.manual_seed(options.seed)
-    model_kwargs = {"num_classes": options.num_classes} if options.num_classes else {}
-    model = create_model(spec.name, weights=str(options.weights) if options.weights else None, **model_kwargs)
-    labels = list(preset.labels) if preset.labels else None
-    lite_report = None
-    if options.lite:
-        from edgezoo.export.lite import apply_lite
-
-        step("lite rewrites and distillation")
-        model, lite_report = apply_lite(model, spec, options, calibration)
-    model.eval()
-
-    pass_reports: list[dict] = []
-
-    def apply(fn, current, *args, label: str | None = None, **kwargs):
-        step(f"pass {label or fn.__name__}")
+        self.step(f"pass {label or fn.__name__}")
         result = fn(current, *args, **kwargs)
         if label:
             result.name = label
-        check = P.check_pass(current, result, size)
-        pass_reports.append({"name": result.name, "changes": result.changes, "n_changes": len(result.changes),
-                             **{k: v for k, v in check.to_dict().items() if k != "pass"}})
+        check = P.check_pass(current, result, self.size)
+        self.passes.append({"name": result.name, "changes": result.changes, "n_changes": len(result.changes),
+                            **{k: v for k, v in check.to_dict().items() if k != "pass"}})
         if not check.ok:
             raise VerificationError(f"pass {result.name} changed the outputs by {check.max_abs_diff:.3g} "
                                     f"(tolerance {check.tolerance:g})")
         return result.model
 
-    folded = apply(P.fold_batchnorm, model)
-    folded = apply(P.rewrite_channel_shuffle, folded)
-    folded = apply(P.drop_noop_slices, folded)
-    fp32_model = apply(P.rewrite_activations, folded, relu6="clip")
+    def meta(self, precision: str, passes: list[str], extra: dict | None = None):
+        from edgezoo import __version__
+        from edgezoo.onnx_meta import ModelMetadata
 
-    files: dict[str, Path] = {}
-    report: dict[str, Any] = {
-        "model": spec.name, "family": spec.family, "edgezoo": __version__,
-        "input_size": list(size), "opset": options.opset,
-        "batch": "dynamic" if options.batch is None else options.batch,
-        "weights": str(options.weights) if options.weights else "random init (no --weights)",
-        "preset": {"name": preset.name, "source": preset.source, "mean": list(preset.mean), "std": list(preset.std),
-                   "crop_pct": preset.crop_pct, "interpolation": preset.interpolation},
-        "passes": pass_reports, "files": {},
-    }
-    if lite_report is not None:
-        report["lite"] = lite_report
-
-    def meta(precision: str, passes: list[str], extra: dict | None = None) -> ModelMetadata:
-        return ModelMetadata(model=spec.name, input_size=tuple(size), mean=tuple(preset.mean), std=tuple(preset.std),
-                             num_classes=num_classes, labels=labels, crop_pct=preset.crop_pct,
-                             interpolation=preset.interpolation, preset=preset.name,
-                             weights=preset.source if options.weights else "random init",
+        p, o = self.preset, self.options
+        return ModelMetadata(model=self.spec.name, input_size=tuple(self.size), mean=tuple(p.mean), std=tuple(p.std),
+                             num_classes=self.num_classes, labels=list(p.labels) if p.labels else None,
+                             crop_pct=p.crop_pct, interpolation=p.interpolation, preset=p.name,
+                             weights=p.source if o.weights else "random init",
                              precision=precision, passes=passes, version=__version__, extra=extra or {})
 
-    dynamic = options.batch is None
+    def export(self, model, path: Path, precision: str, passes: list[str], extra: dict | None = None):
+        from edgezoo.export.onnx import export_onnx
+
+        o = self.options
+        return export_onnx(model, path, self.size, self.meta(precision, passes, extra), opset=o.opset,
+                           dynamic_batch=o.batch is None, batch=o.batch or 1)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of the export: ``enabled(options)`` says whether it runs, ``run(state)`` does it; its name
+    goes to the progress callback unless the step names its own sub-steps (``announce=False``)."""
+
+    name: str
+    enabled: Callable[[ExportOptions], bool]
+    run: Callable[[ExportRun], None]
+    announce: bool = True
+
+
+def _always(o: ExportOptions) -> bool:
+    return True
+
+
+def _needs_images(o: ExportOptions) -> bool:
+    return o.int8 or o.lite
+
+
+# Function-preserving passes every precision starts from, in order; then each precision's own activation forms.
+def _function_passes():
+    from edgezoo.export import passes as P
+
+    return (P.fold_batchnorm, P.rewrite_channel_shuffle, P.drop_noop_slices)
+
+
+def _preset(run: ExportRun) -> None:
+    """The checkpoint's preset: how its images were prepared, its class names (edgezoo.models.presets)."""
+    from edgezoo.export.targets import get_target
+    from edgezoo.models.presets import default_preset, preset_for_keys, with_classes
+
+    o, spec = run.options, run.spec
+    if o.weights is not None:
+        from edgezoo.models.weights import read_state_dict
+
+        preset = preset_for_keys(spec, read_state_dict(o.weights).keys())
+    else:
+        preset = default_preset(spec)
+    run.num_classes = o.num_classes or spec.num_classes
+    run.preset = with_classes(preset, run.num_classes)
+    for t in o.targets:
+        get_target(t)  # an unknown target name fails before any work
+
+
+def _calibration(run: ExportRun) -> None:
+    from edgezoo.export.calibration import load_image_folder, synthetic_images
+
+    o, p = run.options, run.preset
+    if o.calib is not None:
+        run.calibration = load_image_folder(o.calib, run.size, p.mean, p.std, count=o.calib_count + o.eval_count,
+                                            seed=o.seed, crop_pct=p.crop_pct, interpolation=p.interpolation)
+        run.calib_source = f"{min(len(run.calibration), o.calib_count)} images from {o.calib}"
+    else:
+        run.calibration = synthetic_images(o.calib_count, run.size, seed=o.seed)
+        run.calib_source = f"{len(run.calibration)} synthetic images (no --calib folder)"
+        run.notes.append("int8 was calibrated on synthetic images: accuracy needs real ones; pass --calib DIR "
+                         "with a few hundred images like those the model will see")
+
+
+def _build_model(run: ExportRun) -> None:
+    import torch
+
+    from edgezoo.models.registry import create_model
+
+    o = run.options
+    torch.manual_seed(o.seed)
+    kwargs = {"num_classes": o.num_classes} if o.num_classes else {}
+    run.model = create_model(run.spec.name, weights=str(o.weights) if o.weights else None, **kwargs)
+    if o.lite:
+        from edgezoo.export.lite import apply_lite
+
+        run.step("lite rewrites and distillation")
+        run.model, run.report["lite"] = apply_lite(run.model, run.spec, o, run.calibration)
+    run.model.eval()
+
+
+def _passes(run: ExportRun) -> None:
+    from edgezoo.export import passes as P
+
+    m = run.model
+    for fn in _function_passes():
+        m = run.apply(fn, m)
+    run.folded = m
+    run.fp32_model = run.apply(P.rewrite_activations, m, relu6="clip")
+
+
+def _fp32(run: ExportRun) -> None:
+    path = run.tmp / "model.fp32.onnx"
+    names = [p["name"] for p in run.passes] + (["lite"] if "lite" in run.report else [])
+    res = run.export(run.fp32_model, path, "fp32", names)
+    run.files["fp32"] = path
+    run.report["export"] = {"simplified": res.simplified, "dynamic_batch": run.options.batch is None,
+                            "checks": [{"batch": c.batch, "max_abs_diff": c.max_abs_diff, "tolerance": c.tolerance}
+                                       for c in res.checks]}
+    run.eval_inputs = _eval_inputs(run.calibration, run.options, run.size)
+
+
+def _int8(run: ExportRun) -> None:
+    """The onnxruntime QDQ file: the model in its int8 activation forms, the shared int8 recipe applied."""
+    from edgezoo.export import passes as P
+    from edgezoo.export.int8_recipe import recipe_for
+    from edgezoo.export.quantize import compare_models, float_islands, island_summary, optimized_graph
+    from edgezoo.export.targets.onnxruntime import write_int8
+
+    o = run.options
+    forms = int8_forms.choose(run.fp32_model, o.backend)
+    run.step("int8 activation forms")
+    source_passes = [p["name"] for p in run.passes if not p["name"].startswith("rewrite_activations")]
+    m = run.apply(P.fold_hardsigmoid_gates, run.folded)
+    source_passes.append("fold_hardsigmoid_gates")
+    if forms.defer_scale:
+        m = run.apply(P.defer_hardswish_scale, m)
+        source_passes.append("defer_hardswish_scale")
+    label = f"rewrite_activations(hardswish={forms.hardswish})"
+    m = run.apply(P.rewrite_activations, m, relu6="clip", hardswish=forms.hardswish, label=label)
+    source_passes.append(label)
+    src = run.tmp / ".int8-source.fp32.onnx"
+    run.export(m, src, "fp32", source_passes)
+    run.step("quantize int8")
+    # 7-bit weights only for the CPU that verifies the file; a TensorRT-bound file never needs them
+    run.recipe = recipe_for(run.files["fp32"], reduce_range=None if o.backend == "onnxruntime" else False)
+    path = run.tmp / "model.int8.onnx"
+    q = write_int8(src, path, run.calibration[: o.calib_count], forms, run.recipe, per_channel=not o.per_tensor,
+                   method=o.method)
+    _restamp(path, run.meta("int8", source_passes + ["quantize_int8"],
+                            {"int8_forms": forms.describe(), "int8_recipe": q["recipe"]["described"],
+                             "calibration": run.calib_source}))
+    run.files["int8"] = path
+    run.step("int8 agreement with fp32")
+    inputs, described = run.eval_inputs
+    agreement = compare_models(run.files["fp32"], path, inputs, layer_ref_path=src)
+    src.unlink()
+    if "lite" in run.report:
+        from edgezoo.export.lite import add_int8_agreement
+
+        add_int8_agreement(run.report["lite"], path)
+    islands = float_islands(optimized_graph(path))
+    run.report["int8"] = {
+        **q, "size_bytes": path.stat().st_size, "calibration": run.calib_source, "forms": forms.describe(),
+        "agreement": {**agreement, "inputs": described},
+        "float_islands": {"count": len(islands), "by_op": island_summary(islands), "intended": forms.intended_float},
+    }
+    if islands and not forms.expects_islands:
+        run.notes.append(f"int8 graph still runs {len(islands)} ops in float between DQ and Q: "
+                         f"{island_summary(islands)}")
+
+
+def _fp16(run: ExportRun) -> None:
+    from edgezoo.export.quantize import compare_models, to_fp16
+
+    path = run.tmp / "model.fp16.onnx"
+    h = to_fp16(run.files["fp32"], path, keep_io_types=not run.options.fp16_io)
+    _restamp(path, run.meta("fp16", [p["name"] for p in run.passes] + ["to_fp16"]))
+    run.files["fp16"] = path
+    run.report["fp16"] = {**h, "size_bytes": path.stat().st_size}
+    if not run.options.fp16_io:
+        inputs, described = run.eval_inputs
+        run.report["fp16"]["agreement"] = {**compare_models(run.files["fp32"], path, inputs, worst_layers=0),
+                                           "inputs": described}
+
+
+def _targets(run: ExportRun) -> None:
+    """Every asked target's files, verified against the PyTorch fp32 model on the evaluation images."""
+    import torch
+
+    from edgezoo.export.targets import TargetContext, bench_rows, fastest_int8, run_targets
+
+    o = run.options
+    inputs = run.eval_inputs[0]
+    with torch.no_grad():
+        ref = torch.cat([run.fp32_model(torch.from_numpy(inputs[i:i + 8])) for i in range(0, len(inputs), 8)]).numpy()
+    ctx = TargetContext(run.spec.name, tuple(run.size), run.fp32_model,
+                        run.calibration[: o.calib_count] if run.calibration is not None else inputs[:1],
+                        inputs, ref, run.tmp, per_channel=not o.per_tensor, threads=1, progress=run.step,
+                        recipe=run.recipe)
+    for key in ("fp32", "int8"):
+        if key in run.files:
+            ctx.files[f"onnxruntime:{key}"] = run.files[key]
+    precisions = ["fp32"] + (["bf16"] if o.bf16 else []) + (["int8"] if o.int8 else [])
+    rows = run_targets(ctx, list(o.targets), precisions)
+    for r in rows:  # the other targets' files belong to the bundle too
+        if r.get("status") == "ok" and r["target"] != "onnxruntime" and r.get("same_file_as") is None:
+            run.files[f"{r['target']}.{r['precision']}"] = run.tmp / r["file"]
+            if r["file"].endswith(".xml"):
+                run.files[f"{r['target']}.{r['precision']}.bin"] = (run.tmp / r["file"]).with_suffix(".bin")
+    if o.bench:
+        run.step("benchmark targets (interleaved, 1 thread)")
+        bench_rows(ctx, rows)
+    run.report["targets"] = rows
+    best = fastest_int8(rows)
+    if best is not None:
+        run.report["fastest_int8"] = {k: best.get(k) for k in ("target", "file", "latency_ms", "ratio_to_fastest_fp32")}
+    for r in rows:
+        if r.get("status") != "ok":
+            run.notes.append(r["error"] if r["status"] == "missing" else
+                             f"target {r['target']} {r['precision']} failed: {r['error']}")
+
+
+def _tensorrt(run: ExportRun) -> None:
+    from edgezoo.export.tensorrt import build_engine, plan_engine
+
+    o = run.options
+    precision = "int8" if o.int8 else ("fp16" if o.fp16 else "fp32")
+    plan = plan_engine(run.files[precision], run.tmp / f"model.{precision}.engine", precision,
+                       timing_cache=run.tmp / "timing.cache")
+    run.report["tensorrt"] = build_engine(plan)
+    run.files["engine"] = Path(plan.engine_path)
+
+
+def _write_report(run: ExportRun) -> None:
+    from edgezoo.export.report import render_markdown
+    from edgezoo.fileio import atomic_write_text, write_json
+
+    r = run.report
+    r["files"] = {k: {"file": p.name, "size_bytes": p.stat().st_size} for k, p in run.files.items()}
+    r["notes"] = run.notes
+    r["seconds"] = round(time.perf_counter() - run.t_start, 1)
+    write_json(run.tmp / "report.json", r)
+    atomic_write_text(run.tmp / "report.md", render_markdown(r))
+
+
+def _triton(run: ExportRun) -> None:
+    _write_triton_entry(run.files.get("int8") or run.files["fp32"], run.triton_tmp, run.spec.name)
+
+
+# Before the bundle's temporary folder exists: everything that needs no output.
+PREPARE: tuple[Step, ...] = (
+    Step("preset", _always, _preset, announce=False),
+    Step("calibration images", _needs_images, _calibration),
+    Step("build model", _always, _build_model),
+    Step("passes", _always, _passes, announce=False),  # each pass reports itself
+)
+# Inside it; swapped in whole at the end.
+BUNDLE: tuple[Step, ...] = (
+    Step("export fp32 ONNX", _always, _fp32),
+    Step("int8", lambda o: o.int8, _int8, announce=False),
+    Step("fp16", lambda o: o.fp16, _fp16),
+    Step("targets", _always, _targets, announce=False),
+    Step("TensorRT engine", lambda o: o.tensorrt, _tensorrt),
+    Step("write report", _always, _write_report),
+    Step("Triton model repository", lambda o: o.triton is not None, _triton),
+)
+
+
+def run_export(options: ExportOptions, progress: Progress | None = None) -> ExportOutcome:
+    from edgezoo import __version__
+    from edgezoo.fileio import atomic_directories
+
+    # --- cheap checks first (edgezoo.export.options): names, ranges, inputs, every output location ----------
+    checked = validate(options)
+    run = ExportRun(checked.options, checked, progress or (lambda s: None), notes=list(checked.warnings))
+    o = run.options
+    for s in PREPARE:
+        _run_step(s, run)
+    p = run.preset
+    run.report = {
+        "model": run.spec.name, "family": run.spec.family, "edgezoo": __version__,
+        "input_size": list(run.size), "opset": o.opset, "batch": "dynamic" if o.batch is None else o.batch,
+        "weights": str(o.weights) if o.weights else "random init (no --weights)",
+        "preset": {"name": p.name, "source": p.source, "mean": list(p.mean), "std": list(p.std),
+                   "crop_pct": p.crop_pct, "interpolation": p.interpolation},
+        "passes": run.passes, "files": {}, **({"lite": run.report["lite"]} if "lite" in run.report else {}),
+    }
+    out_dir = checked.out_dir
     stack = contextlib.ExitStack()
     # the bundle and the Triton entry are written to temporary folders and swapped in together at the end,
     # so a failure anywhere (Triton included) leaves both as they were
-    targets = [out_dir] + ([checked.triton_entry] if checked.triton_entry is not None else [])
+    folders = [out_dir] + ([checked.triton_entry] if checked.triton_entry is not None else [])
     try:
-        tmp, *triton_tmp = stack.enter_context(atomic_directories(*targets))
+        run.tmp, *triton_tmp = stack.enter_context(atomic_directories(*folders))
     except OSError as e:  # e.g. a read-only file system, which os.access does not see for root
         raise InputError(f"cannot write bundle {out_dir}: {e.strerror or e}", "choose another folder with -o DIR") from None
+    run.triton_tmp = triton_tmp[0] if triton_tmp else None
     with stack:
-        # --- fp32 ---------------------------------------------------------------------------------------
-        step("export fp32 ONNX")
-        fp32_path = tmp / "model.fp32.onnx"
-        fp32_passes = [p["name"] for p in pass_reports]
-        res = export_onnx(fp32_model, fp32_path, size, meta("fp32", fp32_passes + (["lite"] if lite_report else [])),
-                          opset=options.opset, dynamic_batch=dynamic, batch=options.batch or 1)
-        files["fp32"] = fp32_path
-        report["export"] = {"simplified": res.simplified, "dynamic_batch": dynamic,
-                            "checks": [{"batch": ck.batch, "max_abs_diff": ck.max_abs_diff, "tolerance": ck.tolerance}
-                                       for ck in res.checks]}
-
-        eval_inputs = _eval_inputs(calibration, options, size)
-
-        # --- int8 ---------------------------------------------------------------------------------------
-        if options.int8:
-            from edgezoo.export.quantize import (compare_models, float_islands, island_summary,
-                                                 optimized_graph, quantize_int8)
-
-            forms = int8_forms.choose(fp32_model, options.backend)
-            step("int8 activation forms")
-            q_model = folded
-            # the int8 source re-does the activation rewrite in its own forms: keep the passes before it
-            q_passes = [p for p in fp32_passes if not p.startswith("rewrite_activations")]
-            q_model = apply(P.fold_hardsigmoid_gates, q_model)
-            q_passes.append("fold_hardsigmoid_gates")
-            if forms.defer_scale:
-                q_model = apply(P.defer_hardswish_scale, q_model)
-                q_passes.append("defer_hardswish_scale")
-            label = f"rewrite_activations(hardswish={forms.hardswish})"
-            q_model = apply(P.rewrite_activations, q_model, relu6="clip", hardswish=forms.hardswish, label=label)
-            q_passes.append(label)
-            src_path = tmp / ".int8-source.fp32.onnx"
-            export_onnx(q_model, src_path, size, meta("fp32", q_passes), opset=options.opset,
-                        dynamic_batch=dynamic, batch=options.batch or 1)
-            step("quantize int8")
-            calib_set = calibration[: options.calib_count]
-            exclude = forms.exclude_nodes(src_path)
-            int8_path = tmp / "model.int8.onnx"
-            q_report = quantize_int8(src_path, int8_path, calib_set, per_channel=not options.per_tensor,
-                                     method=options.method, exclude_nodes=exclude)
-            _restamp(int8_path, meta("int8", q_passes + ["quantize_int8"],
-                                     {"int8_forms": forms.describe(), "calibration": calib_source}))
-            files["int8"] = int8_path
-            step("int8 agreement with fp32")
-            agreement = compare_models(fp32_path, int8_path, eval_inputs[0], layer_ref_path=src_path)
-            src_path.unlink()
-            if lite_report is not None:
-                from edgezoo.export.lite import add_int8_agreement
-
-                add_int8_agreement(lite_report, int8_path)
-            islands = float_islands(optimized_graph(int8_path))
-            report["int8"] = {
-                **q_report, "size_bytes": int8_path.stat().st_size,
-                "calibration": calib_source, "forms": forms.describe(),
-                "agreement": {**agreement, "inputs": eval_inputs[1]},
-                "float_islands": {"count": len(islands), "by_op": island_summary(islands),
-                                  "intended": forms.intended_float},
-            }
-            if islands and not forms.expects_islands:
-                notes.append(f"int8 graph still runs {len(islands)} ops in float between DQ and Q: "
-                             f"{island_summary(islands)}")
-
-        # --- fp16 ---------------------------------------------------------------------------------------
-        if options.fp16:
-            from edgezoo.export.quantize import compare_models, to_fp16
-
-            step("fp16")
-            fp16_path = tmp / "model.fp16.onnx"
-            h_report = to_fp16(fp32_path, fp16_path, keep_io_types=not options.fp16_io)
-            _restamp(fp16_path, meta("fp16", fp32_passes + ["to_fp16"]))
-            files["fp16"] = fp16_path
-            report["fp16"] = {**h_report, "size_bytes": fp16_path.stat().st_size}
-            if not options.fp16_io:
-                report["fp16"]["agreement"] = {**compare_models(fp32_path, fp16_path, eval_inputs[0], worst_layers=0),
-                                               "inputs": eval_inputs[1]}
-
-        # --- targets ------------------------------------------------------------------------------------
-        target_rows = _run_targets(options, spec, size, fp32_model, calibration, eval_inputs, tmp, files, step)
-        report["targets"] = target_rows
-        from edgezoo.export.targets import fastest_int8
-
-        best = fastest_int8(target_rows)
-        if best is not None:
-            report["fastest_int8"] = {k: best.get(k) for k in ("target", "file", "latency_ms", "ratio_to_fastest_fp32")}
-        for r in target_rows:
-            if r.get("status") != "ok":
-                notes.append(r["error"] if r["status"] == "missing" else f"target {r['target']} {r['precision']} "
-                             f"failed: {r['error']}")
-
-        # --- TensorRT -----------------------------------------------------------------------------------
-        if options.tensorrt:
-            from edgezoo.export.tensorrt import build_engine, plan_engine
-
-            step("TensorRT engine")
-            precision = "int8" if options.int8 else ("fp16" if options.fp16 else "fp32")
-            src = files[precision]  # fp32 is always there, int8/fp16 when asked for
-            plan = plan_engine(src, tmp / f"model.{precision}.engine", precision,
-                               timing_cache=tmp / "timing.cache")
-            report["tensorrt"] = build_engine(plan)
-            files["engine"] = Path(plan.engine_path)
-
-        report["files"] = {k: {"file": p.name, "size_bytes": p.stat().st_size} for k, p in files.items()}
-        report["notes"] = notes
-        report["seconds"] = round(time.perf_counter() - t_start, 1)
-        step("write report")
-        write_json(tmp / "report.json", report)
-        atomic_write_text(tmp / "report.md", render_markdown(report))
-        if triton_tmp:
-            step("Triton model repository")
-            _write_triton_entry(files.get("int8") or files["fp32"], triton_tmp[0], spec.name)
-
-    files = {k: out_dir / p.name for k, p in files.items()}
-    outcome = ExportOutcome(out_dir, report, files, notes)
+        for s in BUNDLE:
+            _run_step(s, run)
+    files = {k: out_dir / p.name for k, p in run.files.items()}
+    outcome = ExportOutcome(out_dir, run.report, files, run.notes)
     if checked.triton_entry is not None:
         outcome.files["triton"] = checked.triton_entry
     return outcome
 
 
-def _run_targets(options, spec, size, fp32_model, calibration, eval_inputs, tmp, files, step) -> list[dict]:
-    """Every asked target's files, verified against the PyTorch fp32 model on the evaluation images."""
-    import torch
-
-    from edgezoo.export.targets import TargetContext, bench_rows, run_targets
-
-    with torch.no_grad():
-        ref = torch.cat([fp32_model(torch.from_numpy(eval_inputs[0][i:i + 8]))
-                         for i in range(0, len(eval_inputs[0]), 8)]).numpy()
-    ctx = TargetContext(spec.name, tuple(size), fp32_model,
-                        calibration[: options.calib_count] if calibration is not None else eval_inputs[0][:1],
-                        eval_inputs[0], ref, tmp, per_channel=not options.per_tensor, threads=1, progress=step)
-    for key in ("fp32", "int8"):
-        if key in files:
-            ctx.files[f"onnxruntime:{key}"] = files[key]
-    precisions = ["fp32"] + (["bf16"] if options.bf16 else []) + (["int8"] if options.int8 else [])
-    rows = run_targets(ctx, list(options.targets), precisions)
-    for r in rows:  # the other targets' files belong to the bundle too
-        if r.get("status") == "ok" and r["target"] != "onnxruntime" and r.get("same_file_as") is None:
-            files[f"{r['target']}.{r['precision']}"] = tmp / r["file"]
-            if r["file"].endswith(".xml"):
-                files[f"{r['target']}.{r['precision']}.bin"] = (tmp / r["file"]).with_suffix(".bin")
-    if options.bench:
-        step("benchmark targets (interleaved, 1 thread)")
-        bench_rows(ctx, rows)
-    return rows
+def _run_step(s: Step, run: ExportRun) -> None:
+    if s.enabled(run.options):
+        if s.announce:
+            run.step(s.name)
+        s.run(run)
 
 
 def _write_triton_entry(model_path: Path, entry_tmp: Path, name: str) -> None:
@@ -325,68 +429,3 @@ def _restamp(path: Path, meta) -> None:
     model = onnx.load(str(path))
     set_metadata(model, meta)
     atomic_write_bytes(path, model.SerializeToString())
-
-
-# ------------------------------------------------------------------------------------------------ report
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.2f} MB"
-
-
-def render_markdown(r: dict) -> str:
-    lines = [f"# edgezoo export: {r['model']}", "",
-             f"input {'x'.join(map(str, r['input_size']))}, batch {r['batch']}, opset {r['opset']}, "
-             f"weights: {r['weights']}, edgezoo {r['edgezoo']}", ""]
-    if r.get("notes"):
-        lines += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
-    lines += ["## Passes (each checked against the model before it)", "",
-              "| pass | changes | max abs diff | tolerance | ok |", "|---|---|---|---|---|"]
-    for p in r["passes"]:
-        tol = "inexact" if p["tolerance"] is None else f"{p['tolerance']:.1e}"
-        lines.append(f"| {p['name']} | {p['n_changes']} | {p['max_abs_diff']:.2e} | {tol} | "
-                     f"{'yes' if p['ok'] else 'NO'} |")
-    exp = r.get("export", {})
-    lines += ["", "## ONNX Runtime vs PyTorch", ""]
-    lines += [f"- batch {c['batch']}: max abs diff {c['max_abs_diff']:.2e} (tolerance {c['tolerance']:.0e})"
-              for c in exp.get("checks", [])]
-    lines += ["", "## Files", "", "| file | size |", "|---|---|"]
-    lines += [f"| {v['file']} | {_mb(v['size_bytes'])} |" for v in r["files"].values()]
-    if "int8" in r:
-        q = r["int8"]
-        a = q["agreement"]
-        lines += ["", "## int8", "",
-                  f"QDQ, {q['activations']} activations / {q['weights']} weights, "
-                  f"{'per-channel' if q['per_channel'] else 'per-tensor'}, {q['method']} calibration on "
-                  f"{q['calibration']}.", "",
-                  f"Activation forms: {q['forms']}", "",
-                  f"Against fp32 on {a['inputs']}:", "",
-                  f"- top-1 agreement {a['top1_agreement'] * 100:.1f}%",
-                  f"- cosine similarity mean {a['cosine_mean']:.4f} (min {a['cosine_min']:.4f})",
-                  f"- output SQNR {a['sqnr_db']:.1f} dB", ""]
-        fi = q["float_islands"]
-        lines.append(f"Ops onnxruntime runs in float between DQ and Q: {fi['count']} {fi['by_op'] or ''}"
-                     + (f" (intended: {fi['intended']})" if fi["intended"] and fi["count"] else ""))
-        if a.get("worst_layers"):
-            lines += ["", "Ten worst layers by SQNR:", "", "| tensor | op | SQNR dB |", "|---|---|---|"]
-            lines += [f"| `{w['tensor']}` | {w['op_type']} | {w['sqnr_db']:.1f} |" for w in a["worst_layers"]]
-    if "fp16" in r and "agreement" in r["fp16"]:
-        a = r["fp16"]["agreement"]
-        lines += ["", "## fp16", "", f"top-1 agreement {a['top1_agreement'] * 100:.1f}%, cosine "
-                  f"{a['cosine_mean']:.5f}, SQNR {a['sqnr_db']:.1f} dB on {a['inputs']}"]
-    from edgezoo.export.report import targets_markdown
-
-    lines += targets_markdown(r.get("targets", []))
-    if "tensorrt" in r:
-        lines += ["", "## TensorRT", "", f"{r['tensorrt']}"]
-    if "lite" in r:
-        lines += ["", "## lite", "", "```", _json(r["lite"]), "```"]
-    lines += ["", f"Took {r.get('seconds', '?')} s.", ""]
-    return "\n".join(lines)
-
-
-def _json(o) -> str:
-    import json
-
-    from edgezoo.fileio import _jsonable
-
-    return json.dumps(o, indent=2, default=_jsonable)

@@ -1,4 +1,4 @@
-"""The export report's target table (target x precision) in Markdown, and the one-line summary of the best."""
+"""The export report (report.json's dict) as Markdown: passes, parity, files, int8, fp16, the target table."""
 
 from __future__ import annotations
 
@@ -32,3 +32,64 @@ def targets_markdown(rows: list[dict]) -> list[str]:
     if problems:
         lines += ["", "Targets that did not land:", ""] + problems
     return lines
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def render_markdown(r: dict) -> str:
+    lines = [f"# edgezoo export: {r['model']}", "",
+             f"input {'x'.join(map(str, r['input_size']))}, batch {r['batch']}, opset {r['opset']}, "
+             f"weights: {r['weights']}, edgezoo {r['edgezoo']}", ""]
+    if r.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
+    lines += ["## Passes (each checked against the model before it)", "",
+              "| pass | changes | max abs diff | tolerance | ok |", "|---|---|---|---|---|"]
+    for p in r["passes"]:
+        tol = "inexact" if p["tolerance"] is None else f"{p['tolerance']:.1e}"
+        lines.append(f"| {p['name']} | {p['n_changes']} | {p['max_abs_diff']:.2e} | {tol} | "
+                     f"{'yes' if p['ok'] else 'NO'} |")
+    exp = r.get("export", {})
+    lines += ["", "## ONNX Runtime vs PyTorch", ""]
+    lines += [f"- batch {c['batch']}: max abs diff {c['max_abs_diff']:.2e} (tolerance {c['tolerance']:.0e})"
+              for c in exp.get("checks", [])]
+    lines += ["", "## Files", "", "| file | size |", "|---|---|"]
+    lines += [f"| {v['file']} | {_mb(v['size_bytes'])} |" for v in r["files"].values()]
+    if "int8" in r:
+        q = r["int8"]
+        a = q["agreement"]
+        lines += ["", "## int8", "",
+                  f"QDQ, {q['activations']} activations / {q['weights']} weights, "
+                  f"{'per-channel' if q['per_channel'] else 'per-tensor'}, {q['method']} calibration on "
+                  f"{q['calibration']}.", "",
+                  f"Activation forms: {q['forms']}", ""] + (
+                     [f"Recipe: {q['recipe']['described']}", ""] if q.get("recipe") else []) + [
+                  f"Against fp32 on {a['inputs']}:", "",
+                  f"- top-1 agreement {a['top1_agreement'] * 100:.1f}%",
+                  f"- cosine similarity mean {a['cosine_mean']:.4f} (min {a['cosine_min']:.4f})",
+                  f"- output SQNR {a['sqnr_db']:.1f} dB", ""]
+        fi = q["float_islands"]
+        lines.append(f"Ops onnxruntime runs in float between DQ and Q: {fi['count']} {fi['by_op'] or ''}"
+                     + (f" (intended: {fi['intended']})" if fi["intended"] and fi["count"] else ""))
+        if a.get("worst_layers"):
+            lines += ["", "Ten worst layers by SQNR:", "", "| tensor | op | SQNR dB |", "|---|---|---|"]
+            lines += [f"| `{w['tensor']}` | {w['op_type']} | {w['sqnr_db']:.1f} |" for w in a["worst_layers"]]
+    if "fp16" in r and "agreement" in r["fp16"]:
+        a = r["fp16"]["agreement"]
+        lines += ["", "## fp16", "", f"top-1 agreement {a['top1_agreement'] * 100:.1f}%, cosine "
+                  f"{a['cosine_mean']:.5f}, SQNR {a['sqnr_db']:.1f} dB on {a['inputs']}"]
+    lines += targets_markdown(r.get("targets", []))
+    if "tensorrt" in r:
+        lines += ["", "## TensorRT", "", f"{r['tensorrt']}"]
+    if "lite" in r:
+        lines += ["", "## lite", "", "```", _json(r["lite"]), "```"]
+    lines += ["", f"Took {r.get('seconds', '?')} s.", ""]
+    return "\n".join(lines)
+
+
+def _json(o) -> str:
+    import json
+
+    from edgezoo.fileio import _jsonable
+
+    return json.dumps(o, indent=2, default=_jsonable)

@@ -39,6 +39,18 @@ class TargetContext:
     threads: int | None = 1  # for verification and the benchmark
     progress: Callable[[str], None] = lambda s: None
     cache: dict[str, Any] = field(default_factory=dict)  # models derived once and shared by targets
+    recipe: Any = None  # edgezoo.export.int8_recipe.Int8Recipe; None: derived from the fp32 ONNX on first use
+
+    def int8_recipe(self):
+        """The int8 recipe every target applies (float head, bias correction, 7-bit weights where needed)."""
+        if self.recipe is None:
+            from edgezoo.export.int8_recipe import recipe_for
+
+            src = self.files.get("onnxruntime:fp32")
+            if src is None:
+                raise RuntimeError("the int8 recipe is read off the verified fp32 ONNX, which was not written")
+            self.recipe = recipe_for(src)
+        return self.recipe
 
     def int8_model(self, backend: str = "generic"):
         """The fp32 model with the activation forms an int8 ``backend`` takes (int8_forms), computed once."""
@@ -46,6 +58,20 @@ class TargetContext:
         if key not in self.cache:
             self.cache[key] = int8_source_model(self.model, backend)
         return self.cache[key]
+
+    def pt2e_model(self):
+        """The PT2E targets' int8 source: ``int8_model('generic')`` with the recipe's bias correction (weights
+        quantized as the XNNPACK quantizers do), the float head's convs left as they are."""
+        if "pt2e_model" not in self.cache:
+            from edgezoo.export.int8_recipe import correct_biases_torch, first_convs
+
+            recipe = self.int8_recipe()
+            model = self.int8_model("generic")
+            if recipe.bias_correction:
+                skip = set(first_convs(model, self.calibration, recipe.head_convs))
+                model, _ = correct_biases_torch(model, self.calibration, skip=skip, per_channel=self.per_channel)
+            self.cache["pt2e_model"] = model
+        return self.cache["pt2e_model"]
 
 
 def int8_source_model(model, backend: str):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 _CLAMP_OPS = ("hardtanh.default", "hardtanh_.default", "clamp.default")
+_CONVS = ("conv2d.default",)
 _FUSABLE = ("conv2d.default", "conv1d.default", "linear.default", "addmm.default")
 
 
@@ -22,8 +23,9 @@ def _target(node) -> str:
     return f"{getattr(t, '_opname', '')}.{getattr(t, '_overloadname', '')}" if hasattr(t, "_opname") else str(t)
 
 
-def fused_clamp_quantizer(inner):
-    """A Quantizer that runs ``inner`` and then re-annotates conv/linear -> clip pairs as one fused pattern."""
+def fused_clamp_quantizer(inner, float_convs: int = 0):
+    """A Quantizer that runs ``inner``, re-annotates conv/linear -> clip pairs as one fused pattern, and leaves
+    the first ``float_convs`` convs of the graph (edgezoo.export.int8_recipe's float head) unannotated, in float."""
     from torchao.quantization.pt2e.quantizer import Quantizer
     from torchao.quantization.pt2e.quantizer.quantizer import QuantizationAnnotation
 
@@ -48,12 +50,24 @@ def fused_clamp_quantizer(inner):
                     continue
                 prev_ann.output_qspec = None
                 n.meta[key] = QuantizationAnnotation(input_qspec_map={}, output_qspec=out_spec, _annotated=True)
+            convs = [n for n in model.graph.nodes if n.op == "call_function" and _target(n) in _CONVS]
+            for conv in convs[:float_convs]:
+                conv.meta.pop(key, None)
+                for user in conv.users:  # the clip that took over the conv's output observer
+                    if _target(user) in _CLAMP_OPS and key in user.meta and not user.meta[key].input_qspec_map:
+                        user.meta.pop(key)
             return model
 
         def validate(self, model):
             return inner.validate(model)
 
     return FusedClampQuantizer()
+
+
+def pt2e_recipe(recipe) -> str:
+    """The int8 recipe as the PT2E targets apply it: XNNPACK widens before multiplying, so 8-bit weights."""
+    head = f"first {recipe.head_convs} convs in float" if recipe.head_convs else "no float head"
+    return f"{head}, {'bias correction' if recipe.bias_correction else 'no bias correction'}"
 
 
 def quantize_pt2e(model, example: np.ndarray, calibration: np.ndarray, quantizer):

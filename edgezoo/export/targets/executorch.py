@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgezoo.export.targets import TargetContext
+from edgezoo.export.targets._pt2e import pt2e_recipe
 
 
 class ExecuTorchTarget:
@@ -54,10 +55,12 @@ class ExecuTorchTarget:
             from edgezoo.export.targets._pt2e import fused_clamp_quantizer, quantize_pt2e
 
             inner = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=ctx.per_channel))
-            module = quantize_pt2e(ctx.int8_model("generic"), ctx.calibration[:1], ctx.calibration,
-                                   fused_clamp_quantizer(inner))
+            recipe = ctx.int8_recipe()
+            module = quantize_pt2e(ctx.pt2e_model(), ctx.calibration[:1], ctx.calibration,
+                                   fused_clamp_quantizer(inner, recipe.head_convs))
             facts["method"] = ("PT2E static int8 (XNNPACK quantizer, symmetric "
-                               f"{'per-channel' if ctx.per_channel else 'per-tensor'} weights, ReLU6 fused)")
+                               f"{'per-channel' if ctx.per_channel else 'per-tensor'} weights, ReLU6 fused; "
+                               f"{pt2e_recipe(recipe)})")
         else:
             module = ctx.model.eval()
         with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():

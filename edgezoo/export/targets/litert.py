@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgezoo.export.targets import TargetContext
+from edgezoo.export.targets._pt2e import pt2e_recipe
 
 
 class LiteRTTarget:
@@ -54,15 +55,17 @@ class LiteRTTarget:
                 from edgezoo.export.targets._pt2e import fused_clamp_quantizer
 
                 inner = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=ctx.per_channel))
-                quantizer = fused_clamp_quantizer(inner)
-                graph = torch.export.export(ctx.int8_model("generic"), (x,)).module()
+                recipe = ctx.int8_recipe()
+                quantizer = fused_clamp_quantizer(inner, recipe.head_convs)
+                graph = torch.export.export(ctx.pt2e_model(), (x,)).module()
                 prepared = prepare_pt2e(graph, quantizer)
                 for i in range(len(ctx.calibration)):
                     prepared(torch.from_numpy(np.ascontiguousarray(ctx.calibration[i:i + 1], dtype=np.float32)))
                 module = convert_pt2e(prepared, fold_quantize=False)
                 edge = litert_torch.convert(module, (x,), quant_config=QuantConfig(pt2e_quantizer=inner))
                 facts["method"] = ("PT2E static int8 (litert-torch PT2EQuantizer, symmetric "
-                                   f"{'per-channel' if ctx.per_channel else 'per-tensor'} weights, ReLU6 fused)")
+                                   f"{'per-channel' if ctx.per_channel else 'per-tensor'} weights, ReLU6 fused; "
+                                   f"{pt2e_recipe(recipe)})")
             else:
                 edge = litert_torch.convert(ctx.model.eval(), (x,))
             tmp = path.with_name(path.name + ".part")

@@ -1,7 +1,8 @@
 """onnxruntime target: the QDQ (U8S8) ONNX of the export pipeline (export.quantize.quantize_int8).
 
-The pipeline writes model.fp32.onnx and model.int8.onnx itself (they are the bundle's main files); this
-target registers them so that they are verified and compared in the same table as the others.
+The pipeline writes model.fp32.onnx and model.int8.onnx itself (they are the bundle's main files), both
+through ``write_int8`` here; this target registers them so that they are verified and compared in the same
+table as the others (and builds them itself when used outside the pipeline, as benchmarks/targets.py does).
 """
 
 from __future__ import annotations
@@ -33,23 +34,49 @@ class OnnxRuntimeTarget:
         import torch  # noqa: F401
 
         from edgezoo.export.onnx import export_onnx
-        from edgezoo.export.quantize import quantize_int8
 
         if precision == "fp32":
             export_onnx(ctx.model, path, ctx.input_size, dynamic_batch=True)
             return {"method": "torch.onnx.export (TorchScript), onnxsim"}
+        from edgezoo.export import int8_forms
+
         src = path.with_name(".int8-source.fp32.onnx")
         export_onnx(ctx.int8_model("onnxruntime"), src, ctx.input_size, dynamic_batch=True)
         try:
-            q = quantize_int8(src, path, ctx.calibration, per_channel=ctx.per_channel)
+            forms = int8_forms.choose(ctx.model, "onnxruntime")
+            q = write_int8(src, path, ctx.calibration, forms, ctx.int8_recipe(), per_channel=ctx.per_channel)
         finally:
             src.unlink(missing_ok=True)
-        return {"method": f"QDQ U8S8 ({q['method']})"}
+        return {"method": method_line(q)}
 
     def runner(self, path: Path, threads: int | None, precision: str):
         from edgezoo.runtimes.onnxruntime import OrtRunner
 
         return OrtRunner(path, threads=threads)
+
+
+def write_int8(src, out, calibration, forms, recipe, per_channel: bool = True, method: str = "minmax") -> dict:
+    """The QDQ int8 file from ``src`` (the fp32 model in ``forms``' activation forms): the forms' float layers
+    and the recipe's float head excluded, the recipe's bias correction and weight range applied."""
+    import dataclasses
+
+    import onnx
+
+    from edgezoo.export.int8_recipe import float_head
+    from edgezoo.export.quantize import quantize_int8
+
+    exclude = list(forms.exclude_nodes(src))
+    head = float_head(onnx.load(str(src), load_external_data=False).graph, recipe.head_convs)
+    exclude += [n for n in head if n not in exclude]
+    q = quantize_int8(src, out, calibration, per_channel=per_channel, method=method, exclude_nodes=exclude,
+                      bias_correction=recipe.bias_correction, reduce_range=recipe.reduce_range)
+    q["recipe"] = dataclasses.replace(recipe, head_convs=len(head), head_nodes=head).to_dict()
+    return q
+
+
+def method_line(q: dict) -> str:
+    return (f"QDQ U8S8 ({q['method']}, {'per-channel' if q['per_channel'] else 'per-tensor'}; "
+            f"{q['recipe']['described']})")
 
 
 TARGET = OnnxRuntimeTarget()
