@@ -59,6 +59,9 @@ def test_target_fp32_and_int8_verified(tmp_path, name):
     assert by["int8"]["status"] == "ok", by["int8"]
     assert by["int8"]["agreement"]["top1_agreement"] >= 0.75
     assert (tmp_path / by["int8"]["file"]).is_file()
+    if name == "litert":  # where the int8 program computes in float: the tiny model's pool/linear path at most
+        assert isinstance(by["int8"]["ops_in_float"], dict)
+        assert "CONV_2D" not in by["int8"]["ops_in_float"]
     table = "\n".join(targets_markdown(rows))
     assert f"| {name} | int8 | {by['int8']['file']}" in table
 
@@ -122,3 +125,56 @@ def test_preflight_rules_name_float_ops():
     lines = xnnpack_findings(net, "executorch")
     assert any("sigmoid" in line for line in lines) and any("h-swish" in line for line in lines)
     assert xnnpack_findings(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), "executorch") == []
+
+
+def test_pt2e_float_head_leaves_the_first_convs_unobserved():
+    _need("executorch")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from edgezoo.export.targets._pt2e import fused_clamp_quantizer
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6(), nn.Conv2d(8, 8, 1), nn.ReLU6(), nn.Conv2d(8, 4, 1)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    inner = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    g = prepare_pt2e(torch.export.export(net, (x,)).module(), fused_clamp_quantizer(inner, float_convs=1))
+    convs = [n for n in g.graph.nodes if "conv2d" in str(n.target)]
+
+    def observed_input(conv):  # an observer module sits between the activation and the conv
+        return conv.args[0].op == "call_module"
+
+    def observed_weight(conv):
+        return conv.args[1].op == "call_module"
+
+    assert not observed_input(convs[0]) and not observed_weight(convs[0])  # the head conv stays float
+    assert all(observed_input(c) and observed_weight(c) for c in convs[1:])  # its output enters int8
+
+
+def test_every_target_shares_one_recipe(tmp_path):
+    """The int8 recipe comes off the verified fp32 ONNX once and every target's method names it."""
+    ctx = _ctx(tmp_path)
+    recipe = ctx.int8_recipe()
+    assert recipe is ctx.int8_recipe()
+    from edgezoo.export.int8_recipe import saturating_int8_cpu
+
+    assert recipe.reduce_range is saturating_int8_cpu()
+    names = [n for n in ("onnxruntime", "openvino") if T.get_target(n).available() is None]
+    rows = T.run_targets(ctx, names, ["int8"])
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert recipe.describe().split(",")[0] in r["method"], r["method"]
+
+
+def test_conv_then_clamp_gate_lowers_whole_to_xnnpack(tmp_path):
+    """An SE gate's folded h-sigmoid is a clamp(0, 1) after a conv: it must not take the conv's observer (only
+    ReLU6's hardtanh is fused), or XNNPACK leaves the conv out and the program does not lower."""
+    _need("executorch")
+    from edgezoo.export.passes import ClipAct
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU6(), nn.Conv2d(16, 16, 1), ClipAct(0.0, 1.0),
+                        nn.Conv2d(16, 16, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4)).eval()
+    rows = T.run_targets(_ctx(tmp_path, net), ["executorch"], ["int8"])
+    assert rows[0]["status"] == "ok", rows[0]
+    assert rows[0]["partitions"] == 1 and not rows[0]["ops_outside_xnnpack"], rows[0]

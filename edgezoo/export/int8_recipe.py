@@ -7,7 +7,8 @@ Three measures, each measured on EfficientNet-Lite0 with its ImageNet weights (b
   channels: a 3x3 depthwise kernel has 9 weights for its per-channel scale, so their quantization error is the
   largest in the model and every later layer carries it. The head starts only at a small RGB stem
   (int8_forms.small_stem_convs: 3x3 at most, <= 32 outputs, feeding convs), the stems measured to cost nothing
-  in float; a big stem (SqueezeNet 1.0's 7x7) or one feeding a pool (ShuffleNet) keeps the model int8.
+  in float; a big stem (SqueezeNet 1.0's 7x7) or one feeding a pool (ShuffleNet) keeps the model int8, and
+  the head is at most a quarter of the model's convs.
 - **Bias correction** of every quantized conv (Nagel et al. 2019, section 4.2): the mean output shift its
   quantized weights cause, measured on the calibration images, is taken out of its bias.
 - **7-bit weights where the CPU's int8 products saturate.** x86 CPUs without VNNI multiply u8 x s8 with
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 HEAD_CONVS = 3
+HEAD_SHARE = 4  # the head is at most a quarter of the model's convs
 _BETWEEN_HEAD_CONVS = {"Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Add", "Mul", "Div",
                        "BatchNormalization", "Identity"}
 
@@ -79,6 +81,8 @@ def float_head(graph, limit: int = HEAD_CONVS) -> list[str]:
     from edgezoo.export.int8_forms import small_stem_convs
 
     stems = small_stem_convs(graph)
+    # a head is for deep models: in a shallow one it would leave most of the convs float and defeat int8
+    limit = min(limit, sum(1 for n in graph.node if n.op_type == "Conv") // HEAD_SHARE)
     if len(stems) != 1 or limit <= 0:
         return []
     head: list[str] = []

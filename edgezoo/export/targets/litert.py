@@ -71,12 +71,30 @@ class LiteRTTarget:
             tmp = path.with_name(path.name + ".part")
             edge.export(os.fspath(tmp))
             os.replace(tmp, path)
+        if precision == "int8":
+            facts["ops_in_float"] = float_ops(path)
         return facts
 
     def runner(self, path: Path, threads: int | None, precision: str):
         from edgezoo.runtimes.litert import LiteRTRunner
 
         return LiteRTRunner(path, threads=threads)
+
+
+def float_ops(path: Path) -> dict[str, int]:
+    """Ops of an int8 .tflite that compute in float (first input float32), QUANTIZE/DEQUANTIZE aside: where
+    the int8 program leaves int8, and XNNPACK's int8 partitions end."""
+    from edgezoo.runtimes.litert import import_litert
+
+    interpreter = import_litert()(model_path=os.fspath(path))
+    dtypes = {d["index"]: np.dtype(d["dtype"]) for d in interpreter.get_tensor_details()}
+    out: dict[str, int] = {}
+    for op in interpreter._get_ops_details():  # the only listing of a model's ops the Python API has
+        inputs = [i for i in op["inputs"] if i >= 0]
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE") or not inputs or dtypes.get(inputs[0]) != np.float32:
+            continue
+        out[op["op_name"]] = out.get(op["op_name"], 0) + 1
+    return out
 
 
 TARGET = LiteRTTarget()
