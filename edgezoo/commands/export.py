@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         input_size: Optional[str] = input_size_option("the spec's"),
         out: Optional[Path] = typer.Option(None, "-o", "--out", help="Bundle folder (default ./edgezoo-out/<model>)."),
         backend: Optional[str] = typer.Option(None, "--backend", help="Runtime the int8 file is for: onnxruntime "
-                                              "(default), tensorrt or generic (int8 only)."),
+                                              "(default), tensorrt, openvino or generic (int8 only)."),
         triton: Optional[Path] = typer.Option(None, "--triton", help="Also write a Triton model repository here."),
         lite: bool = typer.Option(False, "--lite", help="Quantization-friendly rewrites + distillation (changes the function)."),
         distill_images: Optional[Path] = typer.Option(None, "--distill-images", help="Unlabelled images for --lite."),

@@ -224,8 +224,9 @@ def _int8(run: ExportRun) -> None:
     src = run.tmp / ".int8-source.fp32.onnx"
     run.export(m, src, "fp32", source_passes)
     run.step("quantize int8")
-    # 7-bit weights only for the CPU that verifies the file; a TensorRT-bound file never needs them
-    run.recipe = recipe_for(run.files["fp32"], reduce_range=None if o.backend == "onnxruntime" else False)
+    # 7-bit weights only for the CPU runtimes whose u8s8 kernels saturate, and only on such a CPU (the one that
+    # verifies the file); a file for TensorRT or an unknown (generic) runtime keeps 8-bit weights
+    run.recipe = recipe_for(run.files["fp32"], reduce_range=None if o.backend in ("onnxruntime", "openvino") else False)
     path = run.tmp / "model.int8.onnx"
     q = write_int8(src, path, run.calibration[: o.calib_count], forms, run.recipe, per_channel=not o.per_tensor,
                    method=o.method)

@@ -245,9 +245,16 @@ def bench_rows(ctx: TargetContext, rows: list[dict], rounds: int = 7, runs: int 
             r["ratio_to_fastest_fp32"] = round(r["latency_ms"] / min(fp32), 3)
 
 
+KEEPS_ANSWERS = 0.05  # an int8 file keeps the model's answers: top-1 agreement within 5 points of the best int8
+
+
 def fastest_int8(rows: list[dict]) -> dict | None:
-    """The verified int8 row that ran fastest (by latency when measured, else the only one or None)."""
+    """The fastest verified int8 row among those that keep the model's answers (top-1 agreement with fp32 at
+    most ``KEEPS_ANSWERS`` below the best int8 row's); by latency when measured, else the only one or None."""
     int8 = [r for r in rows if r.get("precision") == "int8" and r.get("status") == "ok" and "agreement" in r]
+    if int8:
+        best = max(r["agreement"]["top1_agreement"] for r in int8)
+        int8 = [r for r in int8 if r["agreement"]["top1_agreement"] >= best - KEEPS_ANSWERS]
     timed = [r for r in int8 if "latency_ms" in r]
     if timed:
         return min(timed, key=lambda r: r["latency_ms"])

@@ -54,9 +54,10 @@ class LiteRTTarget:
 
                 from edgezoo.export.targets._pt2e import fused_clamp_quantizer
 
-                inner = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=ctx.per_channel))
+                config = pq.get_symmetric_quantization_config(is_per_channel=ctx.per_channel)
+                inner = pq.PT2EQuantizer().set_global(config)
                 recipe = ctx.int8_recipe()
-                quantizer = fused_clamp_quantizer(inner, recipe.head_convs)
+                quantizer = fused_clamp_quantizer(inner, recipe.head_convs, add_config=config)
                 graph = torch.export.export(ctx.pt2e_model(), (x,)).module()
                 prepared = prepare_pt2e(graph, quantizer)
                 for i in range(len(ctx.calibration)):
