@@ -26,10 +26,7 @@ def _target(node) -> str:
     return f"{getattr(t, '_opname', '')}.{getattr(t, '_overloadname', '')}" if hasattr(t, "_opname") else str(t)
 
 
-_ADDS = ("add.Tensor", "add_.Tensor")
-
-
-def fused_clamp_quantizer(inner, float_convs: int = 0, add_config=None):
+def fused_clamp_quantizer(inner, float_convs: int = 0):
     """A Quantizer that runs ``inner``, re-annotates conv/linear -> clip pairs as one fused pattern, and leaves
     the first ``float_convs`` convs of the graph (edgezoo.export.int8_recipe's float head) unannotated, in float."""
     from torchao.quantization.pt2e.quantizer import Quantizer
@@ -56,8 +53,6 @@ def fused_clamp_quantizer(inner, float_convs: int = 0, add_config=None):
                     continue
                 prev_ann.output_qspec = None
                 n.meta[key] = QuantizationAnnotation(input_qspec_map={}, output_qspec=out_spec, _annotated=True)
-            if add_config is not None:
-                annotate_adds(model, add_config)
             convs = [n for n in model.graph.nodes if n.op == "call_function" and _target(n) in _CONVS]
             for conv in convs[:float_convs]:
                 conv.meta.pop(key, None)
@@ -70,29 +65,6 @@ def fused_clamp_quantizer(inner, float_convs: int = 0, add_config=None):
             return inner.validate(model)
 
     return FusedClampQuantizer()
-
-
-def annotate_adds(model, config) -> int:
-    """Give every tensor + tensor add the quantizer left unannotated int8 inputs and output from ``config``.
-
-    litert-torch's PT2EQuantizer finds adds through get_source_partitions, which does not see the residual
-    adds of a model exported with today's torch.export: they stayed float, each one a DEQUANTIZE -> ADD ->
-    QUANTIZE in the .tflite (EfficientNet-Lite0: 9 of 9 adds, GhostNet: 15) and a break in XNNPACK's int8
-    program. Returns how many adds were annotated."""
-    from torchao.quantization.pt2e.quantizer.quantizer import QuantizationAnnotation
-
-    key = "quantization_annotation"
-    count = 0
-    for n in model.graph.nodes:
-        if n.op != "call_function" or _target(n) not in _ADDS or key in n.meta or len(n.args) < 2:
-            continue
-        a, b = n.args[0], n.args[1]
-        if not (hasattr(a, "op") and hasattr(b, "op")):  # x + constant: not a residual add
-            continue
-        n.meta[key] = QuantizationAnnotation(input_qspec_map={a: config.input_activation, b: config.input_activation},
-                                             output_qspec=config.output_activation, _annotated=True)
-        count += 1
-    return count
 
 
 def pt2e_recipe(recipe) -> str:
