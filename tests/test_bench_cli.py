@@ -134,6 +134,11 @@ def test_bench_registry_name_without_torch(runtime):
 def test_bench_ctrl_c_prints_partial(tiny, tmp_path):
     out = tmp_path / "int.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "no_torch"), str(ROOT)])}
+    # one short run first: in a fresh environment the first start compiles every imported module's bytecode
+    # and can take longer than the sleep below (CI on a fresh clone timed out here once)
+    warm = subprocess.run([sys.executable, "-m", "edgezoo", "bench", str(tiny), "-n", "1", "--warmup", "0"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert warm.returncode == 0, warm.stderr
     proc = subprocess.Popen([sys.executable, "-m", "edgezoo", "bench", str(tiny), "--time", "120", "--warmup", "1",
                              "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     time.sleep(6)  # imports and session set-up take about a second; then it measures for two minutes
