@@ -248,7 +248,8 @@ def runs_table(runs: list[dict]) -> list[str]:
             k = min(ratios, key=ratios.get) if ratios else None
             cells.append(f"{ratios[k]:.2f} ({k.split()[0]})" if k else "-")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return lines + [""]
+    notes = [f"- run {i + 1}: {r['code']}" for i, r in enumerate(runs) if r.get("code")]
+    return lines + ([""] + notes if notes else []) + [""]
 
 
 def write(results, final: bool = False):

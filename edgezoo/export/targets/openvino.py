@@ -2,8 +2,8 @@
 
 fp32: openvino.convert_model(fp32 ONNX) -> save_model(compress_to_fp16=False), run with the f32 precision
 hint. bf16: the same IR run with the bf16 hint (OpenVINO's CPU plugin computes in bf16 on AMX/AVX512-BF16
-CPUs; elsewhere the runner says so). int8: OpenVINO's converter reading edgezoo's QDQ ONNX (the onnxruntime
-target's file, the same int8 recipe), saved as IR. The issue asked to measure that against NNCF's own
+CPUs; elsewhere the runner says so). int8: OpenVINO's converter reading a QDQ ONNX edgezoo writes with the
+shared int8 recipe (``qdq_source``: the onnxruntime target's file when the model has no h-swish), saved as IR. The issue asked to measure that against NNCF's own
 post-training quantization and keep the faster at equal agreement; on EfficientNet-Lite0 with its ImageNet
 weights (this AVX2 CPU, 64 calibration views) the QDQ route reached 22.4 dB output SQNR and NNCF 6.2 dB
 (default preset), 11.6 dB (overflow_fix=ENABLE), 12.2 dB (and the same float head); the latencies of both
@@ -47,7 +47,7 @@ class OpenVinoTarget:
         temporary = None
         if precision == "int8":
             src, temporary = qdq_source(ctx, path)
-            facts["method"] = ("openvino.convert_model(edgezoo's QDQ int8 ONNX, h-swish kept as HSwish): "
+            facts["method"] = ("openvino.convert_model(edgezoo's QDQ int8 ONNX, any h-swish kept as HSwish): "
                                f"{ctx.int8_recipe().describe()}")
         try:
             model = ov.convert_model(os.fspath(src))
@@ -70,11 +70,11 @@ def qdq_source(ctx: TargetContext, path: Path) -> tuple[Path, Path | None]:
     """The QDQ ONNX OpenVINO's int8 IR is converted from: the model in OpenVINO's activation forms
     (int8_forms 'openvino') with the shared recipe. Without h-swish those are the onnxruntime file's forms, so
     that file is reused when it exists. Returns (path, the temporary file to remove or None)."""
+    from torch import nn
+
     from edgezoo.export import int8_forms
     from edgezoo.export.onnx import export_onnx
     from edgezoo.export.targets.onnxruntime import write_int8
-
-    from torch import nn
 
     if "onnxruntime:int8" in ctx.files and not any(isinstance(m, nn.Hardswish) for m in ctx.model.modules()):
         return ctx.files["onnxruntime:int8"], None
