@@ -38,21 +38,30 @@ class OnnxRuntimeTarget:
         if precision == "fp32":
             export_onnx(ctx.model, path, ctx.input_size, dynamic_batch=True)
             return {"method": "torch.onnx.export (TorchScript), onnxsim"}
-        from edgezoo.export import int8_forms
-
-        src = path.with_name(".int8-source.fp32.onnx")
-        export_onnx(ctx.int8_model("onnxruntime"), src, ctx.input_size, dynamic_batch=True)
-        try:
-            forms = int8_forms.choose(ctx.model, "onnxruntime")
-            q = write_int8(src, path, ctx.calibration, forms, ctx.int8_recipe(), per_channel=ctx.per_channel)
-        finally:
-            src.unlink(missing_ok=True)
-        return {"method": method_line(q)}
+        return {"method": method_line(qdq_file(ctx, "onnxruntime", path))}
 
     def runner(self, path: Path, threads: int | None, precision: str):
         from edgezoo.runtimes.onnxruntime import OrtRunner
 
         return OrtRunner(path, threads=threads)
+
+
+def qdq_file(ctx: TargetContext, backend: str, path: Path) -> dict:
+    """The QDQ file of ``ctx.model`` in ``backend``'s activation forms (int8_forms) with the shared recipe:
+    its int8 source exported beside ``path`` and removed again; returns write_int8's report."""
+    from edgezoo.export import int8_forms
+    from edgezoo.export.onnx import export_onnx
+
+    src = path.with_name(f".{backend}-int8-source.fp32.onnx")
+    try:
+        export_onnx(ctx.int8_model(backend), src, ctx.input_size, dynamic_batch=True)
+        return write_int8(src, path, ctx.calibration, int8_forms.choose(ctx.model, backend), ctx.int8_recipe(),
+                          per_channel=ctx.per_channel)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        src.unlink(missing_ok=True)
 
 
 def write_int8(src, out, calibration, forms, recipe, per_channel: bool = True, method: str = "minmax") -> dict:

@@ -72,24 +72,12 @@ def qdq_source(ctx: TargetContext, path: Path) -> tuple[Path, Path | None]:
     that file is reused when it exists. Returns (path, the temporary file to remove or None)."""
     from torch import nn
 
-    from edgezoo.export import int8_forms
-    from edgezoo.export.onnx import export_onnx
-    from edgezoo.export.targets.onnxruntime import write_int8
+    from edgezoo.export.targets.onnxruntime import qdq_file
 
     if "onnxruntime:int8" in ctx.files and not any(isinstance(m, nn.Hardswish) for m in ctx.model.modules()):
         return ctx.files["onnxruntime:int8"], None
-    forms = int8_forms.choose(ctx.model, "openvino")
-    fp32 = path.with_name(".openvino-source.fp32.onnx")
     qdq = path.with_name(".openvino-source.int8.onnx")
-    try:
-        export_onnx(ctx.int8_model("openvino"), fp32, ctx.input_size, dynamic_batch=True)
-        write_int8(fp32, qdq, ctx.calibration, forms, ctx.int8_recipe(), per_channel=ctx.per_channel)
-    except BaseException:
-        qdq.unlink(missing_ok=True)
-        raise
-    finally:
-        fp32.unlink(missing_ok=True)
+    qdq_file(ctx, "openvino", qdq)
     return qdq, qdq
-
 
 TARGET = OpenVinoTarget()
