@@ -20,6 +20,7 @@ from edgezoo.errors import InputError
 # The usual ImageNet evaluation transform: resize so the crop is 87.5% of the image, then centre-crop.
 CROP_FRACTION = 0.875
 INTERPOLATION = "bilinear"
+MAX_RESIZE_FACTOR = 16  # the resized image may hold at most this many times the crop's pixels
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
@@ -109,9 +110,16 @@ def resize_crop_normalise(img, input_size: Sequence[int], mean: Sequence[float],
     c, h, w = input_size
     scale = max(h / img.height, w / img.width) / crop_pct
     rw, rh = max(w, round(img.width * scale)), max(h, round(img.height * scale))
-    img = img.resize((rw, rh), _resample(interpolation))
     left, top = (rw - w) // 2, (rh - h) // 2
-    img = img.crop((left, top, left + w, top + h))
+    if rw * rh <= MAX_RESIZE_FACTOR * w * h:
+        img = img.resize((rw, rh), _resample(interpolation)).crop((left, top, left + w, top + h))
+    else:
+        # An extreme aspect ratio (1 x 100000 would scale to 256 x 25,600,000): resize only the source region
+        # the crop comes from (Pillow's ``box``, in source pixels; the filter still reads the pixels around
+        # it), so the work and memory are bounded by the (h, w) produced. Within a level of the whole resize.
+        sx, sy = img.width / rw, img.height / rh
+        img = img.resize((w, h), _resample(interpolation),
+                         box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy))
     x = np.asarray(img, dtype=np.float32).reshape(h, w, c) / 255.0
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(x if layout == "NHWC" else x.transpose(2, 0, 1))
