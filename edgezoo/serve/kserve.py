@@ -21,9 +21,11 @@ import numpy as np
 
 from edgezoo.runtimes.base import TensorInfo
 from edgezoo.serve.model import ModelIO, ServedModel
-from edgezoo.serve.preprocess import RequestError, load_json
+from edgezoo.serve.preprocess import RequestError, check_answer_size, load_json
 
 HEADER_LENGTH = "inference-header-content-length"
+MAX_DIMS = 64  # numpy's limit (NPY_MAXDIMS in numpy 2)
+MAX_ELEMENTS = 1 << 31  # values in one input: far beyond any body the server accepts
 
 # KServe datatype names <-> numpy
 DATATYPES: dict[str, np.dtype] = {
@@ -87,12 +89,24 @@ def parse_infer(body: bytes, header_length: int | None, model: ModelIO) -> Infer
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                   for d in shape):
             raise RequestError(400, f"input '{name}': shape must be a list of non-negative integers")
+        if len(shape) > MAX_DIMS:
+            raise RequestError(400, f"input '{name}': {len(shape)} dimensions; at most {MAX_DIMS}")
+        if any(d > MAX_ELEMENTS for d in shape):
+            raise RequestError(400, f"input '{name}': a dimension of {max(shape):,}; at most {MAX_ELEMENTS:,}")
         dt = item.get("datatype")
         if dt not in DATATYPES:
             raise RequestError(400, f"input '{name}': datatype {str(dt)[:20]!r} is not served "
                                     f"(numeric tensors only: {', '.join(DATATYPES)})")
+        want = datatype(specs[name].dtype)
+        if dt != want:  # as Triton: the bytes of one type are never read as another
+            raise RequestError(400, f"input '{name}': datatype {dt}, but the model takes {want}")
         dtype = DATATYPES[dt]
-        count = int(np.prod(shape, dtype=object)) if shape else 1
+        count = 1
+        for d in shape:
+            count *= d
+        if count > MAX_ELEMENTS:
+            raise RequestError(400, f"input '{name}': shape {shape[:8]} holds {count:,} values; at most "
+                                    f"{MAX_ELEMENTS:,}")
         params = item.get("parameters") or {}
         if not isinstance(params, dict):
             raise RequestError(400, f"input '{name}': parameters must be an object")
@@ -148,6 +162,8 @@ def _json_data(data: Any, dtype: np.dtype, name: str) -> np.ndarray:
 
 
 def _requested_outputs(doc: dict, model: ModelIO) -> list[tuple[str, bool]]:
+    """(name, as binary) for each requested output: each at most once (as Triton: a duplicate is a 400), so
+    an answer is never larger than one copy of the model's outputs."""
     params = doc.get("parameters") or {}
     default_binary = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
     names = [t.name for t in model.outputs]
@@ -156,12 +172,19 @@ def _requested_outputs(doc: dict, model: ModelIO) -> list[tuple[str, bool]]:
         return [(n, default_binary) for n in names]
     if not isinstance(wanted, list):
         raise RequestError(400, '"outputs" must be a list')
-    out = []
+    if len(wanted) > len(names):
+        raise RequestError(400, f"{len(wanted):,} outputs requested; model '{model.name}' has {len(names)} "
+                                f"({', '.join(names)})")
+    out: list[tuple[str, bool]] = []
+    seen: set[str] = set()
     for o in wanted:
         if not isinstance(o, dict) or o.get("name") not in names:
             got = o.get("name") if isinstance(o, dict) else o
             raise RequestError(400, f"model '{model.name}' has no output named {str(got)[:100]!r} "
                                     f"(outputs: {', '.join(names)})")
+        if o["name"] in seen:
+            raise RequestError(400, f"output '{o['name']}' requested twice")
+        seen.add(o["name"])
         p = o.get("parameters") or {}
         if isinstance(p, dict) and p.get("classification"):
             raise RequestError(400, "the classification extension is not served; ask for the raw output")
@@ -169,9 +192,18 @@ def _requested_outputs(doc: dict, model: ModelIO) -> list[tuple[str, bool]]:
     return out
 
 
-def render_infer(model: ServedModel, req: InferRequest, outputs: list[np.ndarray]) -> tuple[bytes, dict[str, str]]:
-    """Response body and headers: JSON alone, or JSON header + binary outputs."""
+def answer_size_bound(req: InferRequest, outputs: dict[str, np.ndarray]) -> int:
+    """At most how many bytes the answer takes (binary outputs exactly, JSON ones by the longest number)."""
+    from edgezoo.serve.preprocess import json_size_bound
+
+    return 512 + sum(outputs[n].nbytes + 128 if binary else json_size_bound(outputs[n]) for n, binary in req.outputs)
+
+
+def render_infer(model: ModelIO, req: InferRequest, outputs: list[np.ndarray],
+                 max_bytes: int = 1 << 62) -> tuple[bytes, dict[str, str]]:
+    """Response body and headers: JSON alone, or JSON header + binary outputs; 413 beyond ``max_bytes``."""
     by_name = {t.name: o for t, o in zip(model.outputs, outputs)}
+    check_answer_size(answer_size_bound(req, by_name), max_bytes)
     entries, blobs = [], []
     for name, binary in req.outputs:
         arr = np.ascontiguousarray(by_name[name])
@@ -194,3 +226,13 @@ def render_infer(model: ServedModel, req: InferRequest, outputs: list[np.ndarray
         return header, {"content-type": "application/json"}
     return header + b"".join(blobs), {"content-type": "application/octet-stream",
                                       "inference-header-content-length": str(len(header))}
+
+
+def header_length(raw: str | None) -> int | None:
+    """``Inference-Header-Content-Length``: a plain decimal byte count (400 otherwise)."""
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
+        raise RequestError(400, "Inference-Header-Content-Length must be a number of bytes")
+    return int(raw)

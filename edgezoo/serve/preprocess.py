@@ -289,6 +289,21 @@ def top_k(logits: np.ndarray, k: int, labels: list[str] | None) -> list[dict[str
              "score": float(probs[i]), "logit": float(flat[i])} for i in idx]
 
 
+INLINE_ANSWER_BYTES = 64 * 1024  # answers up to this are rendered on the event loop (cheaper than a thread hop)
+
+
+def json_size_bound(arr: np.ndarray) -> int:
+    """At most how many bytes ``arr`` takes as JSON numbers (a float's repr is at most 24 characters)."""
+    per = 6 if arr.dtype.kind == "b" else 21 if arr.dtype.kind in "iu" else 25
+    return arr.size * per + 2 * arr.ndim + 64
+
+
+def check_answer_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise RequestError(413, f"the answer would take up to {size:,} bytes; the limit is {limit:,} (send fewer "
+                                "rows per request, or ask for binary outputs)")
+
+
 def jsonable(arr: np.ndarray) -> Any:
     """Nested lists; NaN and infinity (not JSON) become null."""
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
