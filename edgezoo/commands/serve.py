@@ -28,7 +28,11 @@ def _floats(text: Optional[str], what: str, n: Optional[int] = None) -> Optional
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_command(
-        models: List[Path] = typer.Argument(..., help="ONNX files to serve (each under its file name)."),
+        models: List[Path] = typer.Argument(
+            ..., help="Model files to serve, each under the model name in its metadata, with the precision "
+                      "appended when not fp32 (a bundle's model.onnx and model.int8.onnx serve as "
+                      "efficientnet_lite0 and efficientnet_lite0.int8); a file without edgezoo metadata under "
+                      "its file name."),
         host: str = typer.Option("127.0.0.1", help="Address to bind. 0.0.0.0 exposes the server to the network."),
         port: int = typer.Option(8000, help="Port, 0..65535 (0 picks a free one and prints it)."),
         runtime: Optional[str] = typer.Option(
@@ -41,7 +45,7 @@ def register(app: typer.Typer) -> None:
         max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="Largest request body (413 beyond)."),
         request_timeout: float = typer.Option(30.0, "--request-timeout", help="Seconds from body to answer (504)."),
         decode_timeout: float = typer.Option(5.0, "--decode-timeout", help="Seconds of a work thread to decode one image or parse one body (counted from when a thread takes it)."),
-        header_timeout: float = typer.Option(10.0, "--header-timeout", help="Seconds to receive a request's headers; the socket is closed after."),
+        header_timeout: float = typer.Option(10.0, "--header-timeout", help="Seconds to receive a request's headers; the socket is closed after. A body then has as long to start and must arrive at 1 kB/s or more."),
         max_header_kb: float = typer.Option(32.0, "--max-header-kb", help="Largest request head (431 beyond)."),
         max_request_mpixels: float = typer.Option(64.0, "--max-request-mpixels", help="Decoded megapixels per request (413 beyond)."),
         max_server_mpixels: float = typer.Option(160.0, "--max-server-mpixels", help="Megapixels being decoded across the server (503 beyond)."),
@@ -98,7 +102,8 @@ def register(app: typer.Typer) -> None:
         for path in models:
             m = load_model(path, threads=threads, override=override, check_batching=not no_batching, runtime=runtime)
             if m.name in names:
-                raise InputError(f"two models would be served as '{m.name}'", "rename one of the files")
+                raise InputError(f"two files would be served as '{m.name}' (the model and precision in their "
+                                 "metadata)", "serve them from two servers")
             names.add(m.name)
             loaded.append(m)
             how = "batched" if m.fixed_batch is None and m.batchable and not no_batching else "one by one"
@@ -112,7 +117,7 @@ def register(app: typer.Typer) -> None:
                               enabled=not no_batching),
             max_body_bytes=int(max_body_mb * 1024 * 1024), request_timeout_s=request_timeout,
             decode_timeout_s=decode_timeout, allow_nan=allow_nan, header_timeout_s=header_timeout,
-            max_header_bytes=int(max_header_kb * 1024), max_request_pixels=int(max_request_mpixels * 1e6),
+            max_header_bytes=int(max_header_kb * 1024), body_grace_s=header_timeout, max_request_pixels=int(max_request_mpixels * 1e6),
             max_server_pixels=int(max_server_mpixels * 1e6), max_in_flight=max_connections,
             api_key=api_key or os.environ.get(API_KEY_ENV) or None,
         )

@@ -100,10 +100,27 @@ class ServedModel:
         }
 
 
+def served_name(path: Path, meta: ModelMetadata) -> str:
+    """The name a file is served under: the model named in its metadata (``efficientnet_lite0``), with the
+    precision appended when it is not fp32 (``efficientnet_lite0.int8``, ``efficientnet_lite0.fp16``), so a
+    bundle's files get distinct names; a file without edgezoo metadata goes by its file name."""
+    if not meta.model:
+        return model_name_for(path)
+    name = _url_safe(meta.model)
+    if not name:
+        return model_name_for(path)
+    precision = _url_safe(meta.precision or "fp32")
+    return name if precision in ("", "fp32") else f"{name}.{precision}"
+
+
+def _url_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
+
+
 def model_name_for(path: Path) -> str:
     """A URL-safe model name from the file name (``mobilenet_v3_small.int8.onnx`` -> ``mobilenet_v3_small.int8``)."""
     stem = path.name[:-5] if path.name.lower().endswith(".onnx") else path.stem  # keep ".int8" of x.int8.onnx
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "model"
+    return _url_safe(stem) or "model"
 
 
 def session_options(threads: int | None = None):
@@ -154,7 +171,7 @@ def load_model(path: str | os.PathLike, name: str | None = None, threads: int | 
     if unsupported:
         raise InputError(f"{path.name}: input '{unsupported[0].name}' has a type the server cannot take")
     model = ServedModel(
-        name=name or model_name_for(path), path=path, runner=runner, inputs=inputs, outputs=outputs,
+        name=name or served_name(path, meta), path=path, runner=runner, inputs=inputs, outputs=outputs,
         metadata=meta, preprocessing=_preprocessing(inputs, meta), fixed_batch=_fixed_batch(inputs),
     )
     _warm_up(model, check_batching)
