@@ -182,3 +182,51 @@ def test_python_backend_variant_parses_and_carries_model_py(tmp_path):
     assert "class TritonPythonModel" in code
     with pytest.raises(InputError, match="unknown Triton backend"):
         write_triton_repository(src, tmp_path / "repo2", backend="tensorflow")
+
+
+def test_an_entry_replaces_only_its_own_version(tmp_path):
+    """Issue 22 #3: other versions and other files in the model's folder, and other models, are kept."""
+    src = _onnx_file(tmp_path / "toy.onnx", labels=[f"c{i}" for i in range(5)])
+    repo = tmp_path / "repo"
+    (repo / "toy" / "2").mkdir(parents=True)
+    (repo / "toy" / "2" / "model.onnx").write_bytes(b"version two")
+    (repo / "toy" / "notes.txt").write_text("mine")
+    (repo / "other" / "1").mkdir(parents=True)
+    (repo / "other" / "config.pbtxt").write_text("name: 'other'")
+    (repo / "toy" / "1").mkdir()
+    (repo / "toy" / "1" / "stale.onnx").write_bytes(b"an earlier version 1")
+    folder = write_triton_repository(src, repo)
+    assert (folder / "2" / "model.onnx").read_bytes() == b"version two"
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert (repo / "other" / "config.pbtxt").read_text() == "name: 'other'"
+    assert sorted(p.name for p in (folder / "1").iterdir()) == ["model.onnx"]  # version 1 is edgezoo's, whole
+    assert (folder / "1" / "model.onnx").read_bytes() == src.read_bytes()
+    assert parse_config(folder)[1].name == "toy" and (folder / "labels.txt").exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def _cyclic(path: Path) -> Path:
+    x = value_info("x", ["n", 4])
+    y = value_info("y", ["n", 4])
+    nodes = [helper.make_node("Add", ["x", "b"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Identity", ["b"], ["y"])]
+    onnx.save(make_model(nodes, [x], [y], [], name="cycle"), path)
+    return path
+
+
+def _lying_initializer(path: Path) -> Path:
+    x = value_info("x", ["n", 4])
+    y = value_info("y", ["n", 4])
+    w = onnx.TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2 ** 38, 4], raw_data=b"\0" * 16)
+    onnx.save(make_model([helper.make_node("Add", ["x", "w"], ["y"])], [x], [y], [w], name="big"), path)
+    return path
+
+
+@pytest.mark.parametrize("make", [_cyclic, _lying_initializer], ids=["cycle", "2^40 floats in 16 bytes"])
+def test_files_onnxruntime_refuses_get_no_entry(tmp_path, make):
+    """Issue 22 #13: checked by opening the file in onnxruntime before anything is written."""
+    bad = make(tmp_path / "bad.onnx")
+    r = run_edgezoo("triton", str(bad), "-o", str(tmp_path / "repo"), block_torch=True, timeout=120)
+    assert r.returncode != 0 and "onnxruntime" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) <= 2, r.stderr
+    assert not (tmp_path / "repo").exists()

@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
     @app.command("triton")
     def triton_command(
         model: Path = typer.Argument(..., help="An .onnx file, a TensorRT .plan/.engine, or a bundle folder."),
-        out: Path = typer.Option(..., "-o", "--out", help="Model repository folder (other models in it are kept)."),
+        out: Path = typer.Option(..., "-o", "--out", help="Model repository folder. Only NAME/1/, NAME/config.pbtxt and NAME/labels.txt are written; other models, versions and files are kept."),
         name: Optional[str] = typer.Option(None, "--name", help="Model name in the repository (default: file name)."),
         max_batch: Optional[int] = typer.Option(
             None, "--max-batch", help="max_batch_size (default 16 for a dynamic-batch ONNX, 0 for a fixed one; "

@@ -8,8 +8,13 @@ Layout (https://github.com/triton-inference-server/server/blob/main/docs/user_gu
 
 The config follows Triton's ``ModelConfig`` protobuf (model_config.proto). With ``max_batch_size > 0``
 Triton adds the batch dimension itself, so ``dims`` leave it out; that is only valid when the file's first
-dimension is free, so a fixed-batch file gets ``max_batch_size: 0`` and its full shape. Other models in
-OUT_DIR are left alone; ``<name>`` is replaced whole, only once it is complete.
+dimension is free, so a fixed-batch file gets ``max_batch_size: 0`` and its full shape.
+
+What is written replaces only what it names: the version folder ``<name>/1/`` (swapped in whole, once it is
+complete), ``config.pbtxt`` and ``labels.txt``. Other models in OUT_DIR, other versions of the model
+(``<name>/2/``) and other files in its folder are never touched. An ONNX file is opened in onnxruntime (the
+Runner) before anything is written: a file it refuses (a cycle, an initializer that declares more data than it
+holds) gets no entry.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from typing import Sequence
 import numpy as np
 
 from edgezoo.errors import InputError
-from edgezoo.fileio import atomic_directory
+from edgezoo.fileio import atomic_directory, atomic_write_text
 from edgezoo.runtimes.base import TensorInfo
 
 DEFAULT_MAX_BATCH = 16
 DEFAULT_QUEUE_DELAY_US = 100
 PLAN_SUFFIXES = (".plan", ".engine")
+VERSION = "1"  # the version folder edgezoo writes (and the only one it replaces)
 
 BACKENDS = ("onnxruntime", "python")
 
@@ -241,10 +247,12 @@ def write_triton_repository(
                          outputs, preferred, max_queue_delay_us, kind, count,
                          label_output=_label_output(outputs, labels, max_batch_size),
                          parameters=_parameters(info["props"]))
+    if not is_plan:
+        check_runs(src)
     target = Path(out_dir) / name
-    with atomic_directory(target) as tmp:
-        version = tmp / "1"
-        version.mkdir()
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{target} is a file, not a model folder", "choose another --name or output folder")
+    with atomic_directory(target / VERSION) as version:
         shutil.copyfile(src, version / ("model.plan" if is_plan else "model.onnx"))
         for rel in info["external"]:  # weights kept beside the .onnx travel with it, same relative path
             ext_src = (src.parent / rel).resolve()
@@ -254,10 +262,25 @@ def write_triton_repository(
             shutil.copyfile(ext_src, version / rel)
         if backend == "python":
             (version / "model.py").write_text(PYTHON_MODEL, encoding="utf-8")
-        if labels is not None:
-            (tmp / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-        (tmp / "config.pbtxt").write_text(text, encoding="utf-8")
+    # the version is in place; the config that names it last (each file written whole, then renamed)
+    if labels is not None:
+        atomic_write_text(target / "labels.txt", "\n".join(labels) + "\n")
+    atomic_write_text(target / "config.pbtxt", text)
     return target
+
+
+def check_runs(path: Path) -> None:
+    """Open ``path`` in onnxruntime and close it: what Triton's onnxruntime backend would refuse is refused
+    here, in one line, before any file is written."""
+    from edgezoo.runtimes.onnxruntime import OrtRunner
+
+    runner = OrtRunner(path, threads=1, graph_optimization="disable")
+    try:
+        runner.activate()
+    except InputError as e:
+        raise InputError(f"{e.message}; no Triton entry written", e.hint) from None
+    finally:
+        runner.deactivate()
 
 
 def _default_name(src: Path) -> str:
