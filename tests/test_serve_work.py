@@ -84,3 +84,27 @@ def test_pixel_budget_and_cancelled_decode():
     token.cancelled = True
     with pytest.raises(Cancelled):
         decode_image(buf.getvalue(), pre, 10**6, cancel=token)
+
+
+def test_npy_bodies_read_as_numpy_reads_them():
+    """parse_npy reads np.save's own headers without numpy's literal_eval; every other header goes to numpy."""
+    import io
+
+    import numpy as np
+
+    from edgezoo.serve.preprocess import parse_npy
+
+    arrays = [np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4), np.arange(5, dtype=">i8"), np.float32(3.5),
+              np.zeros((2, 0), np.uint8), np.array([True, False]), np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+              np.arange(7, dtype=np.float16)]
+    for a in arrays:
+        buf = io.BytesIO()
+        np.save(buf, a)
+        got = parse_npy(buf.getvalue())
+        assert got.shape == a.shape and got.dtype == a.dtype and np.array_equal(got, a)
+    buf = io.BytesIO()
+    np.save(buf, np.arange(3, dtype=np.float32))
+    lying = buf.getvalue().replace(b"(3,)", b"(4,)")
+    with pytest.raises(RequestError) as e:
+        parse_npy(lying)
+    assert e.value.status == 400

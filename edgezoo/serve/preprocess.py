@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import warnings
 from typing import Any
 
@@ -137,15 +138,20 @@ def parse_npy(body: bytes, max_elements: int = 1 << 28) -> np.ndarray:
 
     if not body.startswith(NPY_MAGIC):
         raise RequestError(400, "not a .npy file (no NUMPY header)")
-    fp = io.BytesIO(body)
-    try:
-        version = npformat.read_magic(fp)
-        reader = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0}.get(version)
-        if reader is None:
-            raise ValueError(f"unsupported .npy version {version}")
-        shape, fortran, dtype = reader(fp)
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
-        raise RequestError(400, f"corrupt .npy header: {str(e)[:200]}") from None
+    fast = _plain_npy_header(body)
+    if fast is not None:
+        (shape, fortran, dtype), start = fast, 10 + int.from_bytes(body[8:10], "little")
+    else:
+        fp = io.BytesIO(body)
+        try:
+            version = npformat.read_magic(fp)
+            reader = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0}.get(version)
+            if reader is None:
+                raise ValueError(f"unsupported .npy version {version}")
+            shape, fortran, dtype = reader(fp)
+        except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+            raise RequestError(400, f"corrupt .npy header: {str(e)[:200]}") from None
+        start = fp.tell()
     if dtype.hasobject:
         raise RequestError(422, "object arrays are not accepted; send a numeric .npy")
     count = 1
@@ -153,13 +159,31 @@ def parse_npy(body: bytes, max_elements: int = 1 << 28) -> np.ndarray:
         count *= int(d)  # Python ints: a declared 1e13 does not overflow
     if count > max_elements:
         raise RequestError(413, f".npy declares {count:,} elements; the limit is {max_elements:,}")
-    data = memoryview(body)[fp.tell():]
+    data = memoryview(body)[start:]
     if len(data) != count * dtype.itemsize:
         raise RequestError(400, f".npy header declares shape {list(shape)} of {dtype} ({count * dtype.itemsize:,} "
                                 f"bytes) but the body holds {len(data):,}")
     arr = np.frombuffer(data, dtype=dtype, count=count)
     arr = arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
     return arr
+
+
+_PLAIN_HEADER = re.compile(rb"\{'descr': '([<>|][fiub][1248])', 'fortran_order': (False|True), "
+                           rb"'shape': \(((?:\d{1,12}, )*\d{0,12},?)\), \} *\n")
+
+
+def _plain_npy_header(body: bytes):
+    """(shape, fortran, dtype) of a version 1.0 header exactly as ``np.save`` writes it for a numeric array,
+    without numpy's ``ast.literal_eval`` (a Python compile per request); None for anything else (numpy reads
+    those)."""
+    if body[6:8] != b"\x01\x00" or len(body) < 10:
+        return None
+    end = 10 + int.from_bytes(body[8:10], "little")
+    m = _PLAIN_HEADER.fullmatch(body[10:end])
+    if m is None:
+        return None
+    shape = tuple(int(d) for d in m.group(3).replace(b" ", b"").split(b",") if d)
+    return shape, m.group(2) == b"True", np.dtype(m.group(1).decode())
 
 
 MAX_JSON_DEPTH = 32  # a tensor of rank 8 inside a KServe request is 12 deep
