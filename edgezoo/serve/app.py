@@ -79,6 +79,9 @@ class OneLineLog:
         log.error("edgezoo serve: %s%s", what, more)
 
 
+SERVER_ERRORS = OneLineLog()
+
+
 class Accounting:
     """Outermost layer: counts every answer by model, route and status (errors also by reason), times the
     inference routes, caps requests in flight (503), and keeps a refused request's unread body from being
@@ -97,7 +100,7 @@ class Accounting:
         self.app = app
         self.state = state
         self.in_flight = 0
-        self.errors = OneLineLog()
+        self.errors = SERVER_ERRORS
 
     def _admit(self) -> bool:
         if self.in_flight >= self.state.config.max_in_flight:
@@ -173,6 +176,8 @@ class Accounting:
 
 
 async def request_error(request: Request, exc: RequestError) -> Response:
+    if exc.status >= 500 and exc.status != 503:  # the model failed, or its answer cannot be sent: one line
+        SERVER_ERRORS.error(f"{exc.status} on {request.method} {request.url.path[:100]}: {exc.message[:200]}")
     return error_response(exc.status, exc.message, exc.headers)
 
 

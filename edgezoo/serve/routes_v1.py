@@ -19,10 +19,9 @@ from edgezoo.serve.httpio import int_param, json_bytes, json_response, read_body
 from edgezoo.serve.metrics import CONTENT_TYPE as PROMETHEUS_TYPE
 from edgezoo.serve.model import ModelIO, ServedModel
 from edgezoo.serve.preprocess import RequestError
-from edgezoo.serve.state import ServerState, deadline_for, state_of
+from edgezoo.serve.state import SMALL_JSON, ServerState, deadline_for, state_of
 
 NPY_TYPES = ("application/x-npy", "application/npy", "application/octet-stream")
-SMALL_JSON = 64 * 1024  # JSON bodies up to this are parsed on a work thread; larger in the parse process
 
 
 async def health(request: Request) -> Response:

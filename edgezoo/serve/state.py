@@ -23,6 +23,10 @@ from edgezoo.serve.preprocess import RequestError
 from edgezoo.serve.work import WorkPool
 
 
+SMALL_JSON = 64 * 1024  # JSON bodies up to this are parsed on a work thread; larger in the parse process
+TINY_JSON = 4 * 1024  # a KServe header this small (binary tensors follow it) is parsed on the event loop
+
+
 @dataclass
 class ServeConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
