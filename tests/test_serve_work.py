@@ -108,3 +108,35 @@ def test_npy_bodies_read_as_numpy_reads_them():
     with pytest.raises(RequestError) as e:
         parse_npy(lying)
     assert e.value.status == 400
+
+
+def test_a_timed_out_decode_keeps_its_pixels_until_it_is_over():
+    """Issue 22 #1: the request gives up (400) but the work on its thread goes on; its pixels count against the
+    server's budget until the thread is done, so timed-out work cannot pile up memory beyond the budget."""
+    pool = WorkPool(threads=1, max_pixels=1000)
+    release = threading.Event()
+
+    def slow(cancel=None):
+        release.wait(10)  # a decode that does not look at its token (one long step)
+        return 1
+
+    async def go():
+        pool.reserve_pixels(600)
+        with pytest.raises(RequestError) as e:
+            await pool.run(slow, run_timeout_s=0.1, deadline=time.monotonic() + 10, cancellable=True, pixels=600)
+        assert e.value.status == 400
+        assert pool.pixels_in_use == 600  # still decoding: still counted
+        with pytest.raises(RequestError):
+            pool.reserve_pixels(600)  # so a second one is refused (503)
+        release.set()
+        for _ in range(200):  # bounded: 2 s
+            if pool.pixels_in_use == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.pixels_in_use == 0
+
+    try:
+        asyncio.run(go())
+    finally:
+        release.set()
+        pool.shutdown()

@@ -103,10 +103,10 @@ class ServerState:
             self.preparing[model.name] -= 1
 
     async def work_on(self, fn, *args, deadline: float, what: str, cancellable: bool = False,
-                      in_process: bool = False):
+                      in_process: bool = False, pixels: int = 0):
         """``fn(*args)`` on a work thread (or the parse process), never on the event loop."""
         return await self.work.run(fn, *args, run_timeout_s=self.config.decode_timeout_s, deadline=deadline,
-                                   what=what, cancellable=cancellable, in_process=in_process)
+                                   what=what, cancellable=cancellable, in_process=in_process, pixels=pixels)
 
     async def infer(self, model: ServedModel, feeds: dict[str, np.ndarray], deadline: float) -> list[np.ndarray]:
         rows = next(iter(feeds.values())).shape[0]
@@ -162,13 +162,15 @@ class ServerState:
             raise RequestError(413, f"{len(blobs)} images of {total:,} pixels in all; the limit per request is "
                                     f"{config.max_request_pixels:,}")
         self.work.reserve_pixels(total)
+        handed = 0  # each image's share passes to its job, which releases it when it is over on its thread
         try:
             samples = []
-            for blob in blobs:
+            for blob, n in zip(blobs, sizes):
+                handed += n
                 samples.append(await self.work_on(pp.decode_image, blob, pre, config.max_image_pixels,
-                                                  deadline=deadline, what="image", cancellable=True))
+                                                  deadline=deadline, what="image", cancellable=True, pixels=n))
         finally:
-            self.work.release_pixels(total)
+            self.work.release_pixels(total - handed)
         x = np.stack(samples).astype(model.inputs[0].dtype, copy=False)
         return {model.inputs[0].name: x}, False
 

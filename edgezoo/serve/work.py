@@ -59,18 +59,30 @@ class WorkPool:
             self.pixels_in_use -= n
 
     async def run(self, fn: Callable[..., Any], *args: Any, run_timeout_s: float, deadline: float,
-                  what: str = "request", cancellable: bool = False, in_process: bool = False) -> Any:
+                  what: str = "request", cancellable: bool = False, in_process: bool = False,
+                  pixels: int = 0) -> Any:
         """``fn(*args[, cancel=token])`` on a work thread. ``deadline`` (time.monotonic) bounds the wait for a
-        thread (503), ``run_timeout_s`` the run itself (400: this input costs too much to prepare)."""
+        thread (503), ``run_timeout_s`` the run itself (400: this input costs too much to prepare).
+
+        ``pixels``: a share of a ``reserve_pixels`` reservation that this job holds; it is released when the
+        job is over on its thread (or never starts), not when its request gives up, so a decode that runs on
+        after a timeout still counts against the budget until its memory is free."""
         loop = asyncio.get_running_loop()
         token = CancelToken()
         started = asyncio.Event()
         done: asyncio.Future = loop.create_future()
 
         def job() -> None:
-            if token.cancelled:  # its request gave up while it waited for a thread: never start
-                return
-            loop.call_soon_threadsafe(started.set)
+            try:
+                if token.cancelled:  # its request gave up while it waited for a thread: never start
+                    return
+                loop.call_soon_threadsafe(started.set)
+                work()
+            finally:
+                if pixels:
+                    self.release_pixels(pixels)
+
+        def work() -> None:
             try:
                 if in_process:
                     result = self._in_process(fn, *args)
