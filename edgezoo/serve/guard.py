@@ -32,6 +32,7 @@ Every refusal is counted in the server's /metrics (``edgezoo_request_errors_tota
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -192,6 +193,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_body_timer()
         if self._raw.can_write_eof():
             self._raw.write_eof()
+        with contextlib.suppress(Exception):
+            self._raw.resume_reading()  # flow control may have paused it: read (and drop) so the client can finish
         self.loop.call_later(self.linger_s, self._close_now)
 
     def _refuse_431(self) -> None:
