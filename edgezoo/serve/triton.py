@@ -278,7 +278,8 @@ def check_runs(path: Path) -> None:
     try:
         runner.activate()
     except InputError as e:
-        raise InputError(f"{e.message}; no Triton entry written", e.hint) from None
+        raise InputError(f"{e.message}; no Triton entry written",
+                         "Triton's onnxruntime backend would refuse it too: re-export the model") from None
     finally:
         runner.deactivate()
 
