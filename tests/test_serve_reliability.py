@@ -233,7 +233,7 @@ def test_a_client_hanging_up_mid_body_leaves_no_traceback(served):
 
 
 def test_server_errors_are_one_rate_limited_line(caplog):
-    from edgezoo.serve.app import OneLineLog
+    from edgezoo.serve.state import OneLineLog
 
     lines = OneLineLog(interval_s=60)
     with caplog.at_level("ERROR", logger="edgezoo.serve"):

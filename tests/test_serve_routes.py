@@ -76,3 +76,26 @@ def test_routes_are_module_level_and_metrics_use_the_matched_route(tmp_path):
     assert requests.get("double", "v2_metadata", "200") == 1
     assert requests.get("", "other", "404") == 1
     assert requests.get("", "v2_infer", "404") == 1  # a name that is not served is never a label
+
+
+def test_an_unexpected_error_is_a_500_and_one_log_line(tmp_path, caplog):
+    """Issue 22 #15: Starlette re-raises after its 500 for the server to log a traceback; edgezoo logs one line."""
+    model = load_model(_double(tmp_path / "double.onnx"), check_batching=False)
+
+    def broken():
+        raise RuntimeError("describe failed\nsecond line")
+
+    model.describe = broken
+    app = create_app([model], ServeConfig())
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            return [await c.get("/v1/models/double") for _ in range(3)]
+
+    with caplog.at_level("ERROR"):
+        answers = asyncio.run(main())
+    assert [r.status_code for r in answers] == [500] * 3
+    assert answers[0].json()["error"] == "internal error: RuntimeError"
+    records = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(records) == 1 and records[0].exc_info is None  # the next two fall within the same second
+    assert "RuntimeError: describe failed" in records[0].getMessage() and "\n" not in records[0].getMessage()

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import logging
-import threading
 import time
 
 from starlette.applications import Starlette
@@ -32,7 +30,6 @@ __all__ = ["API_KEY_ENV", "ServeConfig", "ServerState", "create_app"]
 
 API_KEY_ENV = "EDGEZOO_API_KEY"
 HEALTH_PATHS = ("/health", "/v2/health/live", "/v2/health/ready")
-log = logging.getLogger("edgezoo.serve")
 
 
 class ApiKeyMiddleware:
@@ -58,30 +55,6 @@ class ApiKeyMiddleware:
         return await self.app(scope, receive, send)
 
 
-class OneLineLog:
-    """A server error is one log line, and at most one a second: the rest are counted into the next line
-    (a client that provokes 500s cannot flood the log). /metrics counts every one."""
-
-    def __init__(self, interval_s: float = 1.0):
-        self.interval_s = interval_s
-        self.last = 0.0
-        self.suppressed = 0
-        self._lock = threading.Lock()
-
-    def error(self, what: str) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if now - self.last < self.interval_s:
-                self.suppressed += 1
-                return
-            more = f" (and {self.suppressed} more since the last line)" if self.suppressed else ""
-            self.last, self.suppressed = now, 0
-        log.error("edgezoo serve: %s%s", what, more)
-
-
-SERVER_ERRORS = OneLineLog()
-
-
 class Accounting:
     """Outermost layer: counts every answer by model, route and status (errors also by reason), times the
     inference routes, caps requests in flight (503), and keeps a refused request's unread body from being
@@ -100,7 +73,7 @@ class Accounting:
         self.app = app
         self.state = state
         self.in_flight = 0
-        self.errors = SERVER_ERRORS
+        self.errors = state.error_log
 
     def _admit(self) -> bool:
         if self.in_flight >= self.state.config.max_in_flight:
@@ -177,7 +150,7 @@ class Accounting:
 
 async def request_error(request: Request, exc: RequestError) -> Response:
     if exc.status >= 500 and exc.status != 503:  # the model failed, or its answer cannot be sent: one line
-        SERVER_ERRORS.error(f"{exc.status} on {request.method} {request.url.path[:100]}: {exc.message[:200]}")
+        request.app.state.edgezoo.error_log.error(f"{exc.status} on {request.method} {request.url.path[:100]}: {exc.message[:200]}")
     return error_response(exc.status, exc.message, exc.headers)
 
 

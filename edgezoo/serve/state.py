@@ -8,6 +8,8 @@ Routes are module-level functions (``routes_v1``, ``routes_kserve``) that find t
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,7 @@ from edgezoo.serve.model import ServedModel
 from edgezoo.serve.preprocess import RequestError
 from edgezoo.serve.work import WorkPool
 
+log = logging.getLogger("edgezoo.serve")
 
 SMALL_JSON = 64 * 1024  # JSON bodies up to this are parsed on a work thread; larger in the parse process
 TINY_JSON = 4 * 1024  # a KServe header this small (binary tensors follow it) is parsed on the event loop
@@ -51,6 +54,27 @@ class ServeConfig:
     decode_threads: int = 2
 
 
+class OneLineLog:
+    """A server error is one log line, and at most one a second: the rest are counted into the next line
+    (a client that provokes 500s cannot flood the log). /metrics counts every one."""
+
+    def __init__(self, interval_s: float = 1.0):
+        self.interval_s = interval_s
+        self.last = 0.0
+        self.suppressed = 0
+        self._lock = threading.Lock()
+
+    def error(self, what: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self.last < self.interval_s:
+                self.suppressed += 1
+                return
+            more = f" (and {self.suppressed} more since the last line)" if self.suppressed else ""
+            self.last, self.suppressed = now, 0
+        log.error("edgezoo serve: %s%s", what, more)
+
+
 class ServerState:
     def __init__(self, models: list[ServedModel], config: ServeConfig):
         self.config = config
@@ -60,6 +84,7 @@ class ServerState:
         self.batchers = {m.name: Batcher(m, config.batch, self.metrics) for m in models}
         self.work = WorkPool(config.decode_threads, config.max_server_pixels)
         self.preparing = dict.fromkeys(self.models, 0)  # requests parsing or decoding, by model
+        self.error_log = OneLineLog()
         self.closing = False
 
     def queue_depth(self, name: str) -> int:
