@@ -95,8 +95,7 @@ async def _parse(state: ServerState, request: Request, body: bytes, model: Serve
         if kind == "npy" or ctype in NPY_TYPES[:2]:
             if len(model.inputs) != 1:
                 raise RequestError(422, "a .npy body feeds a one-input model; send JSON for several inputs")
-            # a .npy header is parsed in microseconds: no thread hop for it (the array borrows the body)
-            arr = pp.parse_npy(body)
+            arr = await state.work_on(pp.parse_npy, body, deadline=deadline, what=".npy body")
             return "tensor", *state.tensor_feeds(model, {model.inputs[0].name: arr})
         if kind == "image":
             return "image", *(await state.image_feeds(model, [body], deadline))

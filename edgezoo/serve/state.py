@@ -26,7 +26,6 @@ from edgezoo.serve.work import WorkPool
 log = logging.getLogger("edgezoo.serve")
 
 SMALL_JSON = 64 * 1024  # JSON bodies up to this are parsed on a work thread; larger in the parse process
-TINY_JSON = 4 * 1024  # a KServe header this small (binary tensors follow it) is parsed on the event loop
 
 
 @dataclass
