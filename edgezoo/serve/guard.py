@@ -25,6 +25,10 @@ place that sees the bytes before they are parsed:
 - a connection closed while a request's body is still arriving (an answer with ``Connection: close``, such
   as a 413 or a refused body of unknown length) is half-closed and the rest of the body read and dropped for
   a short grace, so that the kernel does not answer the unread bytes with a reset that destroys the answer;
+- a body with a Content-Length within ``max_body_bytes`` is gathered as the parser hands it over and given to
+  the app whole, once, when it is complete (uvicorn appends each piece to a bytearray and copies it again on
+  every ``receive``; a 600 kB tensor was copied three times before the app saw it). Other bodies (chunked, or
+  over the limit, which the app refuses at once) take uvicorn's own path, with its flow control;
 - open sockets beyond ``max_sockets`` are closed at once (requests in flight are limited in the app, where
   a 503 is a real answer to a real request).
 Every refusal is counted in the server's /metrics (``edgezoo_request_errors_total{model=""}``).
@@ -63,6 +67,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     max_sockets: int = 4096
     body_grace_s: float = 10.0
     body_min_rate: float = 1024.0
+    max_body_bytes: int = 16 * 1024 * 1024
     linger_s: float = 2.0
     metrics: Any = None  # ServerMetrics, set by ``guarded_protocol``
 
@@ -74,6 +79,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = False  # the head is parsed, the body is still arriving
         self._head_timer = None
         self._body_timer = None
+        self._body_parts: list[bytes] | None = None  # the body gathered whole (see above), or None
         self._discarding = False
         super().connection_made(_GracefulClose(transport, self))
         if len(self.connections) > self.max_sockets:
@@ -113,6 +119,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 length = int(v) if v.isdigit() and len(v) <= 20 else 0
             elif k == b"transfer-encoding":
                 chunked = True
+        self._body_parts = [] if length and not chunked and length <= self.max_body_bytes else None
         if length or chunked:
             self._in_body = True
             self._body_bytes = 0
@@ -121,9 +128,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm_body_timer(1.0)
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if self._body_parts is None:
+            return super().on_body(body)
+        if not self.cycle.response_complete:  # answered already (404, 401): the rest is skipped
+            self._body_parts.append(body)
+
     def on_message_complete(self) -> None:
         # the request (head and body) is over: the next bytes on this connection are the next request's head,
         # whether or not its answer has been sent
+        parts, self._body_parts = self._body_parts, None
+        if parts and not self.cycle.response_complete:
+            # bytes, not bytearray: uvicorn's receive() hands over bytes(body), which for bytes is no copy
+            self.cycle.body = parts[0] if len(parts) == 1 else b"".join(parts)
         self._in_body = False
         self._disarm_body_timer()
         self._in_head = True
@@ -231,10 +248,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def guarded_protocol(header_timeout_s: float, max_header_bytes: int, max_sockets: int, metrics: Any,
-                     body_grace_s: float = 10.0, body_min_rate: float = 1024.0):
+                     body_grace_s: float = 10.0, body_min_rate: float = 1024.0,
+                     max_body_bytes: int = 16 * 1024 * 1024):
     """A protocol class with these limits, for ``uvicorn.Config(http=...)``."""
     return type("EdgezooHttpProtocol", (GuardedHttpToolsProtocol,), {
         "header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes,
         "max_sockets": max_sockets, "metrics": metrics, "body_grace_s": body_grace_s,
-        "body_min_rate": body_min_rate,
+        "body_min_rate": body_min_rate, "max_body_bytes": max_body_bytes,
     })

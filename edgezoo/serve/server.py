@@ -52,7 +52,8 @@ def run_server(models: list[ServedModel], config: ServeConfig, host: str = "127.
     app = create_app(models, config)
     protocol = guarded_protocol(config.header_timeout_s, config.max_header_bytes,
                                 max(4 * max_connections, 1024), app.state.edgezoo.metrics,
-                                body_grace_s=config.body_grace_s, body_min_rate=config.body_min_rate)
+                                body_grace_s=config.body_grace_s, body_min_rate=config.body_min_rate,
+                                max_body_bytes=config.max_body_bytes)
     sock = bind_socket(host, port)  # last before the try that closes it
     uconfig = uvicorn.Config(
         app, log_level=log_level, access_log=False, lifespan="on",
