@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from edgezoo.serve.preprocess import RequestError
+from edgezoo.serve.work import within
 
 CLIENT_GONE = 499  # nginx's code for "the client closed the connection before the answer" (never sent)
 
@@ -51,7 +52,7 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
             chunks.append(chunk)
 
     try:
-        await asyncio.wait_for(receive_all(), timeout_s)
+        await within(receive_all(), timeout_s)
     except asyncio.TimeoutError:
         raise RequestError(408, f"body not received within {timeout_s:g}s", {"Connection": "close"}) from None
     except ClientDisconnect:

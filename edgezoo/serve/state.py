@@ -21,7 +21,7 @@ from edgezoo.serve.batching import BatchConfig, Batcher, QueueFull, RunFailed, S
 from edgezoo.serve.metrics import ServerMetrics
 from edgezoo.serve.model import ServedModel
 from edgezoo.serve.preprocess import RequestError
-from edgezoo.serve.work import WorkPool
+from edgezoo.serve.work import WorkPool, within
 
 log = logging.getLogger("edgezoo.serve")
 
@@ -146,8 +146,8 @@ class ServerState:
             raise RequestError(503, "server is shutting down", {"Retry-After": "1", "Connection": "close"}) \
                 from None
         try:
-            # wait_for cancels the future on timeout; the batcher then skips the request
-            return await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+            # the future is cancelled on timeout; the batcher then skips the request
+            return await within(future, max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             raise RequestError(504, f"no answer within {self.config.request_timeout_s:g}s (server overloaded?)") \
                 from None

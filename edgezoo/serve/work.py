@@ -26,6 +26,19 @@ from typing import Any, Callable
 from edgezoo.serve.preprocess import Cancelled, CancelToken, RequestError
 
 
+async def within(awaitable, seconds: float):
+    """``await awaitable``, cancelled after ``seconds`` (asyncio.TimeoutError). ``asyncio.timeout`` where there
+    is one (Python 3.11+): ``wait_for`` wraps a coroutine in a task of its own, and a request waits several
+    times, so on the request path that was a measurable share of the server's time."""
+    if _timeout is None:
+        return await asyncio.wait_for(awaitable, seconds)
+    async with _timeout(seconds):
+        return await awaitable
+
+
+_timeout = getattr(asyncio, "timeout", None)
+
+
 class WorkPool:
     def __init__(self, threads: int, max_pixels: int):
         self._executor = ThreadPoolExecutor(max(1, threads), thread_name_prefix="prepare")
@@ -99,13 +112,13 @@ class WorkPool:
         try:
             self._executor.submit(job)
             try:
-                await asyncio.wait_for(started.wait(), max(0.0, deadline - time.monotonic()))
+                await within(started.wait(), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 token.cancelled = True
                 raise RequestError(503, f"server busy: no thread free to prepare the {what} in time",
                                    {"Retry-After": "1"}) from None
             try:
-                return await asyncio.wait_for(asyncio.shield(done), run_timeout_s)
+                return await within(asyncio.shield(done), run_timeout_s)
             except asyncio.TimeoutError:
                 token.cancelled = True
                 raise RequestError(400, f"the {what} took longer than {run_timeout_s:g}s to prepare") from None
