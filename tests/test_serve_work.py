@@ -140,3 +140,18 @@ def test_a_timed_out_decode_keeps_its_pixels_until_it_is_over():
     finally:
         release.set()
         pool.shutdown()
+
+
+def test_npy_answers_are_what_np_save_writes():
+    import io
+
+    import numpy as np
+
+    from edgezoo.serve.routes_v1 import npy_bytes
+
+    for a in [np.arange(10, dtype=np.float32).reshape(2, 5), np.float32(2), np.zeros((0, 3)),
+              np.arange(6, dtype=">i4")[::2], np.asfortranarray(np.ones((2, 3))), np.ones(3, bool)]:
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(a) if np.ndim(a) else a)
+        assert npy_bytes(a) == buf.getvalue()
+        assert npy_bytes(a) == buf.getvalue()  # the cached header gives the same bytes

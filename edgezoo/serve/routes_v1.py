@@ -6,6 +6,7 @@ is the ``route`` label of its requests in /metrics.
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -55,7 +56,7 @@ async def predict(request: Request) -> Response:
         return _image_response(model, outputs, top_k)
     accept = request.headers.get("accept", "")
     if "application/x-npy" in accept and len(outputs) == 1:
-        return Response(_npy(outputs[0][0] if added_batch else outputs[0]), media_type="application/x-npy")
+        return Response(npy_bytes(outputs[0][0] if added_batch else outputs[0]), media_type="application/x-npy")
     args = (model.name, model.io, outputs, added_batch, state.config.max_answer_bytes)
     if sum(pp.json_size_bound(o) for o in outputs) <= pp.INLINE_ANSWER_BYTES:
         return Response(_tensor_json(*args), media_type="application/json")
@@ -144,10 +145,20 @@ def _image_response(model: ServedModel, outputs: list[np.ndarray], k: int) -> Re
     return json_response({"model": model.name, "output": model.outputs[0].name, "predictions": preds})
 
 
-def _npy(arr: np.ndarray) -> bytes:
+@functools.lru_cache(maxsize=64)
+def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
     buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
     return buf.getvalue()
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    """``np.save``'s bytes, with the header made once per dtype and shape (np.save formats it every time)."""
+    arr = np.asarray(arr)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy()  # C order (np.ascontiguousarray would also turn a 0-d array into 1-d)
+    header = _npy_header(np.lib.format.dtype_to_descr(arr.dtype), arr.shape)
+    return b"".join((header, arr.reshape(-1).view(np.uint8)))
 
 
 def _tensor_json(name: str, io_: ModelIO, outputs: list[np.ndarray], added_batch: bool, limit: int) -> bytes:
