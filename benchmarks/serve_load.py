@@ -12,8 +12,9 @@ What it does (every loop is bounded in requests and in time, and only 127.0.0.1 
 4. a soak of 10,000 requests at concurrency 16 with batching, RSS sampled every 1,000;
 5. `wrk` (a load generator in C, with a Lua script posting the same .npy) at concurrency 16 with batching, in
    rounds paired with onnxruntime directly at the batch size the server ran (skipped, and said, without wrk);
-6. the 300-socket slow-header flood (a header byte per second on each) beside a stream of good requests:
-   every good answer checked against onnxruntime, and when the server closed each flood socket;
+6. the 300-socket slow-header flood (a header byte per second on each), then the 300-socket slow-body flood
+   (complete heads, a body byte per second), each beside a stream of good requests: every good answer checked
+   against onnxruntime, and when the server closed each flood socket;
 7. hostile inputs (deep JSON, a 5000-digit integer, a .npy header declaring 1e13 elements, an 8 MB header,
    64 6000x6000 PNGs in one upload, a 16 MB JSON body) beside a stream of good requests.
 Writes benchmarks/results/serve_load.json and serve_load.md.
@@ -404,14 +405,21 @@ def _summarise_stream(out: dict) -> dict:
     return out
 
 
-async def _slow_socket(port: int, closed_after: list, max_seconds: float) -> None:
+async def _slow_socket(port: int, closed_after: list, max_seconds: float, name: str | None = None) -> None:
+    """A head trickled a byte a second; with ``name``, a complete head for that model's predict route and then
+    its body (declared 100 kB) trickled a byte a second."""
     t0 = time.monotonic()
     try:
         reader, writer = await asyncio.open_connection(HOST, port)
     except OSError:
         closed_after.append(("refused", 0.0))
         return
-    head = f"POST /v1/models/x/predict HTTP/1.1\r\nHost: {HOST}\r\nX-Slow: ".encode()
+    if name is None:
+        head = f"POST /v1/models/x/predict HTTP/1.1\r\nHost: {HOST}\r\nX-Slow: ".encode()
+    else:
+        writer.write(f"POST /v1/models/{name}/predict HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: "
+                     f"application/x-npy\r\nContent-Length: 100000\r\n\r\n".encode())
+        head = b""
     i = 0
     try:
         while time.monotonic() - t0 < max_seconds:  # bounded: gives up after max_seconds
@@ -432,14 +440,17 @@ async def _slow_socket(port: int, closed_after: list, max_seconds: float) -> Non
         writer.close()
 
 
-def run_flood(port: int, request: bytes, want: np.ndarray, sockets: int = 300, max_seconds: float = 25.0) -> dict:
+def run_flood(port: int, request: bytes, want: np.ndarray, sockets: int = 300, max_seconds: float = 25.0,
+              body_of: str | None = None) -> dict:
+    """``sockets`` slow clients beside 2 connections of good requests: slow heads, or (``body_of`` a model
+    name) complete heads with slow bodies."""
     async def go():
         stop = asyncio.Event()
         good = _new_stream_result()
         closed: list = []
         stream = asyncio.ensure_future(asyncio.gather(*[_good_stream(port, request, want, stop, good)
                                                         for _ in range(2)]))
-        await asyncio.gather(*[_slow_socket(port, closed, max_seconds) for _ in range(sockets)])
+        await asyncio.gather(*[_slow_socket(port, closed, max_seconds, body_of) for _ in range(sockets)])
         stop.set()
         await stream
         return good, closed
@@ -564,7 +575,7 @@ def main() -> None:
         x = np.random.default_rng(0).standard_normal((1, *shape[1:]), dtype=np.float32)
 
         sweeps = {}
-        soak = paired = wrk = flood = hostile = None
+        soak = paired = wrk = flood = body_flood = hostile = None
         wait = ["--max-wait-ms", str(args.max_wait_ms)] if args.max_wait_ms is not None else []
         for mode, extra in (("batching", ["--max-batch", str(args.max_batch), *wait]),
                             ("no_batching", ["--no-batching"])):
@@ -599,6 +610,8 @@ def main() -> None:
                     want = direct_output(path, x)
                     flood = run_flood(server.port, request, want)
                     print(f"flood: {json.dumps(flood)}", flush=True)
+                    body_flood = run_flood(server.port, request, want, body_of=name)
+                    print(f"body flood: {json.dumps(body_flood)}", flush=True)
                     hostile = run_hostile(server.port, name, request, want)
                     print(f"hostile: {json.dumps(hostile)}", flush=True)
             finally:
@@ -620,7 +633,8 @@ def main() -> None:
         "note": "the machine may be shared with other jobs: see the load averages at start and end",
         "direct_images_per_s": direct, "direct_after_images_per_s": {baseline_batch: direct_after},
         "baseline_images_per_s": baseline, "direct_best_images_per_s": best,
-        "sweeps": sweeps, "paired_c16": paired, "soak": soak, "wrk_c16": wrk, "flood": flood, "hostile": hostile,
+        "sweeps": sweeps, "paired_c16": paired, "soak": soak, "wrk_c16": wrk, "flood": flood, "body_flood": body_flood,
+        "hostile": hostile,
         "uptime_start": uptime_start, "uptime_end": _uptime(), "wall_s": time.time() - started,
     }
     c16 = next((r for r in sweeps.get("batching", {}).get("levels", []) if r["concurrency"] == 16), None)
@@ -757,12 +771,16 @@ def render_markdown(r: dict) -> str:
                          f"{row['direct'][row['direct_batch']]:.1f} (batch {row['direct_batch']}) | {row['ratio']:.2f} | "
                          f"{row['direct'][r['max_batch']]:.1f} | {row['ratio_max_batch']:.2f} |")
         lines.append("")
-    if r.get("flood"):
-        f = r["flood"]
+    for key, title, what in (("flood", "slow-header flood", "a request head one byte a second (header timeout "
+                              "10 s)"),
+                             ("body_flood", "slow-body flood", "a complete head, then its 100 kB body one byte a "
+                              "second (bodies must keep to 1 kB/s after the header timeout)")):
+        if not r.get(key):
+            continue
+        f = r[key]
         g = f["good"]
-        lines += ["## slow-header flood", "",
-                  f"{f['sockets']} sockets each sending a request head one byte a second (header timeout 10 s), "
-                  "beside 2 connections of good requests:", "",
+        lines += [f"## {title}", "",
+                  f"{f['sockets']} sockets each sending {what}, beside 2 connections of good requests:", "",
                   f"- flood sockets closed by the server: {f['closed_by_server']} of {f['sockets']} (still open when "
                   f"the client gave up: {f['still_open']}, refused: {f['refused']}); closed after "
                   f"{f['closed_after_s_median'] or float('nan'):.1f} s (median), "
