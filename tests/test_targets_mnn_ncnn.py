@@ -41,3 +41,22 @@ def test_fastest_verified_is_of_any_precision():
     rows[1]["latency_ms"] = 3.0
     assert T.fastest_verified(rows)["target"] == "b"
     assert T.fastest_verified([rows[3]]) is None
+
+
+def test_ncnn_fp32_fp16_verified_and_int8_says_why_not(tmp_path):
+    _need("ncnn")
+    ctx = _ctx(tmp_path)
+    rows = T.run_targets(ctx, ["ncnn"], ["fp32", "fp16", "int8"])
+    by = {r["precision"]: r for r in rows}
+    for precision in ("fp32", "fp16"):
+        assert by[precision]["status"] == "ok", by[precision]
+        # ncnn's kernels differ from PyTorch's numerically (measured 1.4e-3 of the largest logit here)
+        assert by[precision]["agreement"]["max_abs_diff"] <= 1e-2 * max(1.0, float(np.abs(ctx.reference).max()))
+        assert by[precision]["agreement"]["top1_agreement"] == 1.0
+    assert by["fp16"]["size_bytes"] < 0.7 * by["fp32"]["size_bytes"]  # half-precision weights in the .bin
+    assert by["int8"]["status"] == "failed" and "ncnn2table" in by["int8"]["error"]
+    assert sorted(p.name for p in tmp_path.iterdir() if "ncnn" in p.name) == [
+        "model.ncnn.fp16.bin", "model.ncnn.fp16.param", "model.ncnn.fp32.bin", "model.ncnn.fp32.param"]
+    assert (tmp_path / "model.ncnn.fp32.param").read_text().splitlines()[2].split()[-3:] == ["0=32", "1=32", "2=3"]
+    table = "\n".join(targets_markdown(rows))
+    assert "| ncnn | fp32 | model.ncnn.fp32.param" in table and "ncnn2int8" in table

@@ -26,7 +26,7 @@ from edgezoo.runtimes.base import Runner, TensorInfo
 from edgezoo.runtimes.descriptor import OPTION_DEFAULTS, OPTIONS, FileKind, RuntimeDescriptor
 
 # edgezoo's own runtimes: modules under edgezoo/runtimes/ that define DESCRIPTOR, in the order help lists them
-BUILTIN = ("onnxruntime", "openvino", "executorch", "litert", "tensorrt", "torch", "mnn")
+BUILTIN = ("onnxruntime", "openvino", "executorch", "litert", "tensorrt", "torch", "mnn", "ncnn")
 
 _registry: dict[str, RuntimeDescriptor] = {}
 _loaded = False
