@@ -33,7 +33,7 @@ def mnn_model():
 def mnn_int8():
     folder = _folder() / "mnn-calib"
     folder.mkdir(exist_ok=True)
-    cal = np.random.default_rng(1).standard_normal((16, 3, SIZE, SIZE)).astype(np.float32)
+    cal = np.random.default_rng(1).standard_normal((64, 3, SIZE, SIZE)).astype(np.float32)  # KL wants many
     config = {**calibration_images(cal, folder), "path": str(folder) + "/", "feature_quantize_method": FEATURE_METHOD,
               "weight_quantize_method": "MAX_ABS"}
     (folder / "config.json").write_text(json.dumps(config))
