@@ -129,7 +129,9 @@ class MNNTarget:
         from edgezoo.export.int8_recipe import float_head
 
         recipe = ctx.int8_recipe()
-        head = float_head(onnx.load(os.fspath(src), load_external_data=False).graph, recipe.head_convs)
+        graph = onnx.load(os.fspath(src), load_external_data=False).graph
+        # MNN's converter names each op after the ONNX node's first output, not after the node
+        head = [n.output[0] for n in graph.node if n.name in set(float_head(graph, recipe.head_convs))]
         with tempfile.TemporaryDirectory(prefix=".mnn-int8-", dir=path.parent) as tmp:
             tmp = Path(tmp)
             fp32 = ctx.files.get("mnn:fp32")
