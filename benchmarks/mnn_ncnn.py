@@ -67,7 +67,7 @@ def main() -> None:
         with OrtRunner(tmp / "model.fp32.onnx", threads=1) as r:
             ort = T.run_on(r, xe)
         t0 = time.time()
-        rows = T.run_targets(ctx, args.targets.split(","), ["fp32", "int8"])
+        rows = T.run_targets(ctx, args.targets.split(","), ["fp32", "fp16", "int8"])
         for row in rows:
             entry = {k: row.get(k) for k in ("target", "precision", "status", "file", "method", "error", "runtime")}
             if row.get("status") == "ok" and "agreement" in row:
