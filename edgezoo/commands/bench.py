@@ -15,6 +15,7 @@ from typing import Any, List, Optional
 import typer
 
 from edgezoo.errors import InputError
+from edgezoo.runtimes import files_help, runtimes_help, suffixes_help
 from edgezoo.runtimes.inputs import input_size_option
 
 SCHEMA = "edgezoo.bench/1"
@@ -23,13 +24,11 @@ SCHEMA = "edgezoo.bench/1"
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench_command(
-        model: str = typer.Argument(..., help="A model file (.onnx, OpenVINO .xml, ExecuTorch .pte, .tflite, "
-                                                  "TensorRT .engine/.plan) or a registry name."),
+        model: str = typer.Argument(..., help=f"A model file ({files_help()}) or a registry name."),
         runtime: str = typer.Option("auto", "--runtime", "-r",
-                                    help="auto, onnxruntime, openvino, executorch, litert, tensorrt or torch (auto: "
-                                         ".onnx -> onnxruntime, .xml -> openvino, .pte -> executorch, .tflite -> "
-                                         "litert, engine -> tensorrt, registry name -> torch; a registry name on "
-                                         "onnxruntime/openvino is exported in memory first)."),
+                                    help=f"auto, {runtimes_help()} (auto: {suffixes_help()}, registry name -> "
+                                         "torch; a registry name on a runtime that runs .onnx is exported in "
+                                         "memory first)."),
         precision: Optional[str] = typer.Option(None, "--precision",
                                                 help="OpenVINO inference precision: f32 (default), bf16, f16 or auto "
                                                      "(OpenVINO's choice: bf16 on CPUs that have it)."),

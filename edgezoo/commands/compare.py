@@ -16,6 +16,7 @@ from typing import Any, List, Optional
 import typer
 
 from edgezoo.errors import InputError
+from edgezoo.runtimes import files_help, runtimes_help
 
 SCHEMA = "edgezoo.compare/1"
 
@@ -23,12 +24,11 @@ SCHEMA = "edgezoo.compare/1"
 def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_command(
-        files: List[str] = typer.Argument(..., help="Model files (.onnx, .xml, .pte, .tflite, engines) or registry "
+        files: List[str] = typer.Argument(..., help=f"Model files ({files_help()}) or registry "
                                                      "names; the first file on the first runtime is the reference."),
         runtimes: Optional[str] = typer.Option(None, "--runtimes", "-r",
                                                help="Comma-separated runtimes, each file runs on every one that can "
-                                                    "take it: onnxruntime, openvino, executorch, litert, tensorrt, "
-                                                    "torch; openvino:bf16 (or :f32, :auto) picks OpenVINO's precision "
+                                                    f"take it: {runtimes_help()}; openvino:bf16 (or :f32, :auto) picks OpenVINO's precision "
                                                     "(default: each file on its own runtime)."),
         threads: Optional[int] = typer.Option(None, "--threads", "-t", help="Threads for every runtime "
                                               "(default: each runtime's own)."),
@@ -111,7 +111,7 @@ def parse_runtimes(text: str | None, precision: str | None) -> list[tuple[str, s
 
 def plan_entries(files: list[str], runtimes: str | None, precision: str | None) -> list[dict[str, Any]]:
     """(file, runtime, precision) for every file x runtime that can take it; an error for a file none takes."""
-    from edgezoo.runtimes import ACCEPTS, default_runtime, model_kind
+    from edgezoo.runtimes import can_take, default_runtime, model_kind
 
     if not files:
         raise InputError("no files to compare")
@@ -125,9 +125,7 @@ def plan_entries(files: list[str], runtimes: str | None, precision: str | None) 
             rt = default_runtime(kind)
             chosen = [(rt, precision if rt == "openvino" else None)]
         else:
-            chosen = [(rt, p) for rt, p in rts if kind in ACCEPTS[rt][0]
-                      or (kind == "registry" and rt in ("onnxruntime", "openvino"))
-                      or (kind == "onnx" and rt == "tensorrt")]
+            chosen = [(rt, p) for rt, p in rts if can_take(rt, kind)]
             if not chosen:
                 from edgezoo.runtimes import check_runtime_takes
 

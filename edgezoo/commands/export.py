@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from edgezoo.export.targets import target_names
 from edgezoo.runtimes.inputs import input_size_option
 
 
@@ -36,8 +37,8 @@ def register(app: typer.Typer) -> None:
         distill_images: Optional[Path] = typer.Option(None, "--distill-images", help="Unlabelled images for --lite."),
         distill_steps: Optional[int] = typer.Option(None, "--distill-steps", help="Distillation steps for --lite."),
         target: str = typer.Option("onnxruntime", "--target",
-                                   help="Runtimes to write files for, comma-separated: onnxruntime, openvino, "
-                                        "executorch, litert, tensorrt; 'all' = every one whose extra is installed. "
+                                   help=f"Runtimes to write files for, comma-separated: {', '.join(target_names())}; "
+                                        "'all' = every one whose extra is installed. "
                                         "Each file is verified against PyTorch through its runtime."),
         bench: bool = typer.Option(False, "--bench", help="Time every target's file (p50, 1 thread, batch 1, interleaved)."),
         bf16: bool = typer.Option(False, "--bf16", help="Also bf16 for the targets that have it (OpenVINO)."),

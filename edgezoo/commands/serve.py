@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from edgezoo.runtimes import runtimes_help, suffixes_help
 from edgezoo.runtimes.inputs import input_size_option
 
 
@@ -36,8 +37,8 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", help="Address to bind. 0.0.0.0 exposes the server to the network."),
         port: int = typer.Option(8000, help="Port, 0..65535 (0 picks a free one and prints it)."),
         runtime: Optional[str] = typer.Option(
-            None, "--runtime", "-r", help="Runtime that runs the files (default: the file's own: onnxruntime for "
-                                          ".onnx); any edgezoo runtime that takes the file."),
+            None, "--runtime", "-r", help="Runtime that runs the files (default: the file's own: "
+                                          f"{suffixes_help()}); any of {runtimes_help()} that takes the file."),
         max_batch: int = typer.Option(16, "--max-batch", help="Most rows gathered into one onnxruntime run (a single larger request still runs whole)."),
         max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="How long a request may wait for others."),
         no_batching: bool = typer.Option(False, "--no-batching", help="Run every request alone."),

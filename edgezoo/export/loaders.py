@@ -1,9 +1,10 @@
 """Loaders: build what a runner runs, then open the runner (after Polygraphy's loaders).
 
 Runners (edgezoo.runtimes) take a file or bytes and never build models. What a command may need built first
-lives here: a registry name on a file runtime (onnxruntime, openvino) is exported in memory through edgezoo's
-verified exporter; an .onnx file asked for on TensorRT is built into an engine on activate. ``open_model`` is
-what commands call; for a plain file it is ``open_runner`` and imports nothing heavy (no torch).
+lives here: a registry name on a runtime that runs ONNX is exported in memory through edgezoo's verified
+exporter; a file of a kind a runtime's descriptor says it is ``built_from`` (an .onnx file on TensorRT) is
+built on activate. ``open_model`` is what commands call; for a plain file it is ``open_runner`` and imports
+nothing heavy (no torch).
 """
 
 from __future__ import annotations
@@ -67,25 +68,34 @@ def open_model(model: str | os.PathLike, runtime: str | None = None, **opts):
     """A (not yet active) runner for what the user typed, building it first where the runtime needs that.
 
     ``opts`` are ``open_runner``'s keyword arguments."""
-    from edgezoo.runtimes import default_runtime, model_kind, normalize_runtime, open_runner
+    from edgezoo.runtimes import default_runtime, get_runtime, model_kind, normalize_runtime, open_runner, runs
 
     kind = model_kind(model)
     rt = normalize_runtime(runtime) or default_runtime(kind)
-    if kind == "registry" and rt in ("onnxruntime", "openvino"):
+    if kind == "registry" and not runs(rt, kind) and runs(rt, "onnx"):
         name, data = registry_onnx(os.fspath(model), opts.get("weights"), opts.get("input_size"))
         runner = open_runner(data, rt, **_file_opts(opts))
         runner.source_name = name
         return runner
-    if kind == "onnx" and rt == "tensorrt":
-        from edgezoo.runtimes.tensorrt import TrtRunner
-
+    if not runs(rt, kind) and kind in get_runtime(rt).built_from:
         path = Path(os.fspath(model))
         if not path.exists():
             raise InputError(f"no such file: {path}")
-        return TrtRunner(engine_loader(path, opts.get("precision")))
+        return BUILDERS[(kind, rt)](path, opts)
     if kind != "registry":
         opts = _file_opts(opts)
     return open_runner(model, rt, **opts)
+
+
+def _tensorrt_from_onnx(path: Path, opts: dict):
+    from edgezoo.runtimes.tensorrt import TrtRunner
+
+    return TrtRunner(engine_loader(path, opts.get("precision")))
+
+
+# (kind, runtime) -> how a file of that kind is built into what the runtime runs: each runtime's
+# descriptor names the kinds it is built from (``built_from``); the builders live here, on the export side
+BUILDERS: dict[tuple[str, str], Callable] = {("onnx", "tensorrt"): _tensorrt_from_onnx}
 
 
 def _file_opts(opts: dict) -> dict:

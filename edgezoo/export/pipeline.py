@@ -272,6 +272,7 @@ def _targets(run: ExportRun) -> None:
     import torch
 
     from edgezoo.export.targets import TargetContext, bench_rows, fastest_int8, run_targets
+    from edgezoo.runtimes import model_files
 
     o = run.options
     inputs = run.eval_inputs[0]
@@ -289,8 +290,8 @@ def _targets(run: ExportRun) -> None:
     for r in rows:  # the other targets' files belong to the bundle too
         if r.get("status") == "ok" and r["target"] != "onnxruntime" and r.get("same_file_as") is None:
             run.files[f"{r['target']}.{r['precision']}"] = run.tmp / r["file"]
-            if r["file"].endswith(".xml"):
-                run.files[f"{r['target']}.{r['precision']}.bin"] = (run.tmp / r["file"]).with_suffix(".bin")
+            for side in model_files(run.tmp / r["file"])[1:]:  # OpenVINO's .bin beside the .xml, ncnn's beside the .param
+                run.files[f"{r['target']}.{r['precision']}{side.suffix}"] = side
     if o.bench:
         run.step("benchmark targets (interleaved, 1 thread)")
         bench_rows(ctx, rows)

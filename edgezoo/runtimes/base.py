@@ -8,6 +8,7 @@ A comparison across backends is then a loop over runners. Construction is cheap 
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -203,3 +204,37 @@ def shape_of(dims: Sequence[Any]) -> tuple[Dim, ...]:
         else:
             out.append(None)
     return tuple(out)
+
+
+class native_output_silenced:
+    """Point file descriptors 1 and 2 at a scratch file while a backend's native code runs (MNN prints its
+    CPU features on import; converters print progress): lines the user did not ask for. Python's own
+    exceptions are untouched; what the native side wrote is kept in ``text`` for an error message."""
+
+    def __init__(self, fds: tuple[int, ...] = (1, 2)) -> None:
+        self.fds = fds
+        self.text = ""
+
+    def __enter__(self) -> "native_output_silenced":
+        import sys
+        import tempfile
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._sink = tempfile.TemporaryFile()
+        self._saved = [(fd, os.dup(fd)) for fd in self.fds]
+        for fd in self.fds:
+            os.dup2(self._sink.fileno(), fd)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in self._saved:
+            os.dup2(saved, fd)
+            os.close(saved)
+        self._sink.seek(0)
+        self.text = self._sink.read()[-4000:].decode(errors="replace")
+        self._sink.close()

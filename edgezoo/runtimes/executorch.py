@@ -20,6 +20,8 @@ import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
 from edgezoo.runtimes.base import Runner, TensorInfo, check_model_file, check_threads, first_line, guess_layout
+from edgezoo.runtimes.descriptor import FileKind, RuntimeDescriptor
+from edgezoo.runtimes.filecheck import check_pte
 
 SUFFIXES = (".pte",)
 # c10::ScalarType codes, as MethodMeta's TensorInfo.dtype() reports them
@@ -159,5 +161,15 @@ class ExecuTorchRunner(Runner):
             thr = f", {n} thread{'s' if n != 1 else ''}"
         return f"ExecuTorch {version.__version__.split('+')[0]} ({self.method_name}{thr})"
 
+
+
+PTE = FileKind("pte", SUFFIXES, "a .pte file", ".pte files", check=check_pte)
+
+
+def open_file(model, threads=None) -> ExecuTorchRunner:
+    return ExecuTorchRunner(model, threads=threads)
+
+
+DESCRIPTOR = RuntimeDescriptor("executorch", ("et", "xnnpack"), (PTE,), open_file, extra="executorch")
 
 __all__ = ["ExecuTorchRunner", "import_executorch"]

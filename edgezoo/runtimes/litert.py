@@ -18,6 +18,8 @@ import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
 from edgezoo.runtimes.base import Runner, TensorInfo, check_model_file, check_threads, first_line, guess_layout
+from edgezoo.runtimes.descriptor import FileKind, RuntimeDescriptor
+from edgezoo.runtimes.filecheck import check_tflite
 
 SUFFIXES = (".tflite",)
 
@@ -152,5 +154,15 @@ def _from_tensor(arr: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     scale, zero = q
     return ((arr.astype(np.float32) - zero) * scale).astype(np.float32)
 
+
+
+TFLITE = FileKind("tflite", SUFFIXES, "a .tflite file", ".tflite files", check=check_tflite)
+
+
+def open_file(model, threads=None) -> LiteRTRunner:
+    return LiteRTRunner(model, threads=threads)
+
+
+DESCRIPTOR = RuntimeDescriptor("litert", ("tflite", "tfl"), (TFLITE,), open_file, extra="litert")
 
 __all__ = ["LiteRTRunner", "import_litert"]

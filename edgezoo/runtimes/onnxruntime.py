@@ -13,6 +13,7 @@ import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
 from edgezoo.runtimes.base import Runner, TensorInfo, first_line, guess_layout, shape_of
+from edgezoo.runtimes.descriptor import FileKind, RuntimeDescriptor
 
 # Short names users type -> onnxruntime's provider names, and the package that brings each one.
 PROVIDERS = {
@@ -216,3 +217,15 @@ def check_onnx_file(path: Path) -> None:
         raise InputError(f"{path} is a folder, not an ONNX file")
     if path.stat().st_size == 0:
         raise InputError(f"{path} is empty, not an ONNX file")
+
+
+ONNX = FileKind("onnx", (".onnx",), "an .onnx file", ".onnx files")
+
+
+def open_file(model, threads=None, providers=None, graph_optimization="all") -> OrtRunner:
+    return OrtRunner(model, threads=threads, providers=providers, graph_optimization=graph_optimization)
+
+
+DESCRIPTOR = RuntimeDescriptor(
+    "onnxruntime", ("ort",), (ONNX,), open_file, extra=None, install="pip install onnxruntime",
+    options=("threads", "providers", "graph_optimization"))

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
 from edgezoo.runtimes.base import Runner, TensorInfo, check_model_file, check_threads, first_line, guess_layout
+from edgezoo.runtimes.descriptor import FileKind, RuntimeDescriptor
 
 SUFFIXES = (".onnx", ".xml")
 # what users type -> OpenVINO's precision hint (None: leave OpenVINO's default)
@@ -190,5 +191,17 @@ class OpenVinoRunner(Runner):
         thr = f", {s['threads']} thread{'s' if s['threads'] != 1 else ''}" if s.get("threads") else ""
         return f"OpenVINO {version} ({self.device}, {s['precision']}{asked}{thr}, {s['streams']} stream(s))"
 
+
+
+IR = FileKind("ir", (".xml",), "an OpenVINO IR (.xml) file", "OpenVINO IR (.xml + .bin)", side_files=(".bin",))
+
+
+def open_file(model, threads=None, precision=None, streams=None) -> OpenVinoRunner:
+    return OpenVinoRunner(model, threads=threads, streams=streams, precision=precision)
+
+
+DESCRIPTOR = RuntimeDescriptor(
+    "openvino", ("ov",), (IR,), open_file, extra="openvino", options=("threads", "precision", "streams"),
+    precisions=("f32", "bf16", "f16", "auto"), also_runs=("onnx",))
 
 __all__ = ["OpenVinoRunner", "import_openvino", "normalize_precision", "PRECISIONS"]

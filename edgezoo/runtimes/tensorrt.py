@@ -19,6 +19,7 @@ import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
 from edgezoo.runtimes.base import Runner, TensorInfo, guess_layout, shape_of
+from edgezoo.runtimes.descriptor import FileKind, RuntimeDescriptor
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 GPU_NOTE = "TensorRT needs an NVIDIA GPU with a CUDA driver"
@@ -169,3 +170,16 @@ class TrtRunner(Runner):
 
 def is_engine_path(path: Any) -> bool:
     return Path(str(path)).suffix.lower() in ENGINE_SUFFIXES
+
+
+ENGINE = FileKind("engine", ENGINE_SUFFIXES, "a TensorRT engine", "TensorRT engines (.engine, .plan, .trt)")
+
+
+def open_file(model) -> TrtRunner:
+    # no options: the GPU runs the engine, and host threads do not apply
+    return TrtRunner(model)
+
+
+DESCRIPTOR = RuntimeDescriptor(
+    "tensorrt", ("trt",), (ENGINE,), open_file, extra="tensorrt", install="pip install tensorrt cuda-python",
+    options=(), built_from=("onnx",))

@@ -13,6 +13,7 @@ import numpy as np
 
 from edgezoo.errors import InputError, require_torch
 from edgezoo.runtimes.base import Runner, TensorInfo, first_line
+from edgezoo.runtimes.descriptor import FileKind, RuntimeDescriptor
 
 
 def build_registry_model(name: str, weights: str | None = None, seed: int = 0):
@@ -139,5 +140,18 @@ class TorchRunner(Runner):
         thr = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.threads else ""
         return f"torch {torch.__version__.split('+')[0]} eager ({what}{thr})"
 
+
+
+REGISTRY = FileKind("registry", (), "a registry model name", "registry model names")
+
+
+def open_file(model, threads=None, weights=None, input_size=None) -> TorchRunner:
+    import os
+
+    return TorchRunner(os.fspath(model), threads=threads, weights=weights, input_size=input_size)
+
+
+DESCRIPTOR = RuntimeDescriptor("torch", ("pytorch", "eager"), (REGISTRY,), open_file, extra="torch",
+                               options=("threads", "weights", "input_size"))
 
 __all__ = ["TorchRunner", "build_registry_model", "registry_metadata"]

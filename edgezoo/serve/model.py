@@ -17,6 +17,7 @@ import numpy as np
 from edgezoo.errors import EdgezooError, InputError
 from edgezoo.imageprep import CROP_FRACTION, INTERPOLATION
 from edgezoo.onnx_meta import ModelMetadata
+from edgezoo.runtimes import files_help
 from edgezoo.runtimes.base import Runner, TensorInfo
 
 
@@ -158,7 +159,7 @@ def load_model(path: str | os.PathLike, name: str | None = None, threads: int | 
     """Open a model file for serving. ``override`` may set input_size/mean/std/labels missing from its metadata."""
     path = Path(path)
     if path.is_dir() and path.suffix.lower() != ".xml":
-        raise InputError(f"{path} is a folder, not a model file", "pass the .onnx (or .xml/.pte/.tflite) file itself")
+        raise InputError(f"{path} is a folder, not a model file", f"pass the model file itself ({files_help()})")
     if not path.is_file():
         raise InputError(f"model file not found: {path}")
     runner = open_served_runner(path, runtime, threads, providers)

@@ -5,7 +5,8 @@ line what is missing; ``preflight(model)`` lists what it will not quantize or fu
 checked in tests/test_targets_*.py); ``build(ctx, precision, path)`` writes the file; ``runner(path, threads)``
 opens it on the runtime's own Runner (edgezoo.runtimes), through which every file is verified against the
 PyTorch fp32 model. ``run_targets`` does that for every (target, precision), so one failure costs one row,
-never the bundle. Adding a target is one module and one ``register`` call (see the bottom of this file).
+never the bundle. Adding a target is one module and one ``register`` call (see the bottom of this file); the
+files a target writes (its suffix and side files) are its runtime's file kind (edgezoo.runtimes descriptors).
 """
 
 from __future__ import annotations
@@ -88,9 +89,10 @@ def int8_source_model(model, backend: str):
 
 class Target(Protocol):
     name: str
+    runtime: str  # the edgezoo runtime its files run on (edgezoo.runtimes descriptor name)
     extra: str  # pip extra that brings the runtime and the converter
     precisions: tuple[str, ...]
-    suffix: str
+    suffix: str  # of the main file; side files (.bin beside .xml / .param) follow from the runtime's file kind
 
     def available(self) -> str | None:
         """None when the converter and runtime import; else what is missing, in one line."""
@@ -111,6 +113,11 @@ _loaded: dict[str, Target] = {}
 
 def register(name: str, module: str) -> None:
     REGISTRY[name] = module
+
+
+def target_names() -> list[str]:
+    """Every registered target, in registration order (no target module is imported)."""
+    return list(REGISTRY)
 
 
 def get_target(name: str) -> Target:
@@ -261,17 +268,34 @@ def fastest_int8(rows: list[dict]) -> dict | None:
     return int8[0] if len(int8) == 1 else None
 
 
+def fastest_verified(rows: list[dict]) -> dict | None:
+    """The fastest verified file of any precision that keeps the model's answers (top-1 agreement with the
+    PyTorch fp32 model at most ``KEEPS_ANSWERS`` below the best row's): on a CPU where int8 gains little, an
+    fp32 file can beat every int8 one. By latency when measured, else the only one or None."""
+    ok = [r for r in rows if r.get("status") == "ok" and "agreement" in r]
+    if ok:
+        best = max(r["agreement"]["top1_agreement"] for r in ok)
+        ok = [r for r in ok if r["agreement"]["top1_agreement"] >= best - KEEPS_ANSWERS]
+    timed = [r for r in ok if "latency_ms" in r]
+    if timed:
+        return min(timed, key=lambda r: r["latency_ms"])
+    return ok[0] if len(ok) == 1 else None
+
+
 def _size(path: Path) -> int:
-    side = path.with_suffix(".bin") if path.suffix == ".xml" else None
-    return path.stat().st_size + (side.stat().st_size if side is not None and side.exists() else 0)
+    from edgezoo.runtimes import model_bytes
+
+    return model_bytes(path)
 
 
 def _cleanup(path: Path | None) -> None:
+    """Remove a file this run wrote and its side files (its runtime's file kind names them)."""
+    from edgezoo.runtimes import model_files
+
     if path is None:
         return
-    for p in (path, path.with_suffix(".bin") if path.suffix == ".xml" else None):
-        if p is not None and p.exists():
-            p.unlink()
+    for p in model_files(path):
+        p.unlink(missing_ok=True)
 
 
 def _first(e: BaseException) -> str:
@@ -285,3 +309,5 @@ register("openvino", "edgezoo.export.targets.openvino")
 register("executorch", "edgezoo.export.targets.executorch")
 register("litert", "edgezoo.export.targets.litert")
 register("tensorrt", "edgezoo.export.targets.tensorrt")
+register("mnn", "edgezoo.export.targets.mnn")
+register("ncnn", "edgezoo.export.targets.ncnn")

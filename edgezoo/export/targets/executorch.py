@@ -21,6 +21,7 @@ from edgezoo.export.targets._pt2e import pt2e_recipe
 
 class ExecuTorchTarget:
     name = "executorch"
+    runtime = "executorch"
     extra = "executorch"
     precisions = ("fp32", "int8")
     suffix = ".pte"

@@ -26,6 +26,7 @@ from edgezoo.export.targets._pt2e import pt2e_recipe
 
 class LiteRTTarget:
     name = "litert"
+    runtime = "litert"
     extra = "litert"
     precisions = ("fp32", "int8")
     suffix = ".tflite"

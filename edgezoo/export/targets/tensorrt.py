@@ -13,6 +13,7 @@ from edgezoo.export.targets import TargetContext
 
 class TensorRTTarget:
     name = "tensorrt"
+    runtime = "tensorrt"
     extra = "tensorrt"
     precisions = ("fp32", "int8")
     suffix = ".engine"
