@@ -166,11 +166,16 @@ def _tell(final: Optional[Path], opened: Optional[Path]) -> None:
 def move_log(dest: Path) -> Optional[Path]:
     """Move the log in force to ``dest`` (e.g. into the bundle just written) and keep logging there.
 
-    Returns ``dest``, or None when nothing is being logged (``--verbose``).
+    Returns ``dest``, or None when nothing is being logged (``--verbose``) or nothing was logged yet.
     """
     if state.log_fd is None or state.log_path is None:
         return None
     _flush_all()
+    try:
+        if state.log_path.stat().st_size == 0:
+            return None  # nothing to keep: no file in the bundle, no line in the summary
+    except OSError:
+        return None
     try:
         new_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
     except OSError:
