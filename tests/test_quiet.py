@@ -53,7 +53,7 @@ def test_export_prints_only_edgezoo_lines(edge_bundle):
 
 def test_bench_is_quiet_and_verbose_shows_the_rest(edge_bundle, tmp_path):
     out, _ = edge_bundle
-    model = next(out.glob("*.pte"))  # ExecuTorch's XNNPACK writes cpuinfo lines to fd 2 as it loads
+    model = next(out.glob("*.tflite"))  # LiteRT writes "INFO: Created TensorFlow Lite XNNPACK delegate" to fd 2
     args = ("bench", str(model), "-n", "3", "--warmup", "1", "-t", "1")
     quiet = run_edgezoo(*args, env=_env(tmp_path))
     assert quiet.returncode == 0, quiet.stderr[-2000:]
