@@ -217,7 +217,7 @@ def _quantize_static(model, reader, op_types, per_channel, calib_method, exclude
                      reduce_range: bool = False, weight_type: str = "int8",
                      ranges_cache: Path | None = None) -> onnx.ModelProto:
     """``ranges_cache``: a file for onnxruntime's calibration cache (written when absent, read when present),
-    where this onnxruntime has one (1.2x); without it every call calibrates."""
+    where this onnxruntime has one (1.32 does); without it every call calibrates."""
     import inspect
 
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
