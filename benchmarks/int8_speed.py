@@ -9,9 +9,10 @@ this benchmark (BN from random data, synthetic calibration, a random-normal inpu
   quant_pre_process -> quantize_static (QDQ, per-channel, uint8 activations, int8 weights, MinMax);
 - edgezoo: `run_export(int8=True, calib=DIR)`, the same code as `edgezoo export NAME --int8 --calib DIR`.
 
-Both flows calibrate on the same images. The four sessions (plain fp32/int8, edgezoo fp32/int8) are timed in
-interleaved rounds (edgezoo.profile.latency.compare_interleaved) at 1 and 2 threads; each flow's ratio is the
-median over rounds of that round's int8 median / fp32 median. For MobileNet v3 large and GhostNet,
+Both flows calibrate on the same images. The four files (plain fp32/int8, edgezoo fp32/int8) are timed under
+benchmarks/protocol.py (each in a fresh process per round, rounds interleaved and taken below load 1, the
+load of every round recorded) at 1 and 2 threads; each flow's ratio is the median over rounds of that
+round's int8 median / fp32 median. For MobileNet v3 large and GhostNet,
 onnxruntime's per-op profile says where each int8 model's time goes.
 
 Every run is appended to results/int8_speed_runs.json (time, load, ratios), and the results file shows the
@@ -38,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import machine, session  # noqa: E402
+from _common import machine  # noqa: E402
 
 GOAL_MODELS = ("mobilenet_v3_large", "ghostnet_x1_0")
 PROFILE_MODELS = GOAL_MODELS
@@ -100,15 +101,15 @@ def plain_flow(model, size, calib: np.ndarray, d: Path) -> tuple[Path, Path]:
 
 
 def measure(paths: dict[str, Path], threads: int, rounds: int, x: np.ndarray) -> dict:
-    from edgezoo.profile.latency import compare_interleaved
+    """The four files under benchmarks/protocol.py: each in a fresh process per round, rounds interleaved and
+    taken below load 1."""
+    from protocol import Entry, interleaved
 
-    sessions = {k: session(p, threads) for k, p in paths.items()}
-    fns = {k: (lambda s=s: s.infer({"input": x})) for k, s in sessions.items()}
-    res = compare_interleaved(fns, rounds=rounds, iters_per_round=10, warmup=5)
-    for s in sessions.values():
-        s.deactivate()
-    med = res.round_medians_ms
-    out = {"fp32_ms": {}, "int8_ms": {}, "ratio": {}, "ratio_iqr": {}}
+    res = interleaved({k: Entry(p, "onnxruntime", feeds={"input": x}) for k, p in paths.items()},
+                      threads=threads, rounds=rounds)
+    used = [r for r in res["rounds"] if r["quiet"]] if res["medians_over"] == "quiet rounds" else res["rounds"]
+    med = {k: [r["p50_ms"][k] for r in used] for k in paths}
+    out = {"fp32_ms": {}, "int8_ms": {}, "ratio": {}, "ratio_iqr": {}, "protocol": res}
     for flow in ("plain", "edgezoo"):
         per_round = [a / b for a, b in zip(med[f"{flow}_int8"], med[f"{flow}_fp32"])]
         q25, q50, q75 = np.percentile(per_round, [25, 50, 75])
@@ -120,6 +121,8 @@ def measure(paths: dict[str, Path], threads: int, rounds: int, x: np.ndarray) ->
     # also quote edgezoo int8 against the plain fp32 file.
     cross = [a / b for a, b in zip(med["edgezoo_int8"], med["plain_fp32"])]
     out["ratio"]["edgezoo_int8_vs_plain_fp32"] = float(np.median(cross))
+    out["reproduce"] = {flow: f"edgezoo bench {paths[f'{flow}_fp32']} --vs {paths[f'{flow}_int8']} -t {threads}"
+                        for flow in ("plain", "edgezoo")}
     return out
 
 
@@ -251,8 +254,9 @@ def write_results(rows: list[dict], meta: dict, out: Path, runs: list[dict]) -> 
              f"Machine: {meta['cpu']}, {meta['cpus']} logical CPUs, onnxruntime {meta['onnxruntime']}; "
              f"load average at start {', '.join(f'{x:.1f}' for x in meta['load_average_at_start'])} "
              "(the machine is shared: ratios are medians of interleaved rounds, not single runs).",
-             f"Batch 1, 224x224; {SETTINGS[inputs]}; {meta['rounds']} rounds x 10 runs per "
-             "session and thread count. Ratio = int8 / fp32 of the same flow (lower is better); "
+             f"Batch 1, 224x224; {SETTINGS[inputs]}; {meta['rounds']} rounds x 30 runs per "
+             "file and thread count, under benchmarks/protocol.py (a fresh process per file per round, rounds "
+             "interleaved and taken below load 1). Ratio = int8 / fp32 of the same flow (lower is better); "
              "gain = plain ratio / edgezoo ratio. The table is the latest run; the spread of all runs follows.", "",
              "| model | plain 1t | edgezoo 1t | gain 1t | plain 2t | edgezoo 2t | gain 2t | edgezoo int8 / plain fp32 1t | "
              "fp32 1t ms (plain / edgezoo) | int8 1t ms (plain / edgezoo) | float ops left (plain / edgezoo) | "
@@ -274,6 +278,14 @@ def write_results(rows: list[dict], meta: dict, out: Path, runs: list[dict]) -> 
                      f"{t1['fp32_ms']['plain']:.2f} / {t1['fp32_ms']['edgezoo']:.2f} | "
                      f"{t1['int8_ms']['plain']:.2f} / {t1['int8_ms']['edgezoo']:.2f} | {isl(r['islands']['plain'])} / {isl(r['islands']['edgezoo'])} "
                      f"| {a['top1_agreement'] * 100:.0f}% / {a['sqnr_db']:.1f} |")
+    lines += ["", "## Load per round and the commands that reproduce each ratio", ""]
+    from protocol import loads_line
+
+    for r in rows:
+        for t, v in r["threads"].items():
+            if "protocol" in v:
+                lines.append(f"- {r['model']} {t}t: {loads_line(v['protocol'])}; "
+                             + "; ".join(f"`{cmd}`" for cmd in v.get("reproduce", {}).values()))
     lines += ["", "## Where the int8 time goes (onnxruntime profiler, 1 thread, ms per run, top op types)", ""]
     for r in rows:
         if "op_profile_1t" not in r:

@@ -31,7 +31,7 @@ from torch import nn
 from edgezoo.export import passes as P
 from edgezoo.export.calibration import preprocess_image
 from edgezoo.export.onnx import export_onnx
-from edgezoo.export.targets import TargetContext, bench_rows, run_targets
+from edgezoo.export.targets import TargetContext, run_targets
 from edgezoo.photos import sample_photos, split, views
 from edgezoo.profile.latency import describe_machine
 
@@ -114,7 +114,7 @@ def run_model(name):
     rows.append(openvino_nncf(ctx, tmp))
     if any(isinstance(x, nn.Hardswish) for x in m.modules()):
         rows.append(openvino_reading_onnxruntime_file(ctx, tmp))
-    bench_rows(ctx, rows)
+    timing = time_rows(ctx, rows)
     ok8 = [r for r in rows if r.get("precision") == "int8" and "ratio_to_fastest_fp32" in r]
     best = min(ok8, key=lambda r: r["ratio_to_fastest_fp32"]) if ok8 else None
     profiles = {}
@@ -125,9 +125,34 @@ def run_model(name):
             except Exception as e:  # noqa: BLE001 - a profiler that fails is a line in the results
                 profiles[f"{r['target']} {r['file']}"] = {"profiler": None, "note": f"profiler failed: {e}"}
     return {"model": name, "weights": weights, "build_seconds": round(time.time() - t0), "rows": rows,
+            "timing": timing,
             "recipe": ctx.int8_recipe().to_dict(), "goal": GOALS.get(name),
             "best_int8": None if best is None else {k: best.get(k) for k in ("target", "file", "ratio_to_fastest_fp32")},
             "profiles": profiles}
+
+
+def time_rows(ctx, rows) -> dict:
+    """Latency p50 of every verified row under benchmarks/protocol.py (a fresh process per file per round,
+    rounds interleaved and taken below load 1); adds ``latency_ms``, ``ratio_to_fastest_fp32`` and the
+    command that reproduces the ratio."""
+    from protocol import Entry, interleaved
+
+    ok = [r for r in rows if r.get("status") == "ok" and "agreement" in r]
+    entries = {}
+    for r in ok:
+        opts = {"precision": "bf16" if r["precision"] == "bf16" else "f32"} if r["target"] == "openvino" else {}
+        entries[f"{r['target']} {r['precision']} {r['file']}"] = Entry(ctx.out_dir / r["file"], r["target"], opts)
+    res = interleaved(entries, threads=ctx.threads, rounds=7, runs=30, warmup=10)
+    for r, label in zip(ok, entries):
+        r["latency_ms"] = round(res["p50_ms"][label], 3)
+    fp32 = [r for r in ok if r["precision"] == "fp32"]
+    fastest = min(fp32, key=lambda r: r["latency_ms"]) if fp32 else None
+    for r in ok:
+        if fastest is not None:
+            r["ratio_to_fastest_fp32"] = round(r["latency_ms"] / fastest["latency_ms"], 3)
+            r["reproduce"] = (f"edgezoo bench {fastest['file']} -r {fastest['target']} --vs {r['file']} "
+                              f"--vs-runtime {r['target']} -t {ctx.threads}")
+    return res
 
 
 def openvino_nncf(ctx, tmp):
@@ -219,7 +244,8 @@ def _top(d: dict, n: int) -> dict:
 def main():
     names = sys.argv[1:] or MODELS
     load0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    results = {"machine": describe_machine(), "load_start": load0, "models": []}
+    results = {"machine": describe_machine(), "load_start": load0,
+               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "models": []}
     for n in names:
         results["models"].append(run_model(n))
         results["load_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -264,7 +290,8 @@ def write(results, final: bool = False):
         runs.append(summary(results))
         write_json(runs_file, runs)
     lines = ["# Export targets: int8 / fp32 per runtime, agreement with PyTorch fp32", "",
-             "1 thread, batch 1, 7 interleaved rounds x 10 runs, medians; calibration on 64 views of the "
+             "1 thread, batch 1, 7 interleaved rounds x 30 runs under benchmarks/protocol.py (a fresh process per "
+             "file per round, rounds taken below load 1), medians; calibration on 64 views of the "
              "calibration photos, agreement on 32 views of the held-out photos (edgezoo.photos). "
              f"Machine: {results['machine'].get('cpu', '?')}, {results['machine'].get('cpus', '?')} logical CPUs.", "",
              f"Load at start: `{results['load_start']}`; at end: `{results.get('load_end')}`.", "",
@@ -280,6 +307,11 @@ def write(results, final: bool = False):
         lines += [f"## {m['model']} ({m['weights']})", "", f"int8 recipe: {m['recipe']['described']} "
                   f"(head: {', '.join(f'`{n}`' for n in m['recipe']['head_nodes']) or 'none'})"]
         lines += targets_markdown(m["rows"])[1:]
+        if m.get("timing"):
+            from protocol import loads_line
+
+            lines += ["", f"Timing: {loads_line(m['timing'])}.", "", "Reproduce a ratio (in the files' folder):", ""]
+            lines += [f"- {r['target']} {r['precision']}: `{r['reproduce']}`" for r in m["rows"] if r.get("reproduce")]
         methods = [f"- {r['target']} {r['precision']} `{r.get('file')}`: {r['method']}" +
                    (f"; {r['partitions']} XNNPACK partition(s), outside: {r.get('ops_outside_xnnpack') or 'nothing'}"
                     if r.get("partitions") is not None else "") +

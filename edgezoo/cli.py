@@ -7,6 +7,7 @@ stay fast and work without PyTorch.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -28,6 +29,9 @@ app = typer.Typer(
 _state = {"debug": bool(os.environ.get("EDGEZOO_DEBUG"))}
 
 COMMAND_MODULES = ("zoo", "export", "bench", "compare", "profile", "serve", "triton")
+# commands that load other libraries' runtimes and converters for the whole run: their output goes to a log
+# (edgezoo/quiet.py); `serve` quiets only its loading, so that the server's own log stays on the terminal
+QUIET_COMMANDS = ("export", "bench", "compare", "profile")
 
 
 def _version(value: bool) -> None:
@@ -39,15 +43,38 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show other libraries' warnings and log lines "
+                                 "(by default they go to a log file, named at the end)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
+    from edgezoo import quiet
+
     if debug:
         _state["debug"] = True
+    if verbose:
+        quiet.set_verbose(True)
 
 
 def _register_commands() -> None:
     for name in COMMAND_MODULES:
         importlib.import_module(f"edgezoo.commands.{name}").register(app)
+    for info in app.registered_commands:
+        if info.name in QUIET_COMMANDS:
+            info.callback = _quieted(info.callback, info.name)
+
+
+def _quieted(callback, name: str):
+    """The command's function, run with other libraries' output sent to a log (after parsing, so that
+    click's --help and usage errors still reach the terminal)."""
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        from edgezoo import quiet
+
+        with quiet.third_party_to_log(name):
+            return callback(*args, **kwargs)
+
+    return run
 
 
 _register_commands()

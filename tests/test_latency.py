@@ -169,3 +169,60 @@ def test_op_times_totals_add_up(tmp_path, monkeypatch):
     assert "GlobalAveragePool" in res.by_type
     assert res.slowest(1)[0]["time_ms"] == max(n["time_ms"] for n in res.nodes)
     assert sorted(os.listdir(tmp_path)) == ["tiny.onnx"]  # the profiler's trace file is not left behind
+
+
+def test_compare_timed_records_the_load_of_every_round(monkeypatch):
+    monkeypatch.setattr(latency.os, "getloadavg", lambda: (0.25, 0.5, 0.75))
+    asked = []
+
+    def timer(ms):
+        def run(n):
+            asked.append(n)
+            return [ms] * n
+        return run
+
+    res = latency.compare_timed({"a": timer(2.0), "b": timer(1.0)}, rounds=3, iters_per_round=4, warmup=2)
+    assert res.ratio_median["b"] == 0.5 and res.counts == {"a": 12, "b": 12}
+    assert res.round_load_1min == [0.25, 0.25, 0.25]
+    assert asked == [2, 2] + [4] * 6  # warm-up once per timer, then every round asks each timer for 4 runs
+
+
+def test_runner_process_times_in_another_process(tmp_path):
+    from edgezoo.errors import EdgezooError
+    from edgezoo.profile.worker import RunnerProcess
+
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(tiny_onnx().SerializeToString())
+    with RunnerProcess() as w:
+        assert w._proc.pid != os.getpid()
+        info = w.open(str(path), None, threads=1)
+        assert info["runtime"] == "onnxruntime" and info["inputs"][0]["name"] == "x"
+        w.prepare("b2", batch=2, input_size=None)
+        w.prepare("given", feeds={"x": np.zeros((1, 3, 8, 8), np.float32)})
+        ms = w.time("b2", 5)
+        assert len(ms) == 5 and all(t > 0 for t in ms)
+        with pytest.raises(EdgezooError, match="does not fit"):
+            w.prepare("bad", feeds={"x": np.zeros((1, 4, 8, 8), np.float32)})
+        assert len(w.time("given", 2)) == 2  # an error leaves the worker serving
+    with RunnerProcess() as w, pytest.raises(EdgezooError, match="no such file"):
+        w.open(str(tmp_path / "missing.onnx"), None)
+
+
+def test_bench_vs_times_each_model_in_its_own_process_and_says_how_to_reproduce(tmp_path):
+    import json
+
+    from conftest import run_edgezoo
+
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(tiny_onnx().SerializeToString())
+    out = tmp_path / "vs.json"
+    proc = run_edgezoo("bench", str(path), "--vs", str(path), "-t", "1", "--rounds", "2", "--iters-per-round", "2",
+                       "--warmup", "1", "--json", str(out), block_torch=True, env={"COLUMNS": "300"})
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(out.read_text())
+    assert rep["settings"]["isolation"] == "each model in a process of its own"
+    assert len(rep["results"][0]["compare"]["round_load_1min"]) == 2
+    line = f"reproduce: {rep['reproduce']}"
+    assert line in proc.stdout
+    assert rep["reproduce"] == (f"edgezoo bench {path} --vs {path} -t 1 -b 1 --rounds 2 --iters-per-round 2 "
+                                "--warmup 1")

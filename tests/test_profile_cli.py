@@ -80,6 +80,8 @@ def test_profile_roofline_measure_and_plot_without_torch(onnx_file, tmp_path):
     assert roof["peaks"]["peak_gflops"] == 50 and roof["peaks"]["source"] == "given"
     assert roof["measured_total_ms"] > 0 and roof["lower_bound_ms"] > 0
     assert any(row["measured_ms"] for row in roof["by_op_type"])
+    ort = roof["per_runtime"]["onnxruntime"]  # the whole file timed in a process of its own
+    assert ort["share_of_bound"] == pytest.approx(roof["lower_bound_ms"] / ort["p50_ms"], rel=1e-2)
 
 
 @pytest.mark.parametrize("content", [None, b"", b"\x08\x07garbage" * 50, "truncated"])

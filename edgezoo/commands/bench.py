@@ -81,6 +81,13 @@ def register(app: typer.Typer) -> None:
             if vs is not None or vs_runtime is not None:
                 report = run_compare(model, runtime, vs or model, vs_runtime or runtime, batches, opts, warmup,
                                      rounds, iters_per_round)
+                report["reproduce"] = command_line(
+                    ["bench", model, "--vs", vs or model], {"-r": None if runtime == "auto" else runtime,
+                     "--vs-runtime": vs_runtime, "-t": threads, "-b": ",".join(map(str, batches)),
+                     "--input-size": input_size, "--precision": precision, "--streams": streams,
+                     "--provider": provider, "--graph-opt": None if graph_opt == "all" else graph_opt,
+                     "--weights": weights, "--rounds": rounds, "--iters-per-round": iters_per_round,
+                     "--warmup": warmup})
             else:
                 if ops and runtime.lower() == "auto":
                     runtime = "onnxruntime"  # the per-operator profile is onnxruntime's
@@ -125,6 +132,17 @@ def parse_batches(values: List[str]) -> list[int]:
     return out
 
 
+def command_line(args: list[str], options: dict[str, Any]) -> str:
+    """The `edgezoo ...` command that measures the same thing again: every option that shaped the figure."""
+    import shlex
+
+    parts = ["edgezoo", *map(str, args)]
+    for flag, value in options.items():
+        if value is not None:
+            parts += [flag, os.fspath(value) if isinstance(value, Path) else str(value)]
+    return shlex.join(parts)
+
+
 # --- measurements --------------------------------------------------------------------------------------------
 
 def _progress():
@@ -147,14 +165,9 @@ def _open(model: str, runtime: str | None, opts: dict[str, Any]):
 
 
 def _model_json(model: str, runner) -> dict[str, Any]:
-    meta = runner.model_metadata()
-    return {
-        "model": model, "runtime": runner.name, "backend": runner.describe(),
-        "size_bytes": runner.model_size_bytes(), "settings": runner.settings(),
-        "inputs": [i.to_dict() for i in runner.inputs], "outputs": [o.to_dict() for o in runner.outputs],
-        "metadata": {"model": meta.model, "input_size": meta.input_size, "mean": meta.mean, "std": meta.std,
-                     "precision": meta.precision} if meta else None,
-    }
+    from edgezoo.profile.worker import runner_json
+
+    return runner_json(model, runner)
 
 
 def run_latency(model, runner, batches, opts, warmup, iterations, budget) -> dict[str, Any]:
@@ -202,35 +215,34 @@ def _latency_row(row, stats, batch, exact_peak) -> dict[str, Any]:
 
 
 def run_compare(model_a, runtime_a, model_b, runtime_b, batches, opts, warmup, rounds, iters) -> dict[str, Any]:
-    from edgezoo.profile.latency import MeasurementInterrupted, compare_interleaved
-    from edgezoo.runtimes.inputs import feeds_for
+    """Each model in a process of its own (edgezoo.profile.worker): runtimes' thread pools never share one."""
+    from edgezoo.console import console
+    from edgezoo.profile.latency import MeasurementInterrupted, compare_timed
+    from edgezoo.profile.worker import RunnerProcess
 
-    report = _report("compare", opts, warmup=warmup, rounds=rounds, iters_per_round=iters)
-    a = _open(model_a, runtime_a, opts)
+    report = _report("compare", opts, warmup=warmup, rounds=rounds, iters_per_round=iters,
+                     isolation="each model in a process of its own")
+    workers: list[RunnerProcess] = []
     try:
-        b = _open(model_b, runtime_b, opts)
-    except BaseException:
-        a.deactivate()
-        raise
-    label_a, label_b = _labels(model_a, a, model_b, b)
-    try:
-        report["models"] = [dict(_model_json(model_a, a), label=label_a), dict(_model_json(model_b, b), label=label_b)]
-        feeds = {}
-        for bs in batches:
-            fa = feeds_for(a, batch=bs, input_size=opts["input_size"])
-            fb = feeds_for(b, batch=bs, input_size=opts["input_size"])
-            a.check_feeds(fa)
-            b.check_feeds(fb)
-            a.infer(fa), b.infer(fb)  # both must run before anything is timed
-            feeds[bs] = (fa, fb)
+        infos = []
+        for model, runtime in ((model_a, runtime_a), (model_b, runtime_b)):
+            with console.status(f"loading {model}"):
+                workers.append(RunnerProcess())
+                infos.append(workers[-1].open(model, runtime, **opts))
+        a, b = workers
+        label_a, label_b = _labels(model_a, infos[0]["runtime"], model_b, infos[1]["runtime"])
+        report["models"] = [dict(infos[0], label=label_a), dict(infos[1], label=label_b)]
+        for bs in batches:  # both must run every batch size before anything is timed
+            for w in workers:
+                w.prepare(str(bs), batch=bs, input_size=opts["input_size"])
         with _progress() as progress:
             for bs in batches:
-                fa, fb = feeds[bs]
                 task = progress.add_task(f"batch {bs}: rounds", total=rounds * 2)
                 try:
-                    res = compare_interleaved({label_a: lambda: a.infer(fa), label_b: lambda: b.infer(fb)},
-                                              rounds=rounds, iters_per_round=iters, warmup=warmup,
-                                              progress=lambda d, t: progress.update(task, completed=d))
+                    res = compare_timed({label_a: lambda n, bs=bs: a.time(str(bs), n),
+                                         label_b: lambda n, bs=bs: b.time(str(bs), n)},
+                                        rounds=rounds, iters_per_round=iters, warmup=warmup,
+                                        progress=lambda d, t: progress.update(task, completed=d))
                 except MeasurementInterrupted as e:
                     report["interrupted"] = True
                     if e.partial.rounds:
@@ -240,13 +252,13 @@ def run_compare(model_a, runtime_a, model_b, runtime_b, batches, opts, warmup, r
     except KeyboardInterrupt:
         report["interrupted"] = True
     finally:
-        b.deactivate()
-        a.deactivate()
+        for w in workers:
+            w.close()
     return report
 
 
-def _labels(model_a, a, model_b, b) -> tuple[str, str]:
-    la, lb = f"{Path(model_a).name} ({a.name})", f"{Path(model_b).name} ({b.name})"
+def _labels(model_a, runtime_a: str, model_b, runtime_b: str) -> tuple[str, str]:
+    la, lb = f"{Path(model_a).name} ({runtime_a})", f"{Path(model_b).name} ({runtime_b})"
     if la == lb:
         la, lb = f"{la} #1", f"{lb} #2"
     return la, lb
@@ -365,6 +377,8 @@ def print_compare(report: dict[str, Any]) -> None:
     console.print(escape(f"A = {la}: {report['models'][0]['backend']}"), highlight=False)
     console.print(escape(f"B = {lb}: {report['models'][1]['backend']}"), highlight=False)
     console.print(table)
+    if report.get("reproduce"):
+        console.print(escape(f"reproduce: {report['reproduce']}"), highlight=False, soft_wrap=True)
 
 
 def print_ops(ops: dict[str, Any]) -> None:

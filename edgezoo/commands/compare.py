@@ -69,6 +69,13 @@ def register(app: typer.Typer) -> None:
 
             console.print("[yellow]interrupted[/yellow]; nothing written")
             raise typer.Exit(130) from None
+        from edgezoo.commands.bench import command_line
+
+        if report.get("latency"):
+            report["reproduce"] = command_line(["compare", *files], {
+                "-r": runtimes, "-t": threads, "-b": batch, "--input-size": input_size, "--images": images,
+                "-n": count, "--precision": precision, "--rounds": rounds, "--iters-per-round": iters_per_round,
+                "--warmup": warmup, "--seed": seed})
         print_report(report)
         if json_path is not None:
             from edgezoo.console import console
@@ -208,7 +215,7 @@ def make_samples(reference, batch: int, count: int, input_size, images, seed: in
 
 def run_compare(entries, threads, batch, input_size, images, count, rounds, iters, warmup, seed) -> dict[str, Any]:
     from edgezoo import __version__
-    from edgezoo.profile.latency import compare_interleaved, describe_machine
+    from edgezoo.profile.latency import describe_machine
     from edgezoo.runtimes.comparator import feeds_in_layout, run_all, score
 
     runners = _open_all(entries, threads, input_size)
@@ -224,24 +231,47 @@ def run_compare(entries, threads, batch, input_size, images, count, rounds, iter
                          "inputs": [dict(i.to_dict(), layout=i.layout) for i in r.inputs],
                          "outputs": [o.to_dict() for o in r.outputs],
                          "agreement": score(outputs[0], out)})
-        latency = None
-        if rounds > 0:
-            feeds = [feeds_in_layout(r, batches[0], layouts) for r in runners]
-            fns = {label: (lambda r=r, f=f: r.infer(f)) for label, r, f in zip(labels, runners, feeds)}
-            res = compare_interleaved(fns, rounds=rounds, iters_per_round=iters, warmup=warmup)
-            latency = res.to_dict()
-            for row in rows:
-                row["latency_ms"] = latency["stats"][row["label"]]
-                row["ratio"] = latency["ratio_median"][row["label"]]
+        feeds = [feeds_in_layout(r, batches[0], layouts) for r in runners] if rounds > 0 else []
     finally:
         for r in runners:
             r.deactivate()
+    latency = None
+    if rounds > 0:
+        latency = time_entries(entries, labels, feeds, threads, input_size, rounds, iters, warmup)
+        for row in rows:
+            row["latency_ms"] = latency["stats"][row["label"]]
+            row["ratio"] = latency["ratio_median"][row["label"]]
     return {"schema": SCHEMA, "edgezoo": __version__, "machine": describe_machine(),
             "settings": {"threads": threads, "batch": batch, "input_size": list(input_size) if input_size else None,
                          "inputs": os.fspath(images) if images is not None else "random", "seed": seed,
                          "samples": sum(len(b[0]) for b in batches), "rounds": rounds, "iters_per_round": iters,
                          "warmup": warmup},
             "reference": rows[0]["label"], "entries": rows, "latency": latency}
+
+
+def time_entries(entries, labels, feeds, threads, input_size, rounds, iters, warmup) -> dict[str, Any]:
+    """Interleaved rounds, each entry in a process of its own (edgezoo.profile.worker): one runtime's thread
+    pool never runs beside another's."""
+    from edgezoo.console import console
+    from edgezoo.profile.latency import compare_timed
+    from edgezoo.profile.worker import RunnerProcess
+
+    workers: list[RunnerProcess] = []
+    try:
+        with console.status("starting one process per entry for the latency rounds"):
+            for e, f in zip(entries, feeds):
+                opts: dict[str, Any] = {"threads": threads, "input_size": input_size}
+                if e["runtime"] == "openvino":
+                    opts["precision"] = e["precision"]
+                workers.append(RunnerProcess())
+                workers[-1].open(e["model"], e["runtime"], **opts)
+                workers[-1].prepare("x", feeds=f)
+        res = compare_timed({label: (lambda n, w=w: w.time("x", n)) for label, w in zip(labels, workers)},
+                            rounds=rounds, iters_per_round=iters, warmup=warmup)
+    finally:
+        for w in workers:
+            w.close()
+    return dict(res.to_dict(), isolation="each entry in a process of its own")
 
 
 def _unique(labels: list[str]) -> list[str]:
@@ -284,3 +314,5 @@ def print_report(report: dict[str, Any]) -> None:
                       _num(row.get("ratio"), ".3f"), _num(a["max_abs_diff"], ".2e"), _num(a["max_rel_diff"], ".2e"),
                       _num(a["cosine_min"], ".6f"), _num(a["top1_agreement"], ".0%"), _num(a["sqnr_db"], ".1f"))
     console.print(table)
+    if report.get("reproduce"):
+        console.print(escape(f"reproduce: {report['reproduce']}"), highlight=False, soft_wrap=True)

@@ -86,7 +86,10 @@ def register(app: typer.Typer) -> None:
             if done:
                 progress.console.print(f"[green]✓[/green] {done[-1]}", highlight=False)
         outcome.warnings = [w for w in outcome.warnings if w not in early]
-        _print_summary(console, outcome)
+        from edgezoo.quiet import move_log
+
+        log = move_log(outcome.out_dir / "export.log")  # other libraries' output, kept with the bundle
+        _print_summary(console, outcome, log)
 
 
 def _run(run_export, options, step):
@@ -113,7 +116,7 @@ def _run(run_export, options, step):
         raise
 
 
-def _print_summary(console, outcome) -> None:
+def _print_summary(console, outcome, log=None) -> None:
     from rich.markup import escape  # notes hold install commands like edgezoo[openvino]
 
     r = outcome.report
@@ -144,3 +147,5 @@ def _print_summary(console, outcome) -> None:
     if "triton" in outcome.files:
         console.print(f"  Triton repository: {outcome.files['triton']}")
     console.print(f"  report: {outcome.out_dir / 'report.md'}")
+    if log is not None:
+        console.print(f"  other libraries' messages: {log} (--verbose shows them)", highlight=False)

@@ -150,6 +150,31 @@ def nodes_csv(profile) -> str:
     return buf.getvalue()
 
 
+def _per_runtime(model: str, report, threads: int, batch: int, size) -> dict:
+    """For an .onnx file: every installed runtime that runs it, timed whole (p50 of 30 runs after 5, in a
+    process of its own), and the share of the roofline bound that reaches (edgezoo.profile.roofline)."""
+    import importlib.util
+
+    from edgezoo.profile.roofline import bound_shares
+    from edgezoo.profile.worker import RunnerProcess
+
+    path = Path(model)
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return {}
+    p50 = {}
+    for rt in ("onnxruntime", "openvino"):
+        if importlib.util.find_spec(rt) is None:
+            continue
+        with RunnerProcess() as w:
+            w.open(str(path), rt, threads=threads)
+            w.prepare("x", batch=batch, input_size=size)
+            w.time("x", 5)
+            times = sorted(w.time("x", 30))
+        p50[rt] = times[len(times) // 2]
+    shares = bound_shares(report, p50)
+    return {rt: {"p50_ms": round(ms, 4), "share_of_bound": shares[rt]} for rt, ms in p50.items() if rt in shares}
+
+
 def register(app: typer.Typer) -> None:
     @app.command("profile")
     def profile_command(
@@ -263,6 +288,11 @@ def register(app: typer.Typer) -> None:
                 line += (f"; measured {report.measured_total_ms:.3f} ms = {rd['achieved_fraction']:.0%} of the bound's"
                          f" speed")
             console.print(line)
+            per_runtime = _per_runtime(model, report, threads, batch, size) if measure else {}
+            if per_runtime:
+                console.print("  share of the bound per runtime (whole-file p50, each in a process of its own): "
+                              + ", ".join(f"{rt} {v['p50_ms']:.3f} ms = {v['share_of_bound']:.0%}"
+                                          for rt, v in per_runtime.items()), highlight=False)
             ot = Table(title="by op type", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
             for col in ("op type", "count", "memory-bound", "bound ms") + (("measured ms", "achieved") if measure else ()):
                 ot.add_column(col, justify="left" if col == "op type" else "right")
@@ -293,6 +323,8 @@ def register(app: typer.Typer) -> None:
             d = prof.to_dict(depth)
             if report is not None:
                 d["roofline"] = report.to_dict()
+                if measure and per_runtime:
+                    d["roofline"]["per_runtime"] = per_runtime
             _write(write_json, json_path, d)
             console.print(f"wrote {json_path}")
         if csv_path is not None:

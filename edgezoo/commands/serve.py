@@ -99,20 +99,24 @@ def register(app: typer.Typer) -> None:
             "mean": _floats(mean, "mean"), "std": _floats(std, "std"),
             "labels": _read_labels(labels) if labels else None,
         }
+        from edgezoo.quiet import third_party_to_log
+
         loaded, names = [], set()
-        for path in models:
-            m = load_model(path, threads=threads, override=override, check_batching=not no_batching, runtime=runtime)
-            if m.name in names:
-                raise InputError(f"two files would be served as '{m.name}' (the model and precision in their "
-                                 "metadata)", "serve them from two servers")
-            names.add(m.name)
-            loaded.append(m)
-            how = "batched" if m.fixed_batch is None and m.batchable and not no_batching else "one by one"
-            img = "images + tensors" if m.preprocessing else "tensors only (no preprocessing metadata)"
-            console.print(f"  {m.name}: {m.path}  [{m.runner.describe()}; {how}; {img}]", highlight=False,
-                          markup=False)
-            for note in m.notes:
-                console.print(f"    note: {note}", highlight=False, markup=False)
+        with third_party_to_log("serve"):  # the runtimes' load-time noise; the server's own log stays
+            for path in models:
+                m = load_model(path, threads=threads, override=override, check_batching=not no_batching,
+                               runtime=runtime)
+                if m.name in names:
+                    raise InputError(f"two files would be served as '{m.name}' (the model and precision in their "
+                                     "metadata)", "serve them from two servers")
+                names.add(m.name)
+                loaded.append(m)
+                how = "batched" if m.fixed_batch is None and m.batchable and not no_batching else "one by one"
+                img = "images + tensors" if m.preprocessing else "tensors only (no preprocessing metadata)"
+                console.print(f"  {m.name}: {m.path}  [{m.runner.describe()}; {how}; {img}]", highlight=False,
+                              markup=False)
+                for note in m.notes:
+                    console.print(f"    note: {note}", highlight=False, markup=False)
         config = ServeConfig(
             batch=BatchConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                               enabled=not no_batching),

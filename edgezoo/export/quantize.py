@@ -136,25 +136,33 @@ def quantize_int8(
         options["CalibPercentile"] = percentile
     options.update(extra_options or {})
     reader = _ArrayReader(_input_name(model), calibration, batch=_fixed_batch(model))
-    q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options, reduce_range, weight_type)
-    corrected = None
-    if bias_correction:
-        from edgezoo.export.bias_correction import correct_biases
+    # Calibration over the whole set runs once: bias correction reads only the quantized weights of a first
+    # pass, which do not depend on activation ranges (one batch calibrates it), and the Concat pass
+    # quantizes the same model again with the ranges onnxruntime cached from the full pass.
+    with tempfile.TemporaryDirectory(prefix="edgezoo-calib-") as cache_dir:
+        ranges = Path(cache_dir) / "ranges.json"
+        corrected = None
+        if bias_correction:
+            from edgezoo.export.bias_correction import correct_biases
 
-        model, corrected = correct_biases(model, q, calibration, batch=max(8, reader.batch))
-        reader.rewind()
-        q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options, reduce_range, weight_type)
-    shared = 0
-    if share_concat_scales:
-        overrides = concat_scale_overrides(q)
-        if overrides:
-            # Second pass: every Concat input takes its output's scale and zero point, so the int8 Concat
-            # is a copy instead of a requantization of each element (GhostNet: ~10% of its int8 time).
-            user = dict(options.get("TensorQuantOverrides", {}))
-            options["TensorQuantOverrides"] = {**overrides, **user}
-            reader.rewind()
-            q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options, reduce_range, weight_type)
-            shared = len(overrides)
+            first = _ArrayReader(reader.input_name, calibration[: reader.batch], batch=reader.batch)
+            q = _quantize_static(model, first, op_types, per_channel, calib_method, exclude_nodes, options,
+                                 reduce_range, weight_type)
+            model, corrected = correct_biases(model, q, calibration, batch=max(2, reader.batch))  # 2: memory
+        q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options,
+                             reduce_range, weight_type, ranges_cache=ranges)
+        shared = 0
+        if share_concat_scales:
+            overrides = concat_scale_overrides(q)
+            if overrides:
+                # Second pass: every Concat input takes its output's scale and zero point, so the int8 Concat
+                # is a copy instead of a requantization of each element (GhostNet: ~10% of its int8 time).
+                user = dict(options.get("TensorQuantOverrides", {}))
+                options["TensorQuantOverrides"] = {**overrides, **user}
+                reader.rewind()
+                q = _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options,
+                                     reduce_range, weight_type, ranges_cache=ranges)
+                shared = len(overrides)
     _copy_metadata(model, q)
     data = q.SerializeToString()
     from edgezoo.fileio import atomic_write_bytes
@@ -206,8 +214,17 @@ def _copy_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
 
 
 def _quantize_static(model, reader, op_types, per_channel, calib_method, exclude_nodes, options,
-                     reduce_range: bool = False, weight_type: str = "int8") -> onnx.ModelProto:
+                     reduce_range: bool = False, weight_type: str = "int8",
+                     ranges_cache: Path | None = None) -> onnx.ModelProto:
+    """``ranges_cache``: a file for onnxruntime's calibration cache (written when absent, read when present),
+    where this onnxruntime has one (1.32 does); without it every call calibrates."""
+    import inspect
+
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    cache = {}
+    if ranges_cache is not None and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        cache["calibration_cache_path"] = str(ranges_cache)
 
     with tempfile.TemporaryDirectory(prefix="edgezoo-quant-") as tmp:
         # Calibration writes augmented models beside the temporary file, never next to the user's files.
@@ -221,7 +238,7 @@ def _quantize_static(model, reader, op_types, per_channel, calib_method, exclude
                     per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QUInt8 if weight_type == "uint8" else QuantType.QInt8,
                     nodes_to_exclude=list(exclude_nodes),
-                    calibrate_method=calib_method, extra_options=options,
+                    calibrate_method=calib_method, extra_options=options, **cache,
                 )
         except Exception as e:  # onnxruntime raises plain exceptions; say which step failed
             raise EdgezooError(f"int8 quantization failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
@@ -370,8 +387,14 @@ def _runner(path_or_model, threads: int | None = None):
     """An (inactive) onnxruntime Runner on the CPU for a file, its bytes or a ModelProto."""
     from edgezoo.runtimes.onnxruntime import OrtRunner
 
+    from edgezoo.runtimes.onnxruntime import import_onnxruntime
+
     src = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) else path_or_model
-    return OrtRunner(src, threads=threads)
+    # no memory arena: these sessions run models with every activation as an output, and an arena keeps the
+    # largest batch's worth for the session's life (hundreds of MB per session on MobileNetV3)
+    options = import_onnxruntime().SessionOptions()
+    options.enable_cpu_mem_arena = False
+    return OrtRunner(src, threads=threads, session_options=options)
 
 
 def run_batched(runner, inputs: np.ndarray, batch: int = 8, outputs=None) -> list[np.ndarray]:
@@ -458,13 +481,31 @@ def layer_sqnr(ref_path, qdq_path, inputs: np.ndarray) -> list[dict]:
     pairs = [p for p in pairs if not (p[0] in seen or seen.add(p[0]))]
     _add_outputs(ref_model, [p[0] for p in pairs])
     _add_outputs(q_model, [p[1] for p in pairs])
-    with _runner(ref_model) as r:
-        ref_out = run_batched(r, inputs, outputs=[p[0] for p in pairs])
-    with _runner(q_model) as r:
-        q_out = run_batched(r, inputs, outputs=[p[1] for p in pairs])
-    rows = [{"tensor": x, "op_type": op, "sqnr_db": round(sqnr_db(r, t), 2)}
-            for (x, _, op), r, t in zip(pairs, ref_out, q_out)]
+    # every activation of both models for every image would be GBs: a few images at a time, and only the
+    # signal and noise power of each tensor kept (SQNR of the whole set = ratio of the summed powers)
+    signal, noise = np.zeros(len(pairs)), np.zeros(len(pairs))
+    with _runner(ref_model) as rr, _runner(q_model) as rq:
+        for i in range(0, len(inputs), 2):
+            chunk = inputs[i:i + 2]
+            ref_out = run_batched(rr, chunk, batch=2, outputs=[p[0] for p in pairs])
+            q_out = run_batched(rq, chunk, batch=2, outputs=[p[1] for p in pairs])
+            for k, (r, t) in enumerate(zip(ref_out, q_out)):
+                r = r.astype(np.float64)
+                signal[k] += float(np.sum(r * r))
+                noise[k] += float(np.sum((r - t) ** 2))
+            del ref_out, q_out
+    rows = [{"tensor": x, "op_type": op, "sqnr_db": round(_power_ratio_db(s, n), 2)}
+            for (x, _, op), s, n in zip(pairs, signal, noise)]
     return sorted(rows, key=lambda r: r["sqnr_db"])
+
+
+def _power_ratio_db(signal: float, noise: float) -> float:
+    """sqnr_db from summed powers (same edge cases)."""
+    if noise == 0:
+        return float("inf")
+    if signal == 0:
+        return float("-inf")
+    return float(10.0 * np.log10(signal / noise))
 
 
 def _add_outputs(model: onnx.ModelProto, names: list[str]) -> None:

@@ -127,6 +127,7 @@ class CompareResult:
     ratio_max: dict[str, float]
     counts: dict[str, int]  # timed runs per function
     stats: dict[str, LatencyStats]  # over all timed runs of each function
+    round_load_1min: list[float | None] = field(default_factory=list)  # the load average as each round began
 
     def spread(self, name: str) -> float:
         """Interquartile range of the per-round ratios of ``name``, relative to their median."""
@@ -145,47 +146,77 @@ def compare_interleaved(
     warmup: int = 5,
     progress: Progress | None = None,
 ) -> CompareResult:
-    """Measure each function in turn, round after round; the order alternates every round (ABBA) so that
-    neither always runs right after the other. Ctrl-C raises MeasurementInterrupted with the rounds done.
+    """Measure each function in turn, round after round (``compare_timed`` over functions run in this
+    process)."""
+
+    def timer(fn):
+        def run(n: int) -> list[float]:
+            clock, ts = time.perf_counter, []
+            for _ in range(n):
+                t0 = clock()
+                fn()
+                ts.append((clock() - t0) * 1e3)
+            return ts
+        return run
+
+    return compare_timed({k: timer(fn) for k, fn in fns.items()}, rounds, iters_per_round, warmup, progress)
+
+
+def compare_timed(
+    timers: dict[str, Callable[[int], list[float]]],
+    rounds: int = 15,
+    iters_per_round: int = 10,
+    warmup: int = 5,
+    progress: Progress | None = None,
+) -> CompareResult:
+    """Interleaved rounds over ``timers`` (``timer(n)`` runs its model n times and returns each time in ms,
+    e.g. ``edgezoo.profile.worker.RunnerProcess.time`` in a process of its own); the order alternates every
+    round (ABBA) so that neither always runs right after the other. The 1-minute load average is recorded
+    per round. Ctrl-C raises MeasurementInterrupted with the rounds done.
     """
-    if not fns:
+    if not timers:
         raise ValueError("nothing to compare")
     if rounds < 1 or iters_per_round < 1:
         raise ValueError("rounds and iters_per_round must be at least 1")
-    names = list(fns)
+    names = list(timers)
     per_round: dict[str, list[float]] = {k: [] for k in names}
     samples: dict[str, list[float]] = {k: [] for k in names}
-    clock = time.perf_counter
+    loads: list[float | None] = []
     total = rounds * len(names)
     done_rounds = 0
     try:
-        for _ in range(warmup):
+        if warmup:
             for k in names:
-                fns[k]()
+                timers[k](warmup)
         for r in range(rounds):
             order = names if r % 2 == 0 else names[::-1]
             this_round: dict[str, list[float]] = {}
+            load = load_1min()
             for k in order:
-                fn = fns[k]
-                ts = []
-                for _ in range(iters_per_round):
-                    t0 = clock()
-                    fn()
-                    ts.append((clock() - t0) * 1e3)
-                this_round[k] = ts
+                this_round[k] = timers[k](iters_per_round)
                 if progress is not None:
                     progress(r * len(names) + len(this_round), total)
             # a round counts only when every function ran in it, so ratios pair like with like
             for k in names:
                 per_round[k].append(float(np.median(this_round[k])))
                 samples[k].extend(this_round[k])
+            loads.append(load)
             done_rounds += 1
     except KeyboardInterrupt:
-        raise MeasurementInterrupted(_compare_result(names, per_round, samples, done_rounds, iters_per_round)) from None
-    return _compare_result(names, per_round, samples, done_rounds, iters_per_round)
+        raise MeasurementInterrupted(_compare_result(names, per_round, samples, done_rounds, iters_per_round,
+                                                     loads)) from None
+    return _compare_result(names, per_round, samples, done_rounds, iters_per_round, loads)
 
 
-def _compare_result(names, per_round, samples, rounds, iters) -> CompareResult:
+def load_1min() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def _compare_result(names, per_round, samples, rounds, iters, loads=()) -> CompareResult:
     base = names[0]
     ratios: dict[str, list[float]] = {}
     q = {k: {} for k in ("med", "q25", "q75", "min", "max")}
@@ -204,6 +235,7 @@ def _compare_result(names, per_round, samples, rounds, iters) -> CompareResult:
         round_medians_ms=per_round, round_ratios=ratios, ratio_median=q["med"], ratio_q25=q["q25"],
         ratio_q75=q["q75"], ratio_min=q["min"], ratio_max=q["max"],
         counts={k: len(samples[k]) for k in names}, stats={k: summarize(samples[k]) for k in names},
+        round_load_1min=list(loads),
     )
 
 

@@ -368,3 +368,9 @@ def plot_roofline(report: RooflineReport, path, title: str = "") -> None:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def bound_shares(report: RooflineReport, p50_ms: dict[str, float]) -> dict[str, float]:
+    """Per runtime: the share of the roofline's lower-bound latency its whole-file p50 reaches (1 = at the
+    bound)."""
+    return {rt: round(report.lower_bound_ms / ms, 4) for rt, ms in p50_ms.items() if ms > 0}

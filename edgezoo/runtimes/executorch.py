@@ -60,6 +60,7 @@ class ExecuTorchRunner(Runner):
                                          "this one cannot set the thread count")
         self.program = self.method = None
         self._meta = None
+        self._in_infos: list[TensorInfo] = []
         self._loaded_with: int | None = None
 
     def _activate(self) -> None:
@@ -80,6 +81,7 @@ class ExecuTorchRunner(Runner):
             raise InputError(f"executorch cannot load method '{self.method_name}' of {self.path}: "
                              f"{first_line(e)}", "was it lowered for a backend this build has (XNNPACK)?") from None
         self._meta = self.method.metadata
+        self._in_infos = self._inputs()  # read from the program once, not on every call
         self._loaded_with = self.thread_count
         ExecuTorchRunner._active_counts.append(self._loaded_with)
 
@@ -96,6 +98,7 @@ class ExecuTorchRunner(Runner):
 
     def _deactivate(self) -> None:
         self.program = self.method = self._meta = None
+        self._in_infos = []
         if self._loaded_with in ExecuTorchRunner._active_counts:
             ExecuTorchRunner._active_counts.remove(self._loaded_with)
         self._loaded_with = None
@@ -128,7 +131,7 @@ class ExecuTorchRunner(Runner):
     def _infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        infos = self._inputs()
+        infos = self._in_infos
         missing = [i.name for i in infos if i.name not in feeds]
         if missing or len(feeds) != len(infos):
             raise InputError(f"executorch: inputs {sorted(feeds)} do not match the program's "
@@ -139,7 +142,7 @@ class ExecuTorchRunner(Runner):
             if tuple(arr.shape) != info.shape:  # a .pte is planned for one shape
                 raise InputError(f"input '{info.name}' of shape {tuple(arr.shape)} does not fit the program's "
                                  f"{info.describe()}", "a .pte program runs the shape it was exported with")
-            args.append(torch.from_numpy(np.ascontiguousarray(arr, dtype=info.dtype)))
+            args.append(torch.from_numpy(np.ascontiguousarray(arr, dtype=info.dtype)))  # no copy when it fits
         if self.thread_count != self._loaded_with:  # resized under us: the delegate's pool is gone
             raise InputError("ExecuTorch's threadpool was resized after this program was loaded",
                              "deactivate and activate the runner again")

@@ -63,6 +63,8 @@ class LiteRTRunner(Runner):
         self.interpreter = None
         self._in: list[dict[str, Any]] = []
         self._out: list[dict[str, Any]] = []
+        self._plan: list[tuple] = []
+        self._out_plan: list[tuple] = []
 
     def _activate(self) -> None:
         try:
@@ -74,10 +76,12 @@ class LiteRTRunner(Runner):
                              "is it a complete, valid .tflite file?") from None
         self._in = self.interpreter.get_input_details()
         self._out = self.interpreter.get_output_details()
+        self._make_plan()
 
     def _deactivate(self) -> None:
         self.interpreter = None
         self._in, self._out = [], []
+        self._plan, self._out_plan = [], []
 
     def settings(self) -> dict[str, Any]:
         # the interpreter does not report its thread count back; this is what it was built with
@@ -98,29 +102,43 @@ class LiteRTRunner(Runner):
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         it = self.interpreter
-        names = [_name(d) for d in self._in]
-        if sorted(feeds) != sorted(names):
-            raise InputError(f"litert: inputs {sorted(feeds)} do not match the model's {names}")
-        resized = False
-        for d in self._in:
-            arr = np.asarray(feeds[_name(d)])
+        plan = self._plan
+        if len(feeds) != len(plan) or any(name not in feeds for name, *_ in plan):
+            raise InputError(f"litert: inputs {sorted(feeds)} do not match the model's {[p[0] for p in plan]}")
+        arrays = [feeds[name] if isinstance(feeds[name], np.ndarray) else np.asarray(feeds[name])
+                  for name, *_ in plan]
+        if any(arr.shape != shape for arr, (_, _, shape, _, _) in zip(arrays, plan)):
+            self._resize(arrays)  # a new shape: allocate once for it, not on every call
+        for arr, (_, index, _, dtype, quantized), d in zip(arrays, self._plan, self._in):
+            if quantized is None and arr.dtype == dtype and arr.flags.c_contiguous:
+                it.set_tensor(index, arr)  # one copy, into the interpreter's buffer
+            else:
+                it.set_tensor(index, _to_tensor(arr, d))
+        try:
+            it.invoke()
+        except Exception as e:
+            raise InputError(f"litert cannot run {self.path}: {first_line(e)}") from None
+        return [_from_tensor(it.get_tensor(index), detail) for index, detail in self._out_plan]
+
+    def _resize(self, arrays: list[np.ndarray]) -> None:
+        it = self.interpreter
+        for arr, d in zip(arrays, self._in):
             if tuple(arr.shape) != tuple(d["shape"]):
                 sig = d.get("shape_signature", d["shape"])
                 if len(sig) != arr.ndim or any(s > 0 and s != a for s, a in zip(sig, arr.shape)):
                     raise InputError(f"input '{_name(d)}' of shape {tuple(arr.shape)} does not fit the model's "
                                      f"{self._info(d).describe()}")
                 it.resize_tensor_input(d["index"], list(arr.shape))
-                resized = True
-        if resized:
-            it.allocate_tensors()
-            self._in, self._out = it.get_input_details(), it.get_output_details()
-        for d in self._in:
-            it.set_tensor(d["index"], _to_tensor(np.asarray(feeds[_name(d)]), d))
-        try:
-            it.invoke()
-        except Exception as e:
-            raise InputError(f"litert cannot run {self.path}: {first_line(e)}") from None
-        return [_from_tensor(it.get_tensor(d["index"]), d) for d in self._out]
+        it.allocate_tensors()
+        self._in, self._out = it.get_input_details(), it.get_output_details()
+        self._make_plan()
+
+    def _make_plan(self) -> None:
+        """Per input: (name, index, shape, dtype, detail when it needs quantizing); per output: (index, detail
+        when it needs dequantizing). Computed when the tensors are allocated, read on every call."""
+        self._plan = [(_name(d), d["index"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]),
+                       d if _quantization(d) else None) for d in self._in]
+        self._out_plan = [(d["index"], d if _quantization(d) else None) for d in self._out]
 
     def model_size_bytes(self) -> int | None:
         return self.path.stat().st_size
@@ -147,8 +165,8 @@ def _to_tensor(arr: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return np.clip(np.round(arr.astype(np.float32) / scale) + zero, info.min, info.max).astype(dtype)
 
 
-def _from_tensor(arr: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    q = _quantization(detail)
+def _from_tensor(arr: np.ndarray, detail: dict[str, Any] | None) -> np.ndarray:
+    q = _quantization(detail) if detail is not None else None
     if q is None:
         return np.array(arr)
     scale, zero = q

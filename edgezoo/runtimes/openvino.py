@@ -147,13 +147,15 @@ class OpenVinoRunner(Runner):
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            self.request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+            # the request reads the caller's (contiguous) arrays in place and hands back views of its own
+            # output buffers: no copy in, one copy out (benchmark_app copies neither; the buffers are reused
+            # by the next call, so a caller must get copies)
+            outs = self.request.infer(feeds, share_inputs=True, share_outputs=True)
         except Exception as e:
-            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feeds.items())
+            shapes = ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in feeds.items())
             raise InputError(f"openvino cannot run the model on {shapes}: {first_line(e)}",
                              "check the input size and batch against the model's inputs") from None
-        # the request reuses its output buffers on the next call: hand back copies
-        return [np.array(self.request.get_output_tensor(i).data) for i in range(len(self.compiled.outputs))]
+        return [np.array(v) for v in outs.to_tuple()]
 
     def model_metadata(self):
         """edgezoo metadata: OpenVINO keeps an ONNX file's metadata_props in rt_info["framework"] (also in IR

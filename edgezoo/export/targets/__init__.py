@@ -221,31 +221,31 @@ def run_targets(ctx: TargetContext, names: Sequence[str], precisions: Sequence[s
 
 
 def bench_rows(ctx: TargetContext, rows: list[dict], rounds: int = 7, runs: int = 10) -> None:
-    """Latency p50 (batch 1, ``ctx.threads``) of every verified row, interleaved: each round runs every file
-    ``runs`` times in turn, so load that comes and goes hits all files alike; adds ``latency_ms`` and ``ratio``
-    (to the fastest fp32 file)."""
+    """Latency p50 (batch 1, ``ctx.threads``) of every verified row, interleaved and each file in a process of
+    its own (edgezoo.profile.worker: one runtime's thread pool never runs beside another's): each round runs
+    every file ``runs`` times in turn, so load that comes and goes hits all files alike; adds ``latency_ms``
+    and ``ratio`` (to the fastest fp32 file)."""
+    from edgezoo.profile.latency import compare_timed
+    from edgezoo.profile.worker import RunnerProcess
+
     ok = [r for r in rows if r.get("status") == "ok" and "agreement" in r]
-    runners = []
+    workers: list[RunnerProcess] = []
     try:
         for r in ok:
-            runner = get_target(r["target"]).runner(ctx.out_dir / r["file"], ctx.threads, r["precision"]).activate()
-            b = runner.inputs[0].shape[0]
-            x = np.ascontiguousarray(np.repeat(ctx.eval_inputs[:1], b if isinstance(b, int) and b > 1 else 1, 0))
-            runners.append((r, runner, {runner.inputs[0].name: x}, []))
-        for _ in range(3):  # warm-up
-            for _, runner, feeds, _ in runners:
-                runner.infer(feeds)
-        for _ in range(rounds):
-            for _, runner, feeds, times in runners:
-                for _ in range(runs):
-                    t0 = time.perf_counter()
-                    runner.infer(feeds)
-                    times.append(time.perf_counter() - t0)
+            w = RunnerProcess()
+            workers.append(w)
+            opts = {"precision": "bf16" if r["precision"] == "bf16" else "f32"} if r["target"] == "openvino" else {}
+            info = w.open(str(ctx.out_dir / r["file"]), r["target"], threads=ctx.threads, **opts)
+            b = info["inputs"][0]["shape"][0]
+            w.prepare("x", batch=b if isinstance(b, int) and b > 1 else 1)
+        labels = [f"{k}" for k in range(len(ok))]
+        res = compare_timed({k: (lambda n, w=w: w.time("x", n)) for k, w in zip(labels, workers)},
+                            rounds=rounds, iters_per_round=runs, warmup=3) if ok else None
     finally:
-        for _, runner, _, _ in runners:
-            runner.deactivate()
-    for r, _, _, times in runners:
-        r["latency_ms"] = round(float(np.median(times)) * 1e3, 3)
+        for w in workers:
+            w.close()
+    for r, k in zip(ok, labels if ok else []):
+        r["latency_ms"] = round(float(np.median(res.round_medians_ms[k])), 3)
     fp32 = [r["latency_ms"] for r in ok if r["precision"] == "fp32" and "latency_ms" in r]
     for r in ok:
         if fp32 and "latency_ms" in r:
