@@ -92,6 +92,8 @@ def test_missing_extra_and_failing_converter_cost_one_row(tmp_path, monkeypatch)
 def test_unknown_target_is_one_error():
     with pytest.raises(InputError, match="unknown export target 'coreml'"):
         T.parse_targets("onnxruntime,coreml")
+    with pytest.raises(InputError, match="unknown export target 'foo'"):  # "all" does not hide a typo
+        T.parse_targets("all,foo")
     assert T.parse_targets(None) == ["onnxruntime"]
     assert "onnxruntime" in T.parse_targets("all")
 
