@@ -20,6 +20,34 @@ from typing import Any, Iterator
 from edgezoo.errors import InputError
 
 
+def check_model_path(path: str | os.PathLike, what: str = "a model file") -> Path:
+    """The one check before any model file is opened by path: it exists, is a regular file, is not empty.
+
+    A FIFO, socket or device passes ``exists()`` and reading it blocks for ever (a FIFO waits for a writer)
+    or never ends (/dev/zero), so anything that is not a regular file is refused in one line; ``stat`` does
+    not open the file, so the check itself cannot hang. A folder is refused too, except where ``what``'s
+    format is one (callers with folder formats check before calling this).
+    """
+    import stat
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or type(e).__name__}") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{path} is a folder, not {what}")
+    if not stat.S_ISREG(mode):
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+        raise InputError(f"{path} is {kind}, not {what}", "give a regular file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty, not {what}")
+    return path
+
+
 def check_writable(path: str | os.PathLike, option: str = "") -> Path:
     """Fail early, before slow work, when the file ``path`` could not be written. Creates nothing.
 

@@ -140,3 +140,22 @@ def test_peak_int8_alone_turns_the_roofline_on(onnx_file, tmp_path):
     r = run_edgezoo("profile", str(onnx_file), "--input-size", "32", "--peak-int8-gops", "77", "--peak-gflops", "5",
                     "--bandwidth-gbs", "2", "--json", str(js), block_torch=True, timeout=180)
     assert json.loads(js.read_text())["roofline"]["peaks"]["peaks_were"] == "given"
+
+
+def test_a_fifo_is_refused_not_read(tmp_path):
+    """A named pipe passes exists() and opening it waits for a writer for ever: every command that opens a
+    model file by path refuses it in one line instead (the shared edgezoo.fileio.check_model_path)."""
+    import os
+
+    from edgezoo.errors import InputError
+    from edgezoo.serve.model import load_model
+
+    fifo = tmp_path / "f.onnx"
+    os.mkfifo(fifo)
+    for args in (["profile", str(fifo)], ["guidelines", str(fifo)], ["profile", str(fifo), "--input-size", "32"],
+                 ["bench", str(fifo), "-n", "1"], ["compare", str(fifo), str(fifo)]):
+        r = run_edgezoo(*args, block_torch=True, timeout=60)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert "is a named pipe (FIFO), not an ONNX file" in r.stderr, (args, r.stderr)
+    with pytest.raises(InputError, match="named pipe"):
+        load_model(fifo)

@@ -41,6 +41,9 @@ def _channels(model: str | None) -> int:
     try:
         import onnx
 
+        from edgezoo.fileio import check_model_path
+
+        check_model_path(model, "an ONNX file")  # a FIFO would block onnx.load; load_target says why
         dims = onnx.load(model, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
         return dims[1].dim_value if len(dims) == 4 and dims[1].dim_value > 0 else 3
     except Exception:  # an unreadable file is reported by the profiler itself, in its own words
@@ -55,6 +58,9 @@ def load_target(model: str, input_size: tuple[int, int, int] | None):
     if model_kind(model) != "registry":  # the same file-or-name rule as `edgezoo bench`
         if not path.exists():
             raise InputError(f"no such file: {model}", "give an .onnx file or a model name from `edgezoo list`")
+        from edgezoo.fileio import check_model_path
+
+        check_model_path(path, "an ONNX file")
         return path, str(path), input_size
     from edgezoo.errors import require_torch
 

@@ -239,13 +239,13 @@ def load_model(source) -> "onnx.ModelProto":  # noqa: F821
     if isinstance(source, (bytes, bytearray)):
         data, label = bytes(source), "the ONNX bytes"
     else:
+        from edgezoo.fileio import check_model_path
+
         path = Path(source)
         label = str(path)
         if not path.exists():
             raise InputError(f"no such file: {path}", "give an .onnx file or a model name from `edgezoo list`")
-        if path.is_dir():
-            raise InputError(f"{path} is a folder, not an ONNX file")
-        data = path.read_bytes()
+        data = check_model_path(path, "an ONNX file").read_bytes()
     if not data:
         raise InputError(f"{label} is empty, not an ONNX model")
     try:

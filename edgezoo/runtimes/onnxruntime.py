@@ -210,9 +210,6 @@ def _external_data_size(path: Path) -> int:
 
 def check_onnx_file(path: Path) -> None:
     """Cheap checks with clear messages before onnxruntime gives its own (longer) ones."""
-    if not path.exists():
-        raise InputError(f"no such file: {path}")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not an ONNX file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path} is empty, not an ONNX file")
+    from edgezoo.fileio import check_model_path
+
+    check_model_path(path, "an ONNX file")
