@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -41,6 +42,9 @@ def old_bundle(tmp_path):
     b = tmp_path / "b1"
     b.mkdir()
     (b / "model.fp32.onnx").write_bytes(b"an earlier good bundle")
+    # what an earlier export wrote beside it: the report that lists its files
+    (b / "report.json").write_text(json.dumps({"model": MODEL, "edgezoo": "0.1.0",
+                                               "files": {"fp32": {"file": "model.fp32.onnx", "size_bytes": 22}}}))
     return b
 
 
@@ -168,7 +172,9 @@ def test_export_with_triton_swaps_bundle_and_entry_in(capsys, tmp_path, old_bund
     repo = tmp_path / "repo"
     (repo / "other").mkdir(parents=True)
     (repo / MODEL).mkdir()
-    (repo / MODEL / "stale").write_text("old entry")
+    (repo / MODEL / "1").mkdir()  # an entry an earlier export wrote
+    (repo / MODEL / "1" / "model.onnx").write_bytes(b"old entry")
+    (repo / MODEL / "config.pbtxt").write_text(f'name: "{MODEL}"\n')
     code, out, err = run(capsys, "export", MODEL, "--input-size", "64", "-o", str(old_bundle),
                          "--triton", str(repo), "--method", "entropy")
     text = " ".join((out + err).split())
@@ -180,3 +186,60 @@ def test_export_with_triton_swaps_bundle_and_entry_in(capsys, tmp_path, old_bund
     assert (repo / MODEL / "1" / "model.onnx").read_bytes() == (old_bundle / "model.fp32.onnx").read_bytes()
     assert (repo / "other").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b1", "repo"]  # no temporary left beside them
+
+
+@pytest.mark.parametrize("case", ["user folder", "bundle plus notes", "triton entry plus version 2"])
+def test_a_folder_holding_files_edgezoo_did_not_write_is_refused_before_work(capsys, tmp_path, old_bundle, case):
+    """A bundle (or Triton entry) replaces its folder whole; a folder holding anything an earlier export did
+    not write is refused in one line before any work, and every file in it stays."""
+    target, args = tmp_path / "d", []
+    if case == "user folder":
+        (target / "sub").mkdir(parents=True)
+        (target / "important.txt").write_text("x")
+        says = f"-o {target}: the folder holds 'important.txt' and 1 more, which edgezoo did not write"
+    elif case == "bundle plus notes":
+        target = old_bundle
+        (target / "notes.txt").write_text("x")
+        says = "the folder holds 'notes.txt', which edgezoo did not write"
+    else:
+        entry = tmp_path / "repo" / MODEL
+        (entry / "2").mkdir(parents=True)
+        (entry / "config.pbtxt").write_text(f'name: "{MODEL}"\n')
+        args = ["--triton", str(tmp_path / "repo")]
+        says = f"--triton {entry}: the folder holds '2', which edgezoo did not write"
+    before = {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+    code, text = export(capsys, "-o", str(target), *args)
+    assert code == 2 and says in text, text
+    assert "give a new or empty folder" in text
+    assert {p: p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")} == before
+
+
+@pytest.mark.parametrize("out", [".", "", "$PWD", ".."])
+def test_the_current_folder_is_refused_as_a_bundle_folder(capsys, tmp_path, monkeypatch, out):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mine.txt").write_text("x")
+    monkeypatch.chdir(work)
+    code, text = export(capsys, "-o", str(work) if out == "$PWD" else out)
+    assert code == 2 and "it is the current folder" in text and "replaced whole" in text, text
+    assert (work / "mine.txt").read_text() == "x" and sorted(p.name for p in tmp_path.rglob("*")) == ["mine.txt", "work"]
+
+
+def test_swap_refuses_files_put_there_during_the_work(tmp_path):
+    """The mechanism itself (edgezoo.fileio): a file that appears in the target while the new folder is being
+    written stops the swap; the earlier folder and that file stay, and no temporary is left."""
+    from edgezoo.errors import InputError
+    from edgezoo.fileio import atomic_directory
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "a.txt").write_text("earlier")
+    with pytest.raises(InputError, match="holds 'late.txt'"):
+        with atomic_directory(target, owned=lambda p: {"a.txt"}) as tmp:
+            (tmp / "a.txt").write_text("new")
+            (target / "late.txt").write_text("the user's")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "late.txt", "out"]
+    assert (target / "a.txt").read_text() == "earlier"
+    with atomic_directory(target / "sub" / "1") as tmp:  # one sub-folder of a tree: its siblings stay
+        (tmp / "m").write_text("v1")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt", "late.txt", "sub"]
