@@ -270,13 +270,14 @@ def atomic_directories(*paths: str | os.PathLike, owned: Owned | None = None) ->
                 tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a bundle is for sharing
                 tmps.append(tmp)
             yield tmps
-            for target in targets:  # minutes may have passed: something may have been put there meanwhile
-                check_replaceable_dir(target, owned=owned)
-            try:
-                _swap_in(targets, tmps)
-            except OSError as e:  # a mount point, a busy folder: every target is as it was
-                raise InputError(f"cannot replace {e.filename or targets[0]}: {e.strerror or e}",
-                                 "choose another output folder") from None
+            with _swap_uninterrupted():
+                for target in targets:  # minutes may have passed: something may have been put there meanwhile
+                    check_replaceable_dir(target, owned=owned)
+                try:
+                    _swap_in(targets, tmps)
+                except OSError as e:  # a mount point, a busy folder: every target is as it was
+                    raise InputError(f"cannot replace {e.filename or targets[0]}: {e.strerror or e}",
+                                     "choose another output folder") from None
         except BaseException:
             for tmp in tmps:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -284,6 +285,28 @@ def atomic_directories(*paths: str | os.PathLike, owned: Owned | None = None) ->
                 with contextlib.suppress(OSError):
                     folder.rmdir()  # only when empty: something else may have been put there meanwhile
             raise
+
+
+@contextlib.contextmanager
+def _swap_uninterrupted() -> Iterator[None]:
+    """SIGINT and SIGTERM wait while the outputs are swapped in (milliseconds), and one that arrived then is
+    dropped: the swap is the point of no return, after which the run has succeeded and must not end as
+    interrupted (or with the earlier outputs half swapped back). One that came before is raised before it."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        arrived = signal.sigpending() & held
+        handlers = {s: signal.getsignal(s) for s in arrived}
+        for s in arrived:
+            signal.signal(s, signal.SIG_IGN)  # a pending signal set to ignored is discarded (POSIX)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for s, h in handlers.items():
+            signal.signal(s, h)
 
 
 def _make_parents(folder: Path) -> list[Path]:

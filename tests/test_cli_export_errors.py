@@ -243,3 +243,45 @@ def test_swap_refuses_files_put_there_during_the_work(tmp_path):
     with atomic_directory(target / "sub" / "1") as tmp:  # one sub-folder of a tree: its siblings stay
         (tmp / "m").write_text("v1")
     assert sorted(p.name for p in target.iterdir()) == ["a.txt", "late.txt", "sub"]
+
+
+def _export_proc(tmp_path, out):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    # the default SIGINT disposition, as a terminal's Ctrl-C finds it (a shell's background job ignores it)
+    return subprocess.Popen([sys.executable, "-m", "edgezoo", "export", MODEL, "--input-size", "64", "-o", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def test_ctrl_c_after_the_bundle_is_in_place_still_exits_0(tmp_path):
+    """Once the bundle is swapped in the export has succeeded: Ctrl-C while the summary prints or the
+    interpreter shuts down must not turn it into an exit by signal."""
+    out = tmp_path / "b"
+    proc = _export_proc(tmp_path, out)
+    deadline = time.monotonic() + 240
+    while not (out / "report.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for _ in range(20):  # keep pressing until it has ended
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (proc.returncode, stderr[-2000:])
+    assert f"{MODEL} -> {out}" in " ".join(stdout.split()) and "Traceback" not in stdout + stderr
+    assert sorted(p.name for p in out.iterdir()) == ["model.fp32.onnx", "report.json", "report.md"]
+
+
+def test_ctrl_c_before_the_swap_keeps_the_earlier_bundle_and_says_so(tmp_path, old_bundle):
+    proc = _export_proc(tmp_path, old_bundle)
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob(".b1.*.partial")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the export ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, stderr[-2000:])
+    text = " ".join(stderr.split())
+    assert f"interrupted: the earlier bundle {old_bundle} is unchanged" in text and "Traceback" not in text, text
+    assert (old_bundle / "model.fp32.onnx").read_bytes() == b"an earlier good bundle"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b1"]
