@@ -168,3 +168,20 @@ def test_bench_input_size_uses_the_common_grammar(tiny):
     assert INPUT_SIZE_GRAMMAR.split(",")[0] in " ".join(proc.stderr.split())
     ok = run_edgezoo("bench", str(tiny), "-n", "1", "--warmup", "0", "--input-size", "3x8x8", block_torch=True)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_an_input_declared_larger_than_memory_is_one_line(tmp_path):
+    """A 100-byte file may declare an input of 2**40 floats: bench and compare refuse it before numpy tries."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnx_builders import make_model
+
+    path = tmp_path / "huge.onnx"
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2 ** 40]) for n in ("x", "y")]
+    onnx.save(make_model([helper.make_node("Relu", ["x"], ["y"])], io[:1], io[1:]), path)
+    for args in (["bench", str(path), "-n", "1"], ["compare", str(path), str(path)]):
+        proc = run_edgezoo(*args, block_torch=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        no_traceback(proc)
+        assert "input 'x' of shape 1x1099511627776 would take 4,096.0 GiB" in proc.stderr, proc.stderr

@@ -285,3 +285,37 @@ def test_ctrl_c_before_the_swap_keeps_the_earlier_bundle_and_says_so(tmp_path, o
     assert f"interrupted: the earlier bundle {old_bundle} is unchanged" in text and "Traceback" not in text, text
     assert (old_bundle / "model.fp32.onnx").read_bytes() == b"an earlier good bundle"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b1"]
+
+
+def test_every_truncation_of_a_checkpoint_is_one_line(capsys, tmp_path):
+    """A checkpoint cut anywhere (a copy that stopped) fails wherever torch's readers stop: OSError [Errno 22]
+    from a seek in a cut zip, IndexError or struct.error in a cut legacy pickle. Each is one WeightsError."""
+    import io
+
+    import torch
+
+    from edgezoo.errors import WeightsError
+    from edgezoo.models.weights import read_state_dict
+
+    cut = tmp_path / "cut.pth"
+    kinds, errno22 = set(), None
+    for legacy in (False, True):
+        buf = io.BytesIO()
+        torch.save({"a.weight": torch.arange(600, dtype=torch.float32), "a.bias": torch.zeros(3)}, buf,
+                   _use_new_zipfile_serialization=not legacy)
+        data = buf.getvalue()
+        for n in range(0, len(data), 3):
+            cut.write_bytes(data[:n])
+            try:
+                torch.load(cut, weights_only=True)
+            except Exception as e:  # noqa: BLE001  (which kinds torch raises is what is recorded)
+                kinds.add(type(e).__name__)
+                if isinstance(e, OSError) and errno22 is None:
+                    errno22 = data[:n]
+            with pytest.raises(WeightsError, match="cannot read weights from"):  # damage, not a refusal
+                read_state_dict(cut)
+    assert {"OSError", "IndexError", "error"} <= kinds  # the kinds that escaped before, still exercised
+    cut.write_bytes(errno22)
+    code, text = export(capsys, "--weights", str(cut), "-o", str(tmp_path / "b"))
+    assert code == 2 and f"cannot read weights from {cut}: Invalid argument" in text
+    assert not (tmp_path / "b").exists()
