@@ -159,3 +159,35 @@ def test_a_fifo_is_refused_not_read(tmp_path):
         assert "is a named pipe (FIFO), not an ONNX file" in r.stderr, (args, r.stderr)
     with pytest.raises(InputError, match="named pipe"):
         load_model(fifo)
+
+
+@pytest.mark.parametrize("name, head, says", [
+    ("m.pte", b"\x1c\x00\x00\x00ET12" + b"\x00" * 56, "m.pte is a .pte file"),
+    ("m.tflite", b"\x18\x00\x00\x00TFL3" + b"\x00" * 56, "m.tflite is a .tflite file"),
+    ("m.xml", b'<?xml version="1.0"?>\n<net name="m" version="11"></net>\n', "m.xml is an OpenVINO IR (.xml) file"),
+    ("renamed.onnx", b"\x18\x00\x00\x00TFL3" + b"\x00" * 56, "renamed.onnx is a TFLite (.tflite) file"),
+    ("renamed2.onnx", b"\x1c\x00\x00\x00ET12" + b"\x00" * 56, "renamed2.onnx is an ExecuTorch (.pte) program"),
+])
+def test_other_runtimes_files_are_named_not_called_incomplete(tmp_path, name, head, says):
+    """A .pte, .tflite or OpenVINO .xml file is fine, just not ONNX: profile says so and points to bench."""
+    path = tmp_path / name
+    path.write_bytes(head)
+    for cmd in ("profile", "guidelines"):
+        r = run_edgezoo(cmd, str(path), block_torch=True, timeout=60)
+        text = " ".join(r.stderr.split())
+        assert r.returncode == 2 and "Traceback" not in text, text
+        assert says in text and "read ONNX graphs" in text and f"edgezoo bench {path}" in text, text
+        assert "complete" not in text
+
+
+def test_a_graph_with_a_cycle_is_named_as_such(tmp_path):
+    nodes = [helper.make_node("Add", ["x", "c"], ["a"], name="add"), helper.make_node("Relu", ["a"], ["b"], name="r1"),
+             helper.make_node("Relu", ["b"], ["c"], name="r2"), helper.make_node("Identity", ["b"], ["y"], name="out")]
+    path = tmp_path / "cycle.onnx"
+    path.write_bytes(make_model(nodes, [value_info("x", [1, 3, 8, 8])], [value_info("y", [1, 3, 8, 8])])
+                     .SerializeToString())
+    for cmd in ("profile", "guidelines"):
+        r = run_edgezoo(cmd, str(path), block_torch=True, timeout=60)
+        text = " ".join(r.stderr.split())
+        assert r.returncode == 2 and "Traceback" not in text, text
+        assert "the graph has a cycle (through node 'add')" in text and "--input-size" not in text, text

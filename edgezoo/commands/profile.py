@@ -55,12 +55,18 @@ def load_target(model: str, input_size: tuple[int, int, int] | None):
     from edgezoo.runtimes import model_kind
 
     path = Path(model)
-    if model_kind(model) != "registry":  # the same file-or-name rule as `edgezoo bench`
+    kind = model_kind(model)
+    if kind != "registry":  # the same file-or-name rule as `edgezoo bench`
         if not path.exists():
             raise InputError(f"no such file: {model}", "give an .onnx file or a model name from `edgezoo list`")
         from edgezoo.fileio import check_model_path
+        from edgezoo.runtimes import KIND_NAMES
 
-        check_model_path(path, "an ONNX file")
+        check_model_path(path, "an ONNX file" if kind == "onnx" else KIND_NAMES[kind])
+        if kind != "onnx":  # a .pte, .tflite, OpenVINO .xml or engine: valid, but not ONNX
+            from edgezoo.profile.graph import not_onnx
+
+            raise not_onnx(str(path), KIND_NAMES[kind])
         return path, str(path), input_size
     from edgezoo.errors import require_torch
 

@@ -248,6 +248,9 @@ def load_model(source) -> "onnx.ModelProto":  # noqa: F821
         data = check_model_path(path, "an ONNX file").read_bytes()
     if not data:
         raise InputError(f"{label} is empty, not an ONNX model")
+    other = other_format(data)
+    if other is not None:
+        raise not_onnx(label, other)
     try:
         proto = onnx.load_from_string(data)
     except Exception as e:  # protobuf's DecodeError and friends: truncated or not ONNX at all
@@ -262,7 +265,48 @@ def load_model(source) -> "onnx.ModelProto":  # noqa: F821
     if missing:
         raise InputError(f"{label} is not a valid ONNX model: output '{missing[0]}' is never computed",
                          "is the file complete? re-export or re-copy it")
+    looped = node_in_cycle(proto.graph)
+    if looped is not None:
+        raise InputError(f"{label} is not a valid ONNX model: the graph has a cycle (through node "
+                         f"'{looped.name or looped.op_type}'); an ONNX graph must be acyclic",
+                         "re-export the model; no runtime will load this file")
     return proto
+
+
+# Files of the other runtimes, told apart by their first bytes: profile reads ONNX graphs only.
+_MAGIC = ((lambda d: d[4:8] == b"TFL3", "a TFLite (.tflite) file"),
+          (lambda d: d[4:6] == b"ET" and d[6:8].isdigit(), "an ExecuTorch (.pte) program"),
+          (lambda d: d.lstrip()[:5] in (b"<?xml", b"<net "), "an OpenVINO IR (.xml) file"))
+
+
+def other_format(data: bytes) -> str | None:
+    """What a model file of another runtime is, from its first bytes; None when it may be ONNX."""
+    head = data[:64]
+    return next((what for test, what in _MAGIC if test(head)), None)
+
+
+def not_onnx(label: str, what: str) -> InputError:
+    return InputError(f"{label} is {what}: profile and guidelines read ONNX graphs",
+                      f"time it on its runtime with `edgezoo bench {label}`; profile the .onnx it was converted from")
+
+
+def node_in_cycle(graph) -> "onnx.NodeProto | None":  # noqa: F821
+    """A node on a cycle of ``graph`` (Kahn's algorithm over the tensors nodes produce), or None if acyclic."""
+    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    waiting = [len({producer[t] for t in n.input if t in producer}) for n in graph.node]
+    users: dict[int, set[int]] = {}
+    for i, n in enumerate(graph.node):
+        for p in {producer[t] for t in n.input if t in producer}:
+            users.setdefault(p, set()).add(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    for i in ready:  # grows while iterating: a breadth-first topological order
+        for u in users.get(i, ()):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                ready.append(u)
+    if len(ready) == len(graph.node):
+        return None
+    return next(n for i, n in enumerate(graph.node) if waiting[i] > 0)
 
 
 def _dims(type_proto) -> list | None:
