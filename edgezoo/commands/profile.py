@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from edgezoo.errors import InputError
+from edgezoo.profile.bounds import check_runnable
 from edgezoo.runtimes.inputs import input_size_option
 
 
@@ -187,13 +188,14 @@ def register(app: typer.Typer) -> None:
 
         from edgezoo.console import console, fmt_count
         from edgezoo.fileio import atomic_write_text, write_json
-        from edgezoo.profile.graph import profile_onnx, short_name
+        from edgezoo.profile.graph import check_profilable, profile_onnx, short_name
 
         size = parse_input_size(input_size, model)
         _check_outputs(json_path, csv_path, plot=plot)
         source, label, size = load_target(model, size)
         from edgezoo.profile.fusion import runtime_fusions
 
+        check_profilable(source, size, batch)  # before onnxruntime sees a file that may be hostile
         rt = _runtime_view(source)
         prof = profile_onnx(source, input_size=size, batch=batch, runtime=rt)
         prof.source = label
@@ -213,6 +215,8 @@ def register(app: typer.Typer) -> None:
                     peaks = MachinePeaks(peak_gflops or peaks.peak_gflops, bandwidth_gbs or peaks.bandwidth_gbs,
                                          peak_int8_gops or peaks.peak_int8_gops, "given + " + peaks.source, threads,
                                          origin)
+            if measure:
+                check_runnable(prof, label)
             times = _op_times(source, size, threads, runs, batch) if measure else None
             run_batch = next(iter(prof.inputs.values()), [1])[0] if prof.inputs else 1
             report = analyze(prof, peaks, times, fused=fused, batch=run_batch or 1)
@@ -327,7 +331,7 @@ def register(app: typer.Typer) -> None:
 
         from edgezoo.console import console
         from edgezoo.fileio import write_json
-        from edgezoo.profile.graph import profile_onnx, short_name
+        from edgezoo.profile.graph import check_profilable, profile_onnx, short_name
         from edgezoo.profile.guidelines import check_guidelines
 
         size = parse_input_size(input_size, model)
@@ -335,8 +339,11 @@ def register(app: typer.Typer) -> None:
         source, label, size = load_target(model, size)
         from edgezoo.profile.fusion import runtime_fusions
 
+        check_profilable(source, size)  # before onnxruntime sees a file that may be hostile
         rt = _runtime_view(source)
         prof = profile_onnx(source, input_size=size, runtime=rt)
+        if measure:
+            check_runnable(prof, label)
         times = _op_times(source, size, threads, runs) if measure else None
         findings = check_guidelines(prof, times, depth=depth, top=top,
                                     fused=runtime_fusions(prof, rt) if rt is not None else None)
