@@ -319,3 +319,12 @@ def test_every_truncation_of_a_checkpoint_is_one_line(capsys, tmp_path):
     code, text = export(capsys, "--weights", str(cut), "-o", str(tmp_path / "b"))
     assert code == 2 and f"cannot read weights from {cut}: Invalid argument" in text
     assert not (tmp_path / "b").exists()
+
+
+def test_a_bundle_replaces_the_bundle_an_earlier_export_wrote(capsys, tmp_path):
+    out = tmp_path / "b"
+    for _ in range(2):  # the second run finds the first's bundle (report.json lists its files) and replaces it
+        code, _, err = run(capsys, "export", MODEL, "--input-size", "32", "-o", str(out))
+        assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["model.fp32.onnx", "report.json", "report.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
