@@ -69,6 +69,9 @@ def register(app: typer.Typer) -> None:
 
         checked = validate(options)  # run_export checks again; this prints the warnings before the work
         early, before = checked.warnings, checked.out_dir.exists()
+        import time
+
+        started = time.time()
         for note in early:
             err_console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -85,7 +88,7 @@ def register(app: typer.Typer) -> None:
             try:
                 outcome = _run(run_export, options, step)
             except KeyboardInterrupt:
-                _interrupted(checked.out_dir, before)
+                _interrupted(checked.out_dir, before, started)
             # The bundle is in place: the export has succeeded, and Ctrl-C while the summary prints or the
             # interpreter shuts down (torch takes a while) must not make it exit by signal.
             _ignore_ctrl_c()
@@ -95,10 +98,16 @@ def register(app: typer.Typer) -> None:
         _print_summary(console, outcome)
 
 
-def _interrupted(out_dir, existed: bool) -> None:
-    """Ctrl-C before the bundle was swapped in: nothing was written (the temporary folder is gone)."""
+def _interrupted(out_dir, existed: bool, started: float) -> None:
+    """Ctrl-C: before the swap nothing was written (the temporary folder is gone); in the instant between
+    the swap and the end of the export the new bundle is complete, and the export has succeeded."""
     from edgezoo.console import err_console
 
+    report = out_dir / "report.json"
+    if report.is_file() and report.stat().st_mtime >= started:
+        err_console.print(f"interrupted after the bundle was written: {out_dir} is complete", highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(0)
     kept = f"the earlier bundle {out_dir} is unchanged" if existed else f"no bundle was written to {out_dir}"
     err_console.print(f"[bold red]interrupted:[/bold red] {kept}", highlight=False, soft_wrap=True)
     raise typer.Exit(130)
