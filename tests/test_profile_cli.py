@@ -256,10 +256,10 @@ def test_memory_budget_is_lifted_after_the_block():
 
     import numpy as np
 
-    from edgezoo.profile.bounds import _physical_memory, memory_budget
+    from edgezoo.onnx_bounds import memory_budget, physical_memory
 
     before = resource.getrlimit(resource.RLIMIT_AS)
     with memory_budget(0.05):
         with pytest.raises(MemoryError):  # reserved, never touched: safe even where the limit did not hold
-            np.empty(int(_physical_memory() * 0.2), dtype=np.uint8)
+            np.empty(int(physical_memory() * 0.2), dtype=np.uint8)
     assert resource.getrlimit(resource.RLIMIT_AS) == before

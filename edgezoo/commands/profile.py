@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from edgezoo.errors import InputError
-from edgezoo.profile.bounds import check_runnable
+from edgezoo.onnx_bounds import check_runnable
 from edgezoo.runtimes.inputs import input_size_option
 
 

@@ -28,7 +28,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
-from edgezoo.profile.bounds import check_computed_constants, check_declared_sizes, memory_budget, symbolic_shapes
+from edgezoo.onnx_bounds import (check_computed_constants, check_declared_sizes, constant_tensors, memory_budget,
+                                 symbolic_shapes)
 from edgezoo.runtimes.onnxruntime import ORT_DTYPES
 
 # Ops whose MACs we count, and which input holds the weight (the reduction dimension comes from it).
@@ -413,7 +414,7 @@ def _symbolic_shapes(work, info: dict, label: str = "the model") -> None:
     """Second pass for what onnx's inference left unknown: onnxruntime's symbolic shape inference (it
     propagates Shape/Gather/Concat arithmetic through Reshape, as transformers' exports need). Fills only
     tensors still unknown; any failure leaves them to the run."""
-    inferred = symbolic_shapes(work, label)  # bounded: see edgezoo.profile.bounds
+    inferred = symbolic_shapes(work, label)  # bounded: see edgezoo.onnx_bounds
     if inferred is None:
         return
     g = inferred.graph
@@ -587,21 +588,8 @@ def profile_onnx(source, input_size: Sequence[int] | None = None, batch: int = 1
                         notes=notes, unknown_ops=custom, qdq_fusion="onnxruntime" if runtime is not None else "assumed")
 
 
-def constant_tensors(graph) -> tuple[set[str], set[int]]:
-    """Tensors that depend on no graph input (the weights and whatever a runtime folds at load time), and the
-    ids of the nodes that compute them."""
-    const = {t.name for t in graph.initializer}
-    const_nodes = set()
-    for n in graph.node:
-        real_inputs = [i for i in n.input if i]
-        if n.op_type in ("Constant", "Shape", "Size") or (real_inputs and all(i in const for i in real_inputs)):
-            const.update(o for o in n.output if o)
-            const_nodes.add(id(n))
-    return const, const_nodes
-
-
 def check_profilable(source, input_size: Sequence[int] | None = None, batch: int = 1) -> None:
-    """Every check ``profile_onnx`` makes before it lets any tool build a tensor (edgezoo.profile.bounds):
+    """Every check ``profile_onnx`` makes before it lets any tool build a tensor (edgezoo.onnx_bounds):
     for callers that hand the file to onnxruntime first (the optimized-graph view)."""
     _checked_shapes(source, input_size, batch)
 

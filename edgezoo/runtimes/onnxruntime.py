@@ -133,6 +133,10 @@ class OrtRunner(Runner):
         return opts
 
     def _activate(self) -> None:
+        from edgezoo.onnx_bounds import check_model_bounds
+
+        # a few hundred bytes can declare a constant of 2**31 values that the session would build
+        check_model_bounds(self._model, str(self.path or "the model bytes"))
         try:
             self.session = self._ort.InferenceSession(self._model, self._options(), providers=self.providers)
         except Exception as e:  # onnxruntime raises its own exception types for bad files

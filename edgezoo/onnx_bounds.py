@@ -1,8 +1,9 @@
-"""What reading a foreign ONNX file may cost: the profiler's guards against files that declare more than they hold.
+"""What reading a foreign ONNX file may cost: guards against files that declare more than they hold.
 
 A valid ONNX file of 100 bytes can declare a tensor of 2**40 values, and each tool that looks at it may build
 that tensor: onnxruntime's symbolic shape inference fills an int64 ``ConstantOfShape`` with numpy, a run
-allocates every tensor. The profiler needs shapes, never values, so it refuses before anything is built:
+allocates every tensor. The profiler needs shapes, never values, and a runtime needs no constant that large,
+so these refuse before anything is built (``check_model_bounds`` is what a runtime calls before loading):
 
 * ``check_declared_sizes``: every initializer (and Constant) holds as many values as its dims declare; a
   tensor that declares 2**40 floats and holds 16 bytes is a damaged or forged file, not 8796 GB of params.
@@ -30,7 +31,7 @@ _TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "doubl
 
 
 class TensorTooLarge(InputError):
-    """A file that would make the profiler build a tensor larger than it allows."""
+    """A file that would make edgezoo build a tensor larger than it allows."""
 
 
 def _gib(nbytes: int) -> str:
@@ -99,6 +100,48 @@ def check_declared_sizes(proto, label: str) -> None:
                              "the file is damaged or was made by hand; re-export it")
 
 
+def constant_tensors(graph) -> tuple[set[str], set[int]]:
+    """Tensors that depend on no graph input (the weights and whatever a runtime folds at load time), and the
+    ids of the nodes that compute them."""
+    const = {t.name for t in graph.initializer}
+    const_nodes = set()
+    for n in graph.node:
+        real_inputs = [i for i in n.input if i]
+        if n.op_type in ("Constant", "Shape", "Size") or (real_inputs and all(i in const for i in real_inputs)):
+            const.update(o for o in n.output if o)
+            const_nodes.add(id(n))
+    return const, const_nodes
+
+
+def check_model_bounds(model, label: str) -> None:
+    """Before a runtime loads ``model`` (path, bytes or ModelProto): its stored tensors hold what they declare,
+    and no tensor computed from constants alone exceeds MAX_COMPUTED_BYTES (onnx's shape inference, with data
+    propagation, sizes them without building them). A file onnx cannot parse or infer is left to the runtime,
+    which says why in its own words."""
+    import onnx
+
+    try:
+        if isinstance(model, onnx.ModelProto):
+            proto = model
+        elif isinstance(model, (bytes, bytearray)):
+            proto = onnx.load_from_string(bytes(model))
+        else:
+            proto = onnx.load(os.fspath(model), load_external_data=False)
+    except Exception:  # not ONNX at all, or truncated: the runtime's load says so
+        return
+    check_declared_sizes(proto, label)
+    try:
+        graph = onnx.shape_inference.infer_shapes(proto, data_prop=True).graph
+    except Exception:  # inference gives up on some valid files; the runtime decides
+        return
+    info = {}
+    for vi in [*graph.value_info, *graph.output]:
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        if vi.type.tensor_type.HasField("shape") and all(d is not None for d in dims):
+            info[vi.name] = (dims, vi.type.tensor_type.elem_type)
+    check_computed_constants(graph, info, constant_tensors(graph)[0], label)
+
+
 def check_computed_constants(graph, info: dict, const: set[str], label: str) -> None:
     """Refuse a tensor computed from constants alone whose inferred shape exceeds MAX_COMPUTED_BYTES:
     runtimes fold such tensors when they load a file, and shape tools evaluate them."""
@@ -114,7 +157,7 @@ def check_computed_constants(graph, info: dict, const: set[str], label: str) -> 
             if nbytes > MAX_COMPUTED_BYTES:
                 raise TensorTooLarge(
                     f"{label}: {n.op_type} node '{n.name or o}' computes a {'x'.join(map(str, shape))} tensor "
-                    f"({_gib(nbytes)}) from constants alone; the profiler builds none larger than "
+                    f"({_gib(nbytes)}) from constants alone; edgezoo builds none larger than "
                     f"{_gib(MAX_COMPUTED_BYTES)}", "a real model's constants are far smaller: is the file damaged?")
 
 
@@ -139,7 +182,7 @@ def symbolic_shapes(work, label: str):
                 if nbytes > MAX_COMPUTED_BYTES:
                     raise TensorTooLarge(
                         f"{label}: ConstantOfShape node '{node.name or node.output[0]}' makes a "
-                        f"{'x'.join(str(int(d)) for d in dims)} tensor ({_gib(nbytes)} as int64); the profiler "
+                        f"{'x'.join(str(int(d)) for d in dims)} tensor ({_gib(nbytes)} as int64); edgezoo "
                         f"builds none larger than {_gib(MAX_COMPUTED_BYTES)}",
                         "a real model's constants are far smaller: is the file damaged?")
             return super()._infer_ConstantOfShape(node)
@@ -161,7 +204,7 @@ def symbolic_shapes(work, label: str):
     return inference.out_mp_ if complete else None
 
 
-def _physical_memory() -> int | None:
+def physical_memory() -> int | None:
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -178,7 +221,7 @@ def memory_budget(fraction: float = 0.5) -> Iterator[None]:
     except ImportError:
         yield
         return
-    total = _physical_memory()
+    total = physical_memory()
     try:
         with open("/proc/self/statm") as f:
             mapped = int(f.read().split()[0]) * resource.getpagesize()
@@ -204,7 +247,7 @@ def memory_budget(fraction: float = 0.5) -> Iterator[None]:
 def check_runnable(profile, label: str) -> None:
     """Before running the model (--measure): no tensor it computes may exceed half of this machine's memory
     (a static shape can be any size; running it would allocate it)."""
-    total = _physical_memory()
+    total = physical_memory()
     largest = max(profile.nodes, key=lambda n: n.bytes_written, default=None)
     if total and largest is not None and largest.bytes_written > total // 2:
         raise TensorTooLarge(f"{label}: node '{largest.name}' writes {_gib(largest.bytes_written)}, more than half "
