@@ -182,3 +182,16 @@ def test_python_backend_variant_parses_and_carries_model_py(tmp_path):
     assert "class TritonPythonModel" in code
     with pytest.raises(InputError, match="unknown Triton backend"):
         write_triton_repository(src, tmp_path / "repo2", backend="tensorflow")
+
+
+def test_an_entry_is_rewritten_but_files_edgezoo_did_not_write_are_never_deleted(tmp_path):
+    from edgezoo.errors import InputError
+
+    src = _onnx_file(tmp_path / "dyn.onnx")
+    entry = write_triton_repository(src, tmp_path / "repo")
+    assert write_triton_repository(src, tmp_path / "repo") == entry  # its own earlier entry: replaced
+    (entry / "2").mkdir()
+    (entry / "2" / "model.onnx").write_bytes(b"the user's version 2")
+    with pytest.raises(InputError, match="holds '2', which edgezoo did not write"):
+        write_triton_repository(src, tmp_path / "repo")
+    assert (entry / "2" / "model.onnx").read_bytes() == b"the user's version 2"

@@ -262,11 +262,6 @@ def earlier_export_files(folder: Path) -> set[str] | None:
         listed = {str(f.get("file")) for f in r["files"].values() if isinstance(f, dict) and f.get("file")}
         stems = tuple(Path(name).stem + "." for name in listed)
         return {"report.json", "report.md", *listed} | {n for n in os.listdir(folder) if n.startswith(stems)}
-    if (folder / "config.pbtxt").is_file() and f'name: "{folder.name}"' in _head(folder / "config.pbtxt"):
-        return {"config.pbtxt", "labels.txt", "1"}
-    return None
+    from edgezoo.serve.triton import earlier_entry_files
 
-
-def _head(path: Path, limit: int = 1 << 16) -> str:
-    with open(path, "rb") as f:
-        return f.read(limit).decode("utf-8", "replace")
+    return earlier_entry_files(folder)

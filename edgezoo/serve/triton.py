@@ -242,7 +242,7 @@ def write_triton_repository(
                          label_output=_label_output(outputs, labels, max_batch_size),
                          parameters=_parameters(info["props"]))
     target = Path(out_dir) / name
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, owned=earlier_entry_files) as tmp:
         version = tmp / "1"
         version.mkdir()
         shutil.copyfile(src, version / ("model.plan" if is_plan else "model.onnx"))
@@ -336,3 +336,15 @@ def render_config(name: str, platform: str, max_batch: int, inputs: list[TensorI
     for k, v in (parameters or {}).items():
         lines += ["parameters {", f"  key: {_q(k)}", f"  value: {{ string_value: {_q(v)} }}", "}"]
     return "\n".join(lines) + "\n"
+
+
+def earlier_entry_files(folder: Path) -> set[str] | None:
+    """The entries of a model folder that edgezoo wrote there before (its config.pbtxt names the folder):
+    config.pbtxt, labels.txt and version 1. None when it is no such entry; anything else in it is the user's
+    (``edgezoo.fileio.check_replaceable_dir``)."""
+    config = folder / "config.pbtxt"
+    if not config.is_file():
+        return None
+    with open(config, "rb") as f:
+        head = f.read(1 << 16).decode("utf-8", "replace")
+    return {"config.pbtxt", "labels.txt", "1"} if f'name: "{folder.name}"' in head else None
