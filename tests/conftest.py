@@ -18,6 +18,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 _tv_lib = None  # keep the torch.library handle alive, or the schemas vanish
 
 
+def require(module: str, reason: str):
+    """Import ``module``, skipping (the whole test module) only when its package is not installed at all.
+
+    ``pytest.importorskip`` also skips when an installed package fails to import because one of *its*
+    dependencies is missing or incompatible (ModuleNotFoundError from inside it): a broken ``.[all]`` install
+    would pass as a row of skips. Here that import error fails the tests instead.
+    """
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        pytest.skip(f"{reason} (no {module.split('.')[0]} package)", allow_module_level=True)
+    return importlib.import_module(module)
+
+
 def _define_torchvision_ops() -> None:
     """torchvision 0.28's C++ ops cannot load beside the CPU torch build; defining the two schemas that its
     Python side registers fake kernels for makes its model code importable (torchvision/_meta_registrations.py)."""

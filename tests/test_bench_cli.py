@@ -168,3 +168,51 @@ def test_bench_input_size_uses_the_common_grammar(tiny):
     assert INPUT_SIZE_GRAMMAR.split(",")[0] in " ".join(proc.stderr.split())
     ok = run_edgezoo("bench", str(tiny), "-n", "1", "--warmup", "0", "--input-size", "3x8x8", block_torch=True)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_an_input_declared_larger_than_memory_is_one_line(tmp_path):
+    """A 100-byte file may declare an input of 2**40 floats: bench and compare refuse it before numpy tries."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnx_builders import make_model
+
+    path = tmp_path / "huge.onnx"
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2 ** 40]) for n in ("x", "y")]
+    onnx.save(make_model([helper.make_node("Relu", ["x"], ["y"])], io[:1], io[1:]), path)
+    for args in (["bench", str(path), "-n", "1"], ["compare", str(path), str(path)]):
+        proc = run_edgezoo(*args, block_torch=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        no_traceback(proc)
+        assert "input 'x' of shape 1x1099511627776 would take 4,096.0 GiB" in proc.stderr, proc.stderr
+
+
+def test_a_constant_of_2_31_values_is_refused_before_onnxruntime_builds_it(tmp_path):
+    """The runner checks a foreign file before loading it (edgezoo.onnx_bounds.check_model_bounds): an int64
+    ConstantOfShape of [2**31] (16 GiB when run) and an initializer declaring 2**40 floats are one line each.
+    The child gets 6 GiB of address space, so a regression fails here instead of taking the machine's memory."""
+    import resource
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnx_builders import make_model, value_info
+
+    x, y = value_info("x", [1], TensorProto.INT64), value_info("y", None, TensorProto.INT64)
+    big = make_model([helper.make_node("ConstantOfShape", ["s"], ["c"], value=numpy_helper.from_array(
+                          np.array([1], np.int64))),
+                      helper.make_node("ReduceSum", ["c"], ["r"], keepdims=1), helper.make_node("Add", ["x", "r"], ["y"])],
+                     [x], [y], [numpy_helper.from_array(np.array([2 ** 31], np.int64), "s")])
+    w = onnx.TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2 ** 40], raw_data=b"\0" * 16)
+    forged = make_model([helper.make_node("Add", ["x", "w"], ["y"])], [value_info("x", [1])], [value_info("y", None)], [w])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "no_torch"), str(ROOT)])}
+    for name, model, says in (("big.onnx", big, "ConstantOfShape node 'c' computes a 2147483648 tensor (16.0 GiB)"),
+                              ("forged.onnx", forged, "initializer 'w' declares 1,099,511,627,776 float values")):
+        onnx.save(model, tmp_path / name)
+        proc = subprocess.run([sys.executable, "-m", "edgezoo", "bench", str(tmp_path / name), "-n", "1"],
+                              capture_output=True, text=True, env=env, timeout=120,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)))
+        assert proc.returncode == 2, proc.stderr
+        no_traceback(proc)
+        assert says in " ".join(proc.stderr.split()), proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -130,17 +131,39 @@ def test_fine_tuned_checkpoint_with_num_classes(tmp_path):
     assert meta.num_classes == 10 and meta.labels is None
 
 
-def test_lite_int8_bundle_reports_agreement_of_the_int8_file(tmp_path):
+def test_lite_int8_bundle_reports_agreement_of_the_int8_file(tmp_path, monkeypatch):
     # 60 images: enough for the 15% held-out split (at least 8) that the lite report scores on
+    import numpy as np
+
+    from edgezoo.export import lite as lite_module
+    from edgezoo.runtimes.onnxruntime import OrtRunner
+
+    seen = {}
+    real = lite_module.add_int8_agreement
+
+    def spy(report, int8_path):  # what the figure must be computed from: this int8 file, these images
+        seen.update(heldout=np.array(report.heldout, np.float32), original=report.original,
+                    int8=Path(int8_path).read_bytes())
+        return real(report, int8_path)
+
+    monkeypatch.setattr(lite_module, "add_int8_agreement", spy)
     out = run_export(_opts(tmp_path, name="mobilenet_v3_small", int8=True, lite=True, distill_steps=2,
                            input_size=32, calib_count=60))
     lite = out.report["lite"]
-    assert lite["heldout_agreement_int8"] is not None and 0.0 <= lite["heldout_agreement_int8"] <= 1.0
+    assert seen["int8"] == out.files["int8"].read_bytes()  # the bundle's int8 file was the one scored
+    with OrtRunner(seen["int8"]) as runner, torch.no_grad():
+        int8_top1 = np.concatenate([runner.infer({runner.inputs[0].name: x[None]})[0] for x in seen["heldout"]])
+        ref_top1 = seen["original"].eval()(torch.from_numpy(seen["heldout"])).numpy()
+    expected = float(np.mean(int8_top1.argmax(1) == ref_top1.argmax(1)))
+    assert len(seen["heldout"]) >= 8 and lite["heldout_agreement_int8"] == pytest.approx(expected)
     assert "lite" in read_metadata(out.files["fp32"]).passes
 
 
 def test_fixed_batch_int8(tmp_path):
     # calibration and the agreement check must feed a fixed-batch model whole batches (5 images, batch 2)
-    out = run_export(_opts(tmp_path, batch=2, int8=True, calib_count=5))
+    out = run_export(_opts(tmp_path, batch=2, int8=True, calib_count=5, eval_count=5))
     assert read_metadata(out.files["int8"]).precision == "int8"
-    assert out.report["int8"]["agreement"]["top1_agreement"] >= 0.0
+    a = out.report["int8"]["agreement"]
+    # every one of the 5 images scored once: none dropped with the short last batch, no padding counted
+    assert a["images"] == 5 and a["inputs"].startswith("5 synthetic images"), a
+    assert abs(a["top1_agreement"] * 5 - round(a["top1_agreement"] * 5)) < 1e-9

@@ -142,3 +142,126 @@ def test_peak_int8_alone_turns_the_roofline_on(onnx_file, tmp_path):
     r = run_edgezoo("profile", str(onnx_file), "--input-size", "32", "--peak-int8-gops", "77", "--peak-gflops", "5",
                     "--bandwidth-gbs", "2", "--json", str(js), block_torch=True, timeout=180)
     assert json.loads(js.read_text())["roofline"]["peaks"]["peaks_were"] == "given"
+
+
+def test_a_fifo_is_refused_not_read(tmp_path):
+    """A named pipe passes exists() and opening it waits for a writer for ever: every command that opens a
+    model file by path refuses it in one line instead (the shared edgezoo.fileio.check_model_path)."""
+    import os
+
+    from edgezoo.errors import InputError
+    from edgezoo.serve.model import load_model
+
+    fifo = tmp_path / "f.onnx"
+    os.mkfifo(fifo)
+    for args in (["profile", str(fifo)], ["guidelines", str(fifo)], ["profile", str(fifo), "--input-size", "32"],
+                 ["bench", str(fifo), "-n", "1"], ["compare", str(fifo), str(fifo)]):
+        r = run_edgezoo(*args, block_torch=True, timeout=60)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert "is a named pipe (FIFO), not an ONNX file" in r.stderr, (args, r.stderr)
+    with pytest.raises(InputError, match="named pipe"):
+        load_model(fifo)
+
+
+@pytest.mark.parametrize("name, head, says", [
+    ("m.pte", b"\x1c\x00\x00\x00ET12" + b"\x00" * 56, "m.pte is a .pte file"),
+    ("m.tflite", b"\x18\x00\x00\x00TFL3" + b"\x00" * 56, "m.tflite is a .tflite file"),
+    ("m.xml", b'<?xml version="1.0"?>\n<net name="m" version="11"></net>\n', "m.xml is an OpenVINO IR (.xml) file"),
+    ("renamed.onnx", b"\x18\x00\x00\x00TFL3" + b"\x00" * 56, "renamed.onnx is a TFLite (.tflite) file"),
+    ("renamed2.onnx", b"\x1c\x00\x00\x00ET12" + b"\x00" * 56, "renamed2.onnx is an ExecuTorch (.pte) program"),
+])
+def test_other_runtimes_files_are_named_not_called_incomplete(tmp_path, name, head, says):
+    """A .pte, .tflite or OpenVINO .xml file is fine, just not ONNX: profile says so and points to bench."""
+    path = tmp_path / name
+    path.write_bytes(head)
+    for cmd in ("profile", "guidelines"):
+        r = run_edgezoo(cmd, str(path), block_torch=True, timeout=60)
+        text = " ".join(r.stderr.split())
+        assert r.returncode == 2 and "Traceback" not in text, text
+        assert says in text and "read ONNX graphs" in text and f"edgezoo bench {path}" in text, text
+        assert "complete" not in text
+
+
+def test_a_graph_with_a_cycle_is_named_as_such(tmp_path):
+    nodes = [helper.make_node("Add", ["x", "c"], ["a"], name="add"), helper.make_node("Relu", ["a"], ["b"], name="r1"),
+             helper.make_node("Relu", ["b"], ["c"], name="r2"), helper.make_node("Identity", ["b"], ["y"], name="out")]
+    path = tmp_path / "cycle.onnx"
+    path.write_bytes(make_model(nodes, [value_info("x", [1, 3, 8, 8])], [value_info("y", [1, 3, 8, 8])])
+                     .SerializeToString())
+    for cmd in ("profile", "guidelines"):
+        r = run_edgezoo(cmd, str(path), block_torch=True, timeout=60)
+        text = " ".join(r.stderr.split())
+        assert r.returncode == 2 and "Traceback" not in text, text
+        assert "the graph has a cycle (through node 'add')" in text and "--input-size" not in text, text
+
+
+def _hostile(kind: str):
+    """Small valid files that declare (or compute from constants) tensors of 2**31 to 2**40 values."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    big = numpy_helper.from_array(np.array([2 ** 31], np.int64), "s")
+    one = numpy_helper.from_array(np.array([1], np.int64))
+    x, y = value_info("x", [1], TensorProto.INT64), value_info("y", None, TensorProto.INT64)
+    total = [helper.make_node("ReduceSum", ["c"], ["r"], keepdims=1), helper.make_node("Add", ["x", "r"], ["y"])]
+    if kind == "constant_of_shape_2_40":  # the 105-byte file: a float ConstantOfShape of [2**40]
+        s40 = numpy_helper.from_array(np.array([2 ** 40], np.int64), "s")
+        return make_model([helper.make_node("ConstantOfShape", ["s"], ["y"])], [], [value_info("y", None)], [s40])
+    if kind == "int64_constant_of_shape":  # what onnxruntime's symbolic shape inference fills with numpy
+        return make_model([helper.make_node("ConstantOfShape", ["s"], ["c"], value=one), *total], [x], [y], [big])
+    if kind in ("Expand", "Tile"):
+        return make_model([helper.make_node(kind, ["one", "s"], ["c"]), *total], [x], [y],
+                          [big, numpy_helper.from_array(np.array([1], np.int64), "one")])
+    if kind == "size_no_inference_knows":  # onnx cannot size it; only a run would (it gets a memory budget)
+        halves = numpy_helper.from_array(np.array([2 ** 30, 2 ** 30], np.int64), "h")
+        return make_model([helper.make_node("ReduceSum", ["h"], ["s"], keepdims=1),
+                           helper.make_node("ConstantOfShape", ["s"], ["c"], value=one), *total], [x], [y], [halves])
+    assert kind == "declares_more_than_it_holds"
+    w = onnx.TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2 ** 40], raw_data=b"\0" * 16)
+    return make_model([helper.make_node("Add", ["x", "w"], ["y"])], [value_info("x", [1])], [value_info("y", None)],
+                      [w])
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("constant_of_shape_2_40", "ConstantOfShape node 'y' computes a 1099511627776 tensor (4,096.0 GiB) from constants"),
+    ("int64_constant_of_shape", "ConstantOfShape node 'c' computes a 2147483648 tensor (16.0 GiB) from constants"),
+    ("Expand", "Expand node 'c' computes a 2147483648 tensor (16.0 GiB)"),
+    ("Tile", "Tile node 'c' computes a 2147483648 tensor (16.0 GiB)"),
+    ("size_no_inference_knows", "running it once needs more than half of this machine's memory"),
+    ("declares_more_than_it_holds", "is inconsistent: initializer 'w' declares 1,099,511,627,776 float values "
+                                    "(4,096.0 GiB, dims [1099511627776]) but holds 4"),
+])
+def test_files_that_declare_huge_tensors_cost_one_line_not_the_memory(tmp_path, kind, says):
+    """A few hundred bytes of valid ONNX can make onnx/onnxruntime tools build tensors of 16 GiB to 4 TiB:
+    profile and guidelines refuse in one line and stay small. The child gets 6 GiB of address space, so a
+    regression fails here instead of taking the machine's memory."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    path = tmp_path / f"{kind}.onnx"
+    path.write_bytes(_hostile(kind).SerializeToString())
+    cap = (6 if kind != "size_no_inference_knows" else 14) << 30  # the last is past the budget edgezoo sets
+    for cmd in ("profile", "guidelines"):
+        r = subprocess.run([sys.executable, "-m", "edgezoo", cmd, str(path)], capture_output=True, text=True,
+                           timeout=120, env={**os.environ},
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
+        text = " ".join(r.stderr.split())
+        assert r.returncode == 2 and "Traceback" not in text, text[-2000:]
+        assert says in text, text[-2000:]
+
+
+def test_memory_budget_is_lifted_after_the_block():
+    import resource
+
+    import numpy as np
+
+    from edgezoo.onnx_bounds import memory_budget, physical_memory
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    with memory_budget(0.05):
+        with pytest.raises(MemoryError):  # reserved, never touched: safe even where the limit did not hold
+            np.empty(int(physical_memory() * 0.2), dtype=np.uint8)
+    assert resource.getrlimit(resource.RLIMIT_AS) == before

@@ -12,10 +12,11 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import require
 from edge_models import SIZE, ort_reference, torch_models
 from edgezoo.errors import InputError, MissingDependencyError
 
-pytest.importorskip("executorch", reason="ExecuTorch (edgezoo[executorch]) is not installed")
+require("executorch", "ExecuTorch (edgezoo[executorch]) is not installed")
 pytest.importorskip("torch", reason="PyTorch is needed to lower the test model")
 
 from edgezoo.runtimes import open_runner  # noqa: E402

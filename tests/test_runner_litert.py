@@ -13,12 +13,12 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import run_edgezoo
+from conftest import require, run_edgezoo
 from edge_models import SIZE, ort_reference, torch_models
 from edgezoo.errors import InputError, MissingDependencyError
 
-pytest.importorskip("ai_edge_litert", reason="LiteRT (edgezoo[litert]) is not installed")
-pytest.importorskip("litert_torch", reason="litert-torch (edgezoo[litert]) is needed to convert the test model")
+require("ai_edge_litert", "LiteRT (edgezoo[litert]) is not installed")
+require("litert_torch", "litert-torch (edgezoo[litert]) is needed to convert the test model")
 pytest.importorskip("torch", reason="PyTorch is needed to convert the test model")
 
 from edgezoo.runtimes import open_runner  # noqa: E402
@@ -83,7 +83,7 @@ def test_missing_litert_says_which_extra(monkeypatch):
 
 
 def test_compare_across_formats_of_one_model(tmp_path):
-    pytest.importorskip("executorch", reason="ExecuTorch (edgezoo[executorch]) is not installed")
+    require("executorch", "ExecuTorch (edgezoo[executorch]) is not installed")
     files = torch_models()
     out = tmp_path / "c.json"
     r = run_edgezoo("compare", str(files["onnx"]), str(files["pte"]), str(files["tflite"]), str(files["tflite_nhwc"]),

@@ -15,11 +15,11 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import run_edgezoo
+from conftest import require, run_edgezoo
 from edge_models import SIZE, onnx_model, ort_reference, qdq_model
 from edgezoo.errors import InputError, MissingDependencyError
 
-ov = pytest.importorskip("openvino", reason="OpenVINO (edgezoo[openvino]) is not installed")
+ov = require("openvino", "OpenVINO (edgezoo[openvino]) is not installed")
 
 from edgezoo.runtimes import open_runner  # noqa: E402
 from edgezoo.runtimes.openvino import OpenVinoRunner  # noqa: E402

@@ -193,8 +193,8 @@ def test_an_entry_replaces_only_its_own_version(tmp_path):
     (repo / "toy" / "notes.txt").write_text("mine")
     (repo / "other" / "1").mkdir(parents=True)
     (repo / "other" / "config.pbtxt").write_text("name: 'other'")
-    (repo / "toy" / "1").mkdir()
-    (repo / "toy" / "1" / "stale.onnx").write_bytes(b"an earlier version 1")
+    write_triton_repository(src, repo)  # an entry edgezoo wrote earlier: its version 1 is edgezoo's
+    (repo / "toy" / "1" / "stale.onnx").write_bytes(b"left in version 1")
     folder = write_triton_repository(src, repo)
     assert (folder / "2" / "model.onnx").read_bytes() == b"version two"
     assert (folder / "notes.txt").read_text() == "mine"
@@ -230,3 +230,14 @@ def test_files_onnxruntime_refuses_get_no_entry(tmp_path, make):
     assert r.returncode != 0 and "onnxruntime" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) <= 2, r.stderr
     assert not (tmp_path / "repo").exists()
+
+
+def test_a_version_folder_edgezoo_did_not_write_is_never_replaced(tmp_path):
+    from edgezoo.errors import InputError
+
+    src = _onnx_file(tmp_path / "dyn.onnx")
+    (tmp_path / "repo" / "dyn" / "1").mkdir(parents=True)
+    (tmp_path / "repo" / "dyn" / "1" / "model.onnx").write_bytes(b"the user's version 1")
+    with pytest.raises(InputError, match="edgezoo did not write"):
+        write_triton_repository(src, tmp_path / "repo")
+    assert (tmp_path / "repo" / "dyn" / "1" / "model.onnx").read_bytes() == b"the user's version 1"

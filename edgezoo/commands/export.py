@@ -68,7 +68,11 @@ def register(app: typer.Typer) -> None:
         )
         from rich.markup import escape
 
-        early = validate(options).warnings  # run_export checks again; this prints the warnings before the work
+        checked = validate(options)  # run_export checks again; this prints the warnings before the work
+        early, before = checked.warnings, checked.out_dir.exists()
+        import time
+
+        started = time.time()
         for note in early:
             err_console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -82,7 +86,13 @@ def register(app: typer.Typer) -> None:
                 done.append(name)
                 progress.update(task, description=name)
 
-            outcome = _run(run_export, options, step)
+            try:
+                outcome = _run(run_export, options, step)
+            except KeyboardInterrupt:
+                _interrupted(checked.out_dir, before, started)
+            # The bundle is in place: the export has succeeded, and Ctrl-C while the summary prints or the
+            # interpreter shuts down (torch takes a while) must not make it exit by signal.
+            _ignore_ctrl_c()
             if done:
                 progress.console.print(f"[green]✓[/green] {done[-1]}", highlight=False)
         outcome.warnings = [w for w in outcome.warnings if w not in early]
@@ -90,6 +100,29 @@ def register(app: typer.Typer) -> None:
 
         log = move_log(outcome.out_dir / "export.log")  # other libraries' output, kept with the bundle
         _print_summary(console, outcome, log)
+
+
+def _interrupted(out_dir, existed: bool, started: float) -> None:
+    """Ctrl-C: before the swap nothing was written (the temporary folder is gone); in the instant between
+    the swap and the end of the export the new bundle is complete, and the export has succeeded."""
+    from edgezoo.console import err_console
+
+    report = out_dir / "report.json"
+    if report.is_file() and report.stat().st_mtime >= started:
+        err_console.print(f"interrupted after the bundle was written: {out_dir} is complete", highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(0)
+    kept = f"the earlier bundle {out_dir} is unchanged" if existed else f"no bundle was written to {out_dir}"
+    err_console.print(f"[bold red]interrupted:[/bold red] {kept}", highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
+
+
+def _ignore_ctrl_c() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run(run_export, options, step):

@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from edgezoo.errors import InputError
+from edgezoo.onnx_bounds import check_runnable
 from edgezoo.runtimes.inputs import input_size_option
 
 
@@ -41,6 +42,9 @@ def _channels(model: str | None) -> int:
     try:
         import onnx
 
+        from edgezoo.fileio import check_model_path
+
+        check_model_path(model, "an ONNX file")  # a FIFO would block onnx.load; load_target says why
         dims = onnx.load(model, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
         return dims[1].dim_value if len(dims) == 4 and dims[1].dim_value > 0 else 3
     except Exception:  # an unreadable file is reported by the profiler itself, in its own words
@@ -52,9 +56,18 @@ def load_target(model: str, input_size: tuple[int, int, int] | None):
     from edgezoo.runtimes import model_kind
 
     path = Path(model)
-    if model_kind(model) != "registry":  # the same file-or-name rule as `edgezoo bench`
+    kind = model_kind(model)
+    if kind != "registry":  # the same file-or-name rule as `edgezoo bench`
         if not path.exists():
             raise InputError(f"no such file: {model}", "give an .onnx file or a model name from `edgezoo list`")
+        from edgezoo.fileio import check_model_path
+        from edgezoo.runtimes import KIND_NAMES
+
+        check_model_path(path, "an ONNX file" if kind == "onnx" else KIND_NAMES[kind])
+        if kind != "onnx":  # a .pte, .tflite, OpenVINO .xml or engine: valid, but not ONNX
+            from edgezoo.profile.graph import not_onnx
+
+            raise not_onnx(str(path), KIND_NAMES[kind])
         return path, str(path), input_size
     from edgezoo.errors import require_torch
 
@@ -200,13 +213,14 @@ def register(app: typer.Typer) -> None:
 
         from edgezoo.console import console, fmt_count
         from edgezoo.fileio import atomic_write_text, write_json
-        from edgezoo.profile.graph import profile_onnx, short_name
+        from edgezoo.profile.graph import check_profilable, profile_onnx, short_name
 
         size = parse_input_size(input_size, model)
         _check_outputs(json_path, csv_path, plot=plot)
         source, label, size = load_target(model, size)
         from edgezoo.profile.fusion import runtime_fusions
 
+        check_profilable(source, size, batch)  # before onnxruntime sees a file that may be hostile
         rt = _runtime_view(source)
         prof = profile_onnx(source, input_size=size, batch=batch, runtime=rt)
         prof.source = label
@@ -226,6 +240,8 @@ def register(app: typer.Typer) -> None:
                     peaks = MachinePeaks(peak_gflops or peaks.peak_gflops, bandwidth_gbs or peaks.bandwidth_gbs,
                                          peak_int8_gops or peaks.peak_int8_gops, "given + " + peaks.source, threads,
                                          origin)
+            if measure:
+                check_runnable(prof, label)
             times = _op_times(source, size, threads, runs, batch) if measure else None
             run_batch = next(iter(prof.inputs.values()), [1])[0] if prof.inputs else 1
             report = analyze(prof, peaks, times, fused=fused, batch=run_batch or 1)
@@ -347,7 +363,7 @@ def register(app: typer.Typer) -> None:
 
         from edgezoo.console import console
         from edgezoo.fileio import write_json
-        from edgezoo.profile.graph import profile_onnx, short_name
+        from edgezoo.profile.graph import check_profilable, profile_onnx, short_name
         from edgezoo.profile.guidelines import check_guidelines
 
         size = parse_input_size(input_size, model)
@@ -355,8 +371,11 @@ def register(app: typer.Typer) -> None:
         source, label, size = load_target(model, size)
         from edgezoo.profile.fusion import runtime_fusions
 
+        check_profilable(source, size)  # before onnxruntime sees a file that may be hostile
         rt = _runtime_view(source)
         prof = profile_onnx(source, input_size=size, runtime=rt)
+        if measure:
+            check_runnable(prof, label)
         times = _op_times(source, size, threads, runs) if measure else None
         findings = check_guidelines(prof, times, depth=depth, top=top,
                                     fused=runtime_fusions(prof, rt) if rt is not None else None)

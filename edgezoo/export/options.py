@@ -9,6 +9,7 @@ good fp32 bundle).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -89,7 +90,6 @@ def default_out_dir(model_name: str) -> Path:
 
 def validate(options: ExportOptions) -> CheckedExport:
     """Every check that needs no model build; InputError (one line) for the first problem found."""
-    from edgezoo.fileio import check_writable_dir
     from edgezoo.models.registry import get_spec
     from edgezoo.runtimes.inputs import image_chw, parse_input_size
 
@@ -131,12 +131,9 @@ def validate(options: ExportOptions) -> CheckedExport:
             _check_input_folder(Path(folder), option)
 
     out_dir = Path(o.out) if o.out is not None else default_out_dir(spec.name)
-    check_writable_dir(out_dir, "bundle" if o.out is None else "-o")
-    triton_entry = None
+    triton_entry = None if o.triton is None else Path(o.triton) / spec.name
+    check_output_folders(out_dir, "bundle" if o.out is None else "-o", triton_entry)
     if o.triton is not None:
-        triton_entry = Path(o.triton) / spec.name
-        check_writable_dir(o.triton, "--triton")
-        check_writable_dir(triton_entry, "--triton")
         a, b = out_dir.resolve(), triton_entry.resolve()
         if a == b or a in b.parents or b in a.parents:
             raise InputError(f"the bundle {out_dir} and the Triton entry {triton_entry} overlap; each is "
@@ -232,3 +229,39 @@ def _check_input_folder(path: Path, option: str) -> None:
         next(iter(path.iterdir()), None)
     except OSError as e:
         raise InputError(f"{option} {path} cannot be read: {e.strerror}") from None
+
+
+def check_output_folders(out_dir: Path, option: str, triton_entry: Path | None) -> None:
+    """The bundle folder and the Triton entry can be written and replaced whole: each is new, empty, or an
+    earlier output of `edgezoo export` holding nothing else (``earlier_export_files``)."""
+    from edgezoo.fileio import check_replaceable_dir, check_writable_dir
+
+    check_replaceable_dir(out_dir, option, owned=earlier_export_files)
+    if triton_entry is not None:
+        check_writable_dir(triton_entry.parent, "--triton")
+        check_replaceable_dir(triton_entry, "--triton", owned=earlier_export_files)
+
+
+def earlier_export_files(folder: Path) -> set[str] | None:
+    """The entries of ``folder`` that an earlier `edgezoo export` wrote, or None when it is no such output.
+
+    A bundle: its report.json names the edgezoo version, the model and its files (side files such as
+    ``model.fp32.onnx.data`` or OpenVINO's ``.bin`` share a listed file's stem). A Triton entry written by
+    the export: its config.pbtxt, labels.txt and version 1. Anything else in the folder is the user's.
+    """
+    import json
+
+    report = folder / "report.json"
+    if report.is_file() and report.stat().st_size < 16 << 20:
+        try:
+            r = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not (isinstance(r, dict) and "edgezoo" in r and "model" in r and isinstance(r.get("files"), dict)):
+            return None
+        listed = {str(f.get("file")) for f in r["files"].values() if isinstance(f, dict) and f.get("file")}
+        stems = tuple(Path(name).stem + "." for name in listed)
+        return {"report.json", "report.md", *listed} | {n for n in os.listdir(folder) if n.startswith(stems)}
+    from edgezoo.serve.triton import earlier_entry_files
+
+    return earlier_entry_files(folder)

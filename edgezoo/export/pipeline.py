@@ -353,6 +353,7 @@ BUNDLE: tuple[Step, ...] = (
 
 def run_export(options: ExportOptions, progress: Progress | None = None) -> ExportOutcome:
     from edgezoo import __version__
+    from edgezoo.export.options import earlier_export_files
     from edgezoo.fileio import atomic_directories
 
     # --- cheap checks first (edgezoo.export.options): names, ranges, inputs, every output location ----------
@@ -376,7 +377,7 @@ def run_export(options: ExportOptions, progress: Progress | None = None) -> Expo
     # so a failure anywhere (Triton included) leaves both as they were
     folders = [out_dir] + ([checked.triton_entry] if checked.triton_entry is not None else [])
     try:
-        run.tmp, *triton_tmp = stack.enter_context(atomic_directories(*folders))
+        run.tmp, *triton_tmp = stack.enter_context(atomic_directories(*folders, owned=earlier_export_files))
     except OSError as e:  # e.g. a read-only file system, which os.access does not see for root
         raise InputError(f"cannot write bundle {out_dir}: {e.strerror or e}", "choose another folder with -o DIR") from None
     run.triton_tmp = triton_tmp[0] if triton_tmp else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import struct
 import warnings
 import zipfile
 from typing import Any, Mapping
@@ -30,8 +31,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise _refused(path, str(e)) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, MemoryError, IndexError, KeyError,
+            TypeError, struct.error) as e:
+        # a truncated or garbled file fails wherever torch's readers stop: OSError [Errno 22] from a seek past
+        # the end of a cut zip, IndexError or struct.error in a cut legacy pickle
+        text = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
         raise WeightsError(
             f"cannot read weights from {path}: {first[:200]}",
             "expected a state_dict saved with torch.save(model.state_dict(), path)",
@@ -52,7 +57,12 @@ def _refused(path: str, torch_text: str) -> WeightsError:
         first = torch_text.strip().splitlines()[0] if torch_text.strip() else "not a pickle"
         return WeightsError(f"cannot read weights from {path}: {first[:200]}",
                             "expected a state_dict saved with torch.save(model.state_dict(), path)")
-    found = re.search(r"GLOBAL ([\w.]+)", torch_text)
+    # a module-qualified name; a cut pickle can show "GLOBAL ." (no name), which is damage, not a request
+    found = re.search(r"GLOBAL ([A-Za-z_]\w*(?:\.\w+)+)", torch_text)
+    if found and _names_nothing(found.group(1)):  # e.g. "torch._u": a name cut short with the file
+        return WeightsError(f"cannot read weights from {path}: it is damaged or cut short (its pickle names "
+                            f"{found.group(1)}, which does not exist)",
+                            "expected a state_dict saved with torch.save(model.state_dict(), path)")
     if not found:  # e.g. "Unsupported operand 120": a plain pickle or not a pickle at all
         what = re.search(r"Unsupported operand \d+", torch_text)
         return WeightsError(f"cannot read weights from {path}: it is not a PyTorch checkpoint that loads safely"
@@ -63,6 +73,23 @@ def _refused(path: str, torch_text: str) -> WeightsError:
         "this machine; edgezoo loads only tensors and plain containers (torch.load with weights_only=True)",
         "if the file comes from a source you trust, load it once in Python with torch.load(path, "
         "weights_only=False) and save its state_dict with torch.save; otherwise do not use it")
+
+
+def _names_nothing(qualname: str) -> bool:
+    """True when ``qualname`` certainly names nothing: its module is already imported and lacks it. Nothing
+    is imported to find out (a name in an untrusted file must not run a module's import code)."""
+    import sys
+
+    parts = qualname.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        obj = sys.modules.get(".".join(parts[:i]))
+        if obj is not None:
+            for name in parts[i:]:
+                obj = getattr(obj, name, None)
+                if obj is None:
+                    return True
+            return False
+    return False
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike, spec: Any = None) -> torch.nn.Module:

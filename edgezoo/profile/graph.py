@@ -28,6 +28,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from edgezoo.errors import InputError, MissingDependencyError
+from edgezoo.onnx_bounds import (check_computed_constants, check_declared_sizes, constant_tensors, memory_budget,
+                                 symbolic_shapes)
 from edgezoo.runtimes.onnxruntime import ORT_DTYPES
 
 # Ops whose MACs we count, and which input holds the weight (the reduction dimension comes from it).
@@ -235,19 +237,23 @@ def load_model(source) -> "onnx.ModelProto":  # noqa: F821
     except ImportError:
         raise MissingDependencyError("onnx", "pip install onnx", "the profiler reads ONNX graphs") from None
     if isinstance(source, onnx.ModelProto):
+        check_declared_sizes(source, "the model")
         return source
     if isinstance(source, (bytes, bytearray)):
         data, label = bytes(source), "the ONNX bytes"
     else:
+        from edgezoo.fileio import check_model_path
+
         path = Path(source)
         label = str(path)
         if not path.exists():
             raise InputError(f"no such file: {path}", "give an .onnx file or a model name from `edgezoo list`")
-        if path.is_dir():
-            raise InputError(f"{path} is a folder, not an ONNX file")
-        data = path.read_bytes()
+        data = check_model_path(path, "an ONNX file").read_bytes()
     if not data:
         raise InputError(f"{label} is empty, not an ONNX model")
+    other = other_format(data)
+    if other is not None:
+        raise not_onnx(label, other)
     try:
         proto = onnx.load_from_string(data)
     except Exception as e:  # protobuf's DecodeError and friends: truncated or not ONNX at all
@@ -262,7 +268,49 @@ def load_model(source) -> "onnx.ModelProto":  # noqa: F821
     if missing:
         raise InputError(f"{label} is not a valid ONNX model: output '{missing[0]}' is never computed",
                          "is the file complete? re-export or re-copy it")
+    check_declared_sizes(proto, label)
+    looped = node_in_cycle(proto.graph)
+    if looped is not None:
+        raise InputError(f"{label} is not a valid ONNX model: the graph has a cycle (through node "
+                         f"'{looped.name or looped.op_type}'); an ONNX graph must be acyclic",
+                         "re-export the model; no runtime will load this file")
     return proto
+
+
+# Files of the other runtimes, told apart by their first bytes: profile reads ONNX graphs only.
+_MAGIC = ((lambda d: d[4:8] == b"TFL3", "a TFLite (.tflite) file"),
+          (lambda d: d[4:6] == b"ET" and d[6:8].isdigit(), "an ExecuTorch (.pte) program"),
+          (lambda d: d.lstrip()[:5] in (b"<?xml", b"<net "), "an OpenVINO IR (.xml) file"))
+
+
+def other_format(data: bytes) -> str | None:
+    """What a model file of another runtime is, from its first bytes; None when it may be ONNX."""
+    head = data[:64]
+    return next((what for test, what in _MAGIC if test(head)), None)
+
+
+def not_onnx(label: str, what: str) -> InputError:
+    return InputError(f"{label} is {what}: profile and guidelines read ONNX graphs",
+                      f"time it on its runtime with `edgezoo bench {label}`; profile the .onnx it was converted from")
+
+
+def node_in_cycle(graph) -> "onnx.NodeProto | None":  # noqa: F821
+    """A node on a cycle of ``graph`` (Kahn's algorithm over the tensors nodes produce), or None if acyclic."""
+    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    waiting = [len({producer[t] for t in n.input if t in producer}) for n in graph.node]
+    users: dict[int, set[int]] = {}
+    for i, n in enumerate(graph.node):
+        for p in {producer[t] for t in n.input if t in producer}:
+            users.setdefault(p, set()).add(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    for i in ready:  # grows while iterating: a breadth-first topological order
+        for u in users.get(i, ()):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                ready.append(u)
+    if len(ready) == len(graph.node):
+        return None
+    return next(n for i, n in enumerate(graph.node) if waiting[i] > 0)
 
 
 def _dims(type_proto) -> list | None:
@@ -362,18 +410,11 @@ def _unknown(info: dict, nodes) -> list[str]:
     return [o for n in nodes for o in n.output if o and info.get(o, (None, 0))[0] is None]
 
 
-def _symbolic_shapes(work, info: dict) -> None:
+def _symbolic_shapes(work, info: dict, label: str = "the model") -> None:
     """Second pass for what onnx's inference left unknown: onnxruntime's symbolic shape inference (it
     propagates Shape/Gather/Concat arithmetic through Reshape, as transformers' exports need). Fills only
     tensors still unknown; any failure leaves them to the run."""
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-    except ImportError:
-        return
-    try:
-        inferred = SymbolicShapeInference.infer_shapes(work, auto_merge=True, guess_output_rank=False)
-    except Exception:  # unknown ops, or a pattern it does not model: the run decides
-        return
+    inferred = symbolic_shapes(work, label)  # bounded: see edgezoo.onnx_bounds
     if inferred is None:
         return
     g = inferred.graph
@@ -400,17 +441,28 @@ def _shapes_by_running(proto, inputs: dict[str, list[int]], info: dict, wanted: 
             m.graph.output.add().name = o
             have.add(o)
     try:
-        # optimizations off: a fused graph would no longer produce the intermediate tensors asked for
-        with OrtRunner(m.SerializeToString(), threads=1, graph_optimization="disable") as runner:
+        # optimizations off: a fused graph would no longer produce the intermediate tensors asked for;
+        # the run may build tensors no inference could size, so it gets a memory budget
+        with memory_budget(), OrtRunner(m.SerializeToString(), threads=1, graph_optimization="disable") as runner:
             feed = {i.name: np.zeros(inputs[i.name], dtype=i.dtype) for i in runner.inputs}
             outs = runner.infer(feed)
             names = [o.name for o in runner.outputs]
+    except MemoryError:
+        raise _run_too_large() from None
     except InputError as e:
+        if "allocate" in e.message:  # onnxruntime's arena refused a buffer past the budget
+            raise _run_too_large() from None
         raise InputError(f"cannot resolve this graph's tensor shapes: {e.message[:200]}",
                          "pass --input-size, or simplify the model with onnxsim") from None
     for name, v in zip(names, outs):
         elem = info.get(name, (None, 1))[1]
         info[name] = (list(np.shape(v)), elem)
+
+
+def _run_too_large() -> InputError:
+    return InputError("cannot resolve this graph's tensor shapes: running it once needs more than half of this "
+                      "machine's memory (a tensor no inference could size)",
+                      "pass a smaller --input-size; if the model is yours, simplify it with onnxsim")
 
 
 # Domains whose ops onnx or onnxruntime can size; any other domain is a custom op library.
@@ -429,17 +481,12 @@ def profile_onnx(source, input_size: Sequence[int] | None = None, batch: int = 1
     """
     import onnx
 
-    proto = load_model(source)
-    label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<model>"
-    work = _without_weight_data(proto)  # shapes need no weight values: copying and inferring is then cheap
-    notes: list[str] = []
-    inputs = _fix_input_shapes(work, input_size, batch, notes)
-    info = _infer_shapes(work)
+    proto, label, work, inputs, info, notes = _checked_shapes(source, input_size, batch)
     graph = work.graph
     nodes = list(graph.node)
     custom = sorted({f"{n.domain}::{n.op_type}" for n in nodes if n.domain not in KNOWN_DOMAINS})
     if _unknown(info, nodes):
-        _symbolic_shapes(work, info)
+        _symbolic_shapes(work, info, label)
     wanted = _unknown(info, nodes)
     if wanted and not custom:
         full = onnx.ModelProto()
@@ -462,14 +509,7 @@ def profile_onnx(source, input_size: Sequence[int] | None = None, batch: int = 1
                 consumers.setdefault(i, []).append(n)
     graph_outputs = {o.name for o in graph.output}
 
-    # Tensors that depend on no graph input: the weights and whatever a runtime folds at load time.
-    const = {t.name for t in graph.initializer}
-    const_nodes = set()
-    for n in nodes:
-        real_inputs = [i for i in n.input if i]
-        if n.op_type in ("Constant", "Shape", "Size") or (real_inputs and all(i in const for i in real_inputs)):
-            const.update(o for o in n.output if o)
-            const_nodes.add(id(n))
+    const, const_nodes = constant_tensors(graph)
 
     # QDQ: a node runs in int8 when onnxruntime can fuse it (INT8_CAPABLE) and every activation input comes
     # through a DequantizeLinear. The DQs that feed only such nodes, and the Qs right after them, vanish.
@@ -546,6 +586,25 @@ def profile_onnx(source, input_size: Sequence[int] | None = None, batch: int = 1
         profiles.append(prof)
     return GraphProfile(label, inputs, profiles, skipped_constant=len(const_nodes), absorbed_qdq=len(absorbed),
                         notes=notes, unknown_ops=custom, qdq_fusion="onnxruntime" if runtime is not None else "assumed")
+
+
+def check_profilable(source, input_size: Sequence[int] | None = None, batch: int = 1) -> None:
+    """Every check ``profile_onnx`` makes before it lets any tool build a tensor (edgezoo.onnx_bounds):
+    for callers that hand the file to onnxruntime first (the optimized-graph view)."""
+    _checked_shapes(source, input_size, batch)
+
+
+def _checked_shapes(source, input_size, batch):
+    """(model, label, weightless copy with fixed inputs, input shapes, onnx-inferred shapes, notes), once the
+    file's declared sizes and its computed constants are within bounds."""
+    proto = load_model(source)
+    label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<model>"
+    work = _without_weight_data(proto)  # shapes need no weight values: copying and inferring is then cheap
+    notes: list[str] = []
+    inputs = _fix_input_shapes(work, input_size, batch, notes)
+    info = _infer_shapes(work)
+    check_computed_constants(work.graph, info, constant_tensors(work.graph)[0], label)
+    return proto, label, work, inputs, info, notes
 
 
 def _without_weight_data(proto):

@@ -159,15 +159,9 @@ def check_threads(threads: int | None) -> None:
 
 def check_model_file(path, what: str) -> None:
     """Cheap checks with clear messages before a backend gives its own (longer) ones."""
-    from pathlib import Path
+    from edgezoo.fileio import check_model_path
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"no such file: {path}")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not {what}")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path} is empty, not {what}")
+    check_model_path(path, what)
 
 
 def guess_layout(shape: Sequence[Any], channels: int | None = None) -> str | None:

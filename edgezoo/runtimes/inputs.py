@@ -150,5 +150,31 @@ def feeds_for(runner: Runner, batch: int = 1, input_size: Sequence[int] | None =
     feeds = {}
     for k, info in enumerate(runner.inputs):
         shape = resolve_shape(info, batch, input_size, meta)
-        feeds[info.name] = make_array(shape, info.dtype, mean, std, seed + k, info.layout)
+        check_feed_size(info, shape)
+        try:
+            feeds[info.name] = make_array(shape, info.dtype, mean, std, seed + k, info.layout)
+        except MemoryError:
+            raise InputError(f"not enough memory for a {_shape_text(shape)} input {info.name!r}",
+                             "pass a smaller --input-size or --batch") from None
     return feeds
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+def check_feed_size(info: TensorInfo, shape: Sequence[int]) -> None:
+    """A file may declare any shape ([1, 2**40] is a valid 105-byte ONNX file): refuse an input that could
+    not fit in half this machine's memory before numpy tries, instead of its _ArrayMemoryError."""
+    import math
+    import os
+
+    need = math.prod(int(d) for d in shape) * np.dtype(info.dtype).itemsize
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > total // 2:
+        raise InputError(f"input {info.name!r} of shape {_shape_text(shape)} would take {need / 2**30:,.1f} GiB, "
+                         f"more than half of this machine's {total / 2**30:.0f} GiB",
+                         "pass a smaller --input-size or --batch, or check the model's declared input shape")

@@ -134,6 +134,10 @@ class OrtRunner(Runner):
         return opts
 
     def _activate(self) -> None:
+        from edgezoo.onnx_bounds import check_model_bounds
+
+        # a few hundred bytes can declare a constant of 2**31 values that the session would build
+        check_model_bounds(self._model, str(self.path or "the model bytes"))
         try:
             self.session = self._ort.InferenceSession(self._model, self._options(), providers=self.providers)
         except Exception as e:  # onnxruntime raises its own exception types for bad files
@@ -211,12 +215,9 @@ def _external_data_size(path: Path) -> int:
 
 def check_onnx_file(path: Path) -> None:
     """Cheap checks with clear messages before onnxruntime gives its own (longer) ones."""
-    if not path.exists():
-        raise InputError(f"no such file: {path}")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not an ONNX file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path} is empty, not an ONNX file")
+    from edgezoo.fileio import check_model_path
+
+    check_model_path(path, "an ONNX file")
 
 
 ONNX = FileKind("onnx", (".onnx",), "an .onnx file", ".onnx files")

@@ -160,8 +160,12 @@ def load_model(path: str | os.PathLike, name: str | None = None, threads: int | 
     path = Path(path)
     if path.is_dir() and path.suffix.lower() != ".xml":
         raise InputError(f"{path} is a folder, not a model file", f"pass the model file itself ({files_help()})")
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"model file not found: {path}")
+    if not path.is_dir():
+        from edgezoo.fileio import check_model_path
+
+        check_model_path(path, "a model file")  # empty, or a FIFO that would block the start
     runner = open_served_runner(path, runtime, threads, providers)
     meta = runner.model_metadata() or ModelMetadata.from_props({})
     for k, v in (override or {}).items():

@@ -252,7 +252,7 @@ def write_triton_repository(
     target = Path(out_dir) / name
     if target.exists() and not target.is_dir():
         raise InputError(f"{target} is a file, not a model folder", "choose another --name or output folder")
-    with atomic_directory(target / VERSION) as version:
+    with atomic_directory(target / VERSION, owned=earlier_version_files) as version:
         shutil.copyfile(src, version / ("model.plan" if is_plan else "model.onnx"))
         for rel in info["external"]:  # weights kept beside the .onnx travel with it, same relative path
             ext_src = (src.parent / rel).resolve()
@@ -360,3 +360,23 @@ def render_config(name: str, platform: str, max_batch: int, inputs: list[TensorI
     for k, v in (parameters or {}).items():
         lines += ["parameters {", f"  key: {_q(k)}", f"  value: {{ string_value: {_q(v)} }}", "}"]
     return "\n".join(lines) + "\n"
+
+
+def earlier_version_files(folder: Path) -> set[str] | None:
+    """Everything in version folder ``folder`` when its model folder is an entry edgezoo wrote (the version is
+    edgezoo's to replace); None otherwise, so a user's own version folder is never replaced."""
+    if earlier_entry_files(folder.parent) is None:
+        return None
+    return {p.name for p in folder.iterdir()}
+
+
+def earlier_entry_files(folder: Path) -> set[str] | None:
+    """The entries of a model folder that edgezoo wrote there before (its config.pbtxt names the folder):
+    config.pbtxt, labels.txt and version 1. None when it is no such entry; anything else in it is the user's
+    (``edgezoo.fileio.check_replaceable_dir``)."""
+    config = folder / "config.pbtxt"
+    if not config.is_file():
+        return None
+    with open(config, "rb") as f:
+        head = f.read(1 << 16).decode("utf-8", "replace")
+    return {"config.pbtxt", "labels.txt", "1"} if f'name: "{folder.name}"' in head else None

@@ -135,11 +135,13 @@ def parse_targets(text: str | Sequence[str] | None) -> list[str]:
     items = [t.strip().lower() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
     if not items:
         raise InputError("--target is empty", f"choose from {', '.join(REGISTRY)} or all")
+    for t in items:
+        if t != "all":
+            get_target(t)  # raises for an unknown name, also beside "all"
     if "all" in items:
         return [n for n in REGISTRY if get_target(n).available() is None]
     out = []
     for t in items:
-        get_target(t)  # raises for an unknown name
         if t not in out:
             out.append(t)
     return out
