@@ -332,10 +332,10 @@ def add_int8_agreement(report: LiteReport, int8_path: str | Path) -> LiteReport:
     if report.original is None or report.heldout is None or not len(report.heldout):
         report["heldout_agreement_int8"] = None
         return report
-    from edgezoo.export.quantize import _runner, run_batched
+    from edgezoo.export.agreement import ort_runner, run_batched
 
     x = np.ascontiguousarray(report.heldout, dtype=np.float32)
-    with _runner(int8_path) as runner:
+    with ort_runner(int8_path) as runner:
         lite = run_batched(runner, x)[0]
     with torch.no_grad():
         ref = report.original.eval()(torch.from_numpy(x)).numpy()
