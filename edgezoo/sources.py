@@ -95,6 +95,14 @@ class ModelSource:
         return self.input.size
 
     @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.preset.mean)
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.preset.std)
+
+    @property
     def num_classes(self) -> int:
         return self.preset.num_classes
 

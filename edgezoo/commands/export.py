@@ -1,4 +1,7 @@
-"""`edgezoo export NAME [--int8] [--fp16] [--tensorrt] ...`: the conversion pipeline behind one command."""
+"""`edgezoo export SOURCE [--int8] [--fp16] [--target ...] ...`: the conversion pipeline behind one command.
+
+SOURCE is what edgezoo.sources resolves: a zoo name, FILE.onnx, FILE.pt2, package.module:attr, timm:NAME or
+torchvision:NAME. The command parses, calls edgezoo.api.export (the Python API) and prints."""
 
 from __future__ import annotations
 
@@ -13,7 +16,10 @@ from edgezoo.runtimes.inputs import input_size_option
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_command(
-        name: str = typer.Argument(..., help="Model name or alias (see `edgezoo list`), e.g. mobilenetv3."),
+        name: str = typer.Argument(..., metavar="SOURCE",
+                                   help="A zoo name or alias (see `edgezoo list`, e.g. mobilenetv3), FILE.onnx (fp32), "
+                                        "FILE.pt2 (torch.export.save), package.module:attr (an nn.Module or a "
+                                        "zero-argument factory), timm:NAME or torchvision:NAME (with --weights)."),
         weights: Optional[Path] = typer.Option(None, "--weights", help="state_dict file (torchvision/timm keys work)."),
         int8: bool = typer.Option(False, "--int8", help="Also write a verified int8 (QDQ, U8S8) ONNX."),
         fp16: bool = typer.Option(False, "--fp16", help="Also write an fp16 ONNX (fp32 inputs/outputs)."),
@@ -43,8 +49,13 @@ def register(app: typer.Typer) -> None:
         bf16: bool = typer.Option(False, "--bf16", help="Also bf16 for the targets that have it (OpenVINO)."),
         num_classes: Optional[int] = typer.Option(None, "--num-classes",
                                                   help="Classes of the checkpoint (default: the spec's, 1000)."),
+        mean: Optional[str] = typer.Option(None, "--mean", help="Per-channel mean of 0..1 pixels (e.g. 0.485,0.456,0.406); "
+                                           "default: the model's metadata or preset."),
+        std: Optional[str] = typer.Option(None, "--std", help="Per-channel std of 0..1 pixels."),
+        layout: Optional[str] = typer.Option(None, "--layout", help="Input layout: NCHW (export takes NCHW models)."),
+        labels: Optional[Path] = typer.Option(None, "--labels", help="Text file, one class label per line."),
     ) -> None:
-        """Export a zoo model to a verified bundle: fp32 ONNX, and int8 / fp16 / TensorRT as asked, with a report.
+        """Export a model (zoo name, .onnx, .pt2, module:attr, timm:/torchvision:NAME) to a verified bundle: fp32 ONNX, and int8 / fp16 / TensorRT as asked, with a report.
 
         Every option and output location (-o, --triton) is checked before any work. Options that change nothing in this run (e.g. --method without --int8) are named in a warning, and the export goes on. The bundle and the Triton entry are replaced only when everything succeeded.
         """
@@ -63,11 +74,13 @@ def register(app: typer.Typer) -> None:
             calib_count=calib_count, per_tensor=per_tensor, method=method, opset=opset, batch=batch,
             input_size=input_size, out=out, triton=triton, backend=backend, lite=lite,
             distill_images=distill_images, distill_steps=distill_steps, num_classes=num_classes,
-            targets=tuple(parse_targets(target)), bench=bench, bf16=bf16,
+            targets=tuple(parse_targets(target)), bench=bench, bf16=bf16, mean=mean, std=std, layout=layout,
+            labels=labels,
         )
         from rich.markup import escape
 
-        early = validate(options).warnings  # run_export checks again; this prints the warnings before the work
+        checked = validate(options)  # every cheap check, the source resolved once; warnings before the work
+        early = checked.warnings
         for note in early:
             err_console.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -81,7 +94,7 @@ def register(app: typer.Typer) -> None:
                 done.append(name)
                 progress.update(task, description=name)
 
-            outcome = _run(run_export, options, step)
+            outcome = _run(run_export, checked, step)
             if done:
                 progress.console.print(f"[green]✓[/green] {done[-1]}", highlight=False)
         outcome.warnings = [w for w in outcome.warnings if w not in early]
@@ -93,7 +106,7 @@ def _run(run_export, options, step):
     from edgezoo.errors import InputError
 
     try:
-        return run_export(options, progress=step)
+        return run_export(options, progress=step)  # a CheckedExport: validated once
     except MemoryError:
         raise InputError("not enough memory for this export", "try a smaller --input-size or --calib-count") \
             from None
@@ -107,7 +120,7 @@ def _run(run_export, options, step):
 
         if isinstance(e, torch.onnx.errors.OnnxExporterError):
             # torch appends its whole IR graph to the message: the first line is what went wrong
-            raise InputError(f"torch.onnx cannot export this model at opset {options.opset}: {first}",
+            raise InputError(f"torch.onnx cannot export this model at opset {options.options.opset}: {first}",
                              "try the default --opset 17") from None
         raise
 
@@ -124,8 +137,10 @@ def _print_summary(console, outcome) -> None:
     if "int8" in r:
         a = r["int8"]["agreement"]
         fi = r["int8"]["float_islands"]
-        console.print(f"  int8 vs fp32: top-1 agreement {a['top1_agreement'] * 100:.1f}%, cosine "
-                      f"{a['cosine_mean']:.4f}, SQNR {a['sqnr_db']:.1f} dB ({a['inputs']})", highlight=False)
+        top1 = f"top-1 agreement {a['top1_agreement'] * 100:.1f}%, " if a.get("top1_agreement") is not None else ""
+        which = f" (worst of {len(a['outputs'])} outputs: {a['output']})" if "outputs" in a else ""
+        console.print(f"  int8 vs fp32{which}: {top1}cosine {a['cosine_mean']:.4f}, SQNR {a['sqnr_db']:.1f} dB "
+                      f"({a['inputs']})", highlight=False)
         console.print(f"  float ops left between DQ and Q: {fi['count']}", highlight=False)
     rows = [t for t in r.get("targets", []) if t.get("status") == "ok"]
     if len(rows) > 1 or any("latency_ms" in t for t in rows):

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from edgezoo.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgezoo.sources import ModelSource
 
 DEFAULT_OUT_ROOT = Path("edgezoo-out")
 DEFAULT_METHOD = "minmax"
@@ -43,7 +46,9 @@ def max_opset() -> int:
 
 @dataclass
 class ExportOptions:
-    name: str
+    # the source (edgezoo.sources.resolve_source): a zoo name or alias, FILE.onnx, FILE.pt2,
+    # package.module:attr, timm:NAME, torchvision:NAME, or an nn.Module object (Python API)
+    name: Any
     weights: Path | None = None
     int8: bool = False
     fp16: bool = False
@@ -71,16 +76,33 @@ class ExportOptions:
     targets: tuple[str, ...] = ("onnxruntime",)
     bench: bool = False  # latency p50 of every target's file, interleaved, 1 thread, batch 1
     bf16: bool = False  # also bf16 for the targets that have it (OpenVINO)
+    # preprocessing of a model outside the zoo, in serve's grammar (edgezoo.preprocess_options); None: the
+    # file's metadata or the source's own record, else ImageNet's (named in a warning)
+    mean: str | Sequence[float] | None = None
+    std: str | Sequence[float] | None = None
+    layout: str | None = None
+    labels: Path | Sequence[str] | None = None
+    example_inputs: Any = None  # for an nn.Module source: one (N, C, H, W) tensor
+    # --lite (edgezoo.export.lite): which rewrites (None: lite.DEFAULT_REWRITES), a distillation time budget
+    # in seconds and a checkpoint file to resume distillation from
+    lite_rewrites: tuple[str, ...] | None = None
+    distill_time_budget: float | None = None
+    distill_checkpoint: Path | None = None
 
 
 @dataclass
 class CheckedExport:
     options: ExportOptions  # defaults filled in
-    spec: Any
+    source: ModelSource
     size: tuple[int, int, int]  # C, H, W
     out_dir: Path
     triton_entry: Path | None  # TRITON/<model name>, replaced whole
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def spec(self):
+        """The zoo entry, for a zoo source; None for any other."""
+        return self.source.spec
 
 
 def default_out_dir(model_name: str) -> Path:
@@ -90,17 +112,25 @@ def default_out_dir(model_name: str) -> Path:
 def validate(options: ExportOptions) -> CheckedExport:
     """Every check that needs no model build; InputError (one line) for the first problem found."""
     from edgezoo.fileio import check_writable_dir
-    from edgezoo.models.registry import get_spec
-    from edgezoo.runtimes.inputs import image_chw, parse_input_size
+    from edgezoo.runtimes.inputs import parse_input_size
+    from edgezoo.sources import resolve_source
 
     o = options
-    spec = get_spec(o.name)
     parsed = parse_input_size(o.input_size)
-    size = spec.input_size if parsed is None else image_chw(parsed, spec.input_size[0])
-    size = tuple(int(v) for v in size)
+    if parsed is not None and min(parsed[-2:]) < 8:
+        raise InputError(f"--input-size {parsed[-2]},{parsed[-1]} is too small for a CNN (at least 8 pixels a side)")
+    if o.weights is not None and not (isinstance(o.name, str) and o.name.lower().endswith(".onnx")):
+        _check_input_file(Path(o.weights), "--weights", "a state_dict file saved with torch.save")
+    source = resolve_source(o.name, weights=o.weights, input_size=o.input_size, mean=o.mean, std=o.std,
+                            layout=o.layout, labels=o.labels, example_inputs=o.example_inputs,
+                            num_classes=o.num_classes)
+    size = tuple(int(v) for v in source.input_size)
     if min(size[1:]) < 8:
         raise InputError(f"--input-size {size[1]},{size[2]} is too small for a CNN (at least 8 pixels a side)")
-    warnings = _no_effect(o)
+    if source.is_onnx and o.lite:
+        raise InputError("--lite rewrites and distils a PyTorch model; this source is an ONNX graph",
+                         "export the PyTorch model (a zoo name, FILE.pt2 or package.module:attr) with --lite")
+    warnings = _no_effect(o) + list(source.notes)
     _check_memory(o, size)
 
     method = DEFAULT_METHOD if o.method is None else o.method.lower()
@@ -124,17 +154,15 @@ def validate(options: ExportOptions) -> CheckedExport:
         raise InputError(f"--batch must lie in 1..{MAX_BATCH}, got {o.batch}")
     _check_opset(o)
 
-    if o.weights is not None:
-        _check_input_file(Path(o.weights), "--weights", "a state_dict file saved with torch.save")
     for folder, option in ((o.calib, "--calib"), (o.distill_images, "--distill-images")):
         if folder is not None:
             _check_input_folder(Path(folder), option)
 
-    out_dir = Path(o.out) if o.out is not None else default_out_dir(spec.name)
+    out_dir = Path(o.out) if o.out is not None else default_out_dir(source.name)
     check_writable_dir(out_dir, "bundle" if o.out is None else "-o")
     triton_entry = None
     if o.triton is not None:
-        triton_entry = Path(o.triton) / spec.name
+        triton_entry = Path(o.triton) / source.name
         check_writable_dir(o.triton, "--triton")
         check_writable_dir(triton_entry, "--triton")
         a, b = out_dir.resolve(), triton_entry.resolve()
@@ -146,7 +174,7 @@ def validate(options: ExportOptions) -> CheckedExport:
 
         import_tensorrt()  # fail in one line now, not after minutes of work
     filled = replace(o, method=method, backend=backend, calib_count=calib_count, input_size=size)
-    return CheckedExport(filled, spec, size, out_dir, triton_entry, warnings)
+    return CheckedExport(filled, source, size, out_dir, triton_entry, warnings)
 
 
 # Peak memory grows with pixels x images held at once (calibration keeps every image's activations):
