@@ -357,10 +357,33 @@ def _from_pt2(path: Path, pre: Preprocessing, weights, name: str | None) -> Mode
         node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name == specs[0].arg.name), None)
         val = node.meta.get("val") if node is not None else None
         if val is not None and len(val.shape) == 4:
-            example = tuple(int(d) if isinstance(d, int) or str(d).isdigit() else None for d in val.shape)
-    module = program.module()
-    return _from_torch(module, "pt2", name or path.stem, pre, weights, example_shape=example, path=path,
-                       origin=path.name)
+            example = tuple(int(d) if str(d).isdigit() else None for d in val.shape)
+    module = exported_module(program.module())
+    src = _from_torch(module, "pt2", name or path.stem, pre, weights, example_shape=example, path=path,
+                      origin=path.name)
+    if example is not None and example[0] is not None:  # exported at a static batch: it runs no other
+        src.input = replace(src.input, dynamic=(), fixed_batch=example[0])
+    return src
+
+
+def exported_module(graph_module) -> "nn.Module":
+    """An ExportedProgram's module as a plain nn.Module: torch refuses ``.eval()``/``.train()`` on it (it is
+    always in the mode it was exported in), and every pass calls ``.eval()``."""
+    from torch import nn
+
+    class ExportedModule(nn.Module):
+        def __init__(self, program):
+            super().__init__()
+            self.program = program
+
+        def forward(self, *args):
+            return self.program(*args)
+
+        def train(self, mode: bool = True):
+            self.training = mode  # the program's own mode was fixed at export
+            return self
+
+    return ExportedModule(graph_module)
 
 
 def _from_import_string(text: str, pre: Preprocessing, weights, example_inputs, name: str | None) -> ModelSource:

@@ -173,7 +173,8 @@ def validate(options: ExportOptions) -> CheckedExport:
         from edgezoo.runtimes.tensorrt import import_tensorrt
 
         import_tensorrt()  # fail in one line now, not after minutes of work
-    filled = replace(o, method=method, backend=backend, calib_count=calib_count, input_size=size)
+    batch = o.batch if o.batch is not None or source.is_onnx else source.input.fixed_batch
+    filled = replace(o, method=method, backend=backend, calib_count=calib_count, input_size=size, batch=batch)
     return CheckedExport(filled, source, size, out_dir, triton_entry, warnings)
 
 
