@@ -110,12 +110,27 @@ def _set_conv_params(g: _Graph, conv, w: np.ndarray, b: np.ndarray, tag: str) ->
     conv.input.extend([wn, bn])
 
 
-def _replace_node(model: onnx.ModelProto, old, new: list) -> None:
-    nodes = list(model.graph.node)
-    k = next(i for i, n in enumerate(nodes) if n is old)
-    nodes[k:k + 1] = new
+def _rebuild(model: onnx.ModelProto, replace: dict[int, list]) -> None:
+    """Replace node ``i`` by ``replace[i]`` (an empty list drops it), all at once: the graph's nodes are
+    rebuilt only after every edit, because rebuilding detaches the node objects a pass still holds."""
+    if not replace:
+        return
+    nodes = []
+    for i, n in enumerate(model.graph.node):
+        if i in replace:
+            nodes.extend(replace[i])
+        else:
+            nodes.append(n)
+    copies = [onnx.NodeProto() for _ in nodes]
+    for c, n in zip(copies, nodes):
+        c.CopyFrom(n)
     del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    model.graph.node.extend(copies)
+
+
+def _position(model: onnx.ModelProto, node) -> int:
+    """Index of ``node`` in the graph (found by its outputs: the message objects are not stable)."""
+    return next(i for i, n in enumerate(model.graph.node) if list(n.output) == list(node.output))
 
 
 def _prune_initializers(model: onnx.ModelProto) -> None:
@@ -131,7 +146,8 @@ def fold_batchnorm(model: onnx.ModelProto) -> GraphPassResult:
     m.CopyFrom(model)
     g = _Graph(m)
     changes = []
-    for conv in list(m.graph.node):
+    drop: dict[int, list] = {}
+    for conv in m.graph.node:
         if conv.op_type != "Conv":
             continue
         bn = g.only_consumer(conv.output[0], "BatchNormalization")
@@ -145,9 +161,10 @@ def fold_batchnorm(model: onnx.ModelProto) -> GraphPassResult:
         w, b = params
         k = (scale / np.sqrt(var + eps)).astype(np.float64)
         _set_conv_params(g, conv, w * k.reshape(-1, *([1] * (w.ndim - 1))), (b - mean) * k + shift, "bnfold")
-        conv.output[0] = bn.output[0]
-        m.graph.node.remove(bn)
+        drop[_position(m, bn)] = []
         changes.append(f"{bn.name or bn.output[0]} -> {conv.name or conv.output[0]}")
+        conv.output[0] = bn.output[0]
+    _rebuild(m, drop)
     _prune_initializers(m)
     left = sum(1 for n in m.graph.node if n.op_type == "BatchNormalization")
     if left:
@@ -170,7 +187,8 @@ def fold_hardsigmoid_gates(model: onnx.ModelProto) -> GraphPassResult:
     g = _Graph(m)
     version = opset(m)
     changes = []
-    for conv in list(m.graph.node):
+    edits: dict[int, list] = {}
+    for conv in m.graph.node:
         if conv.op_type != "Conv":
             continue
         hs = g.only_consumer(conv.output[0], "HardSigmoid")
@@ -181,9 +199,10 @@ def fold_hardsigmoid_gates(model: onnx.ModelProto) -> GraphPassResult:
         alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
         w, b = params
         _set_conv_params(g, conv, w * alpha, b * alpha + beta, "hsigfold")
-        _replace_node(m, hs, [_clip(g, conv.output[0], hs.output[0], 0.0, 1.0, g.fresh(f"{hs.name or 'hsig'}_clip"),
-                                    version)])
+        edits[_position(m, hs)] = [_clip(g, conv.output[0], hs.output[0], 0.0, 1.0,
+                                         g.fresh(f"{hs.name or 'hsig'}_clip"), version)]
         changes.append(f"{hs.name or hs.output[0]} folded into {conv.name or conv.output[0]}")
+    _rebuild(m, edits)
     _prune_initializers(m)
     return GraphPassResult("fold_hardsigmoid_gates", m, changes)
 
@@ -195,7 +214,10 @@ def decompose_hardsigmoid(model: onnx.ModelProto) -> GraphPassResult:
     g = _Graph(m)
     version = opset(m)
     changes = []
-    for hs in [n for n in m.graph.node if n.op_type == "HardSigmoid"]:
+    edits: dict[int, list] = {}
+    for k, hs in enumerate(m.graph.node):
+        if hs.op_type != "HardSigmoid":
+            continue
         a = _attrs(hs)
         alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
         base = hs.name or hs.output[0]
@@ -205,8 +227,9 @@ def decompose_hardsigmoid(model: onnx.ModelProto) -> GraphPassResult:
                helper.make_node("Add", [t1, g.add_init(f"{base}_beta", np.array(beta, np.float32))], [t2],
                                 name=g.fresh(f"{base}_add")),
                _clip(g, t2, hs.output[0], 0.0, 1.0, g.fresh(f"{base}_clip"), version)]
-        _replace_node(m, hs, new)
+        edits[k] = new
         changes.append(f"{base}: HardSigmoid -> Mul, Add, Clip")
+    _rebuild(m, edits)
     return GraphPassResult("decompose_hardsigmoid", m, changes)
 
 
@@ -222,7 +245,10 @@ def rewrite_hardswish(model: onnx.ModelProto, form: str = "mul_relu6") -> GraphP
     g = _Graph(m)
     version = opset(m)
     changes = []
-    for hs in [n for n in m.graph.node if n.op_type == "HardSwish"]:
+    edits: dict[int, list] = {}
+    for k, hs in enumerate(m.graph.node):
+        if hs.op_type != "HardSwish":
+            continue
         x, base = hs.input[0], hs.name or hs.output[0]
         t1, t2, t3 = g.fresh(f"{base}_plus3"), g.fresh(f"{base}_relu6"), g.fresh(f"{base}_prod")
         new = [helper.make_node("Add", [x, g.add_init(f"{base}_three", np.array(3.0, np.float32))], [t1],
@@ -231,8 +257,9 @@ def rewrite_hardswish(model: onnx.ModelProto, form: str = "mul_relu6") -> GraphP
                helper.make_node("Mul", [x, t2], [t3], name=g.fresh(f"{base}_mul")),
                helper.make_node("Mul", [t3, g.add_init(f"{base}_sixth", np.array(1 / 6, np.float32))],
                                 [hs.output[0]], name=g.fresh(f"{base}_scale"))]
-        _replace_node(m, hs, new)
+        edits[k] = new
         changes.append(f"{base}: HardSwish -> Add, Clip, Mul, Mul")
+    _rebuild(m, edits)
     return GraphPassResult(name, m, changes)
 
 

@@ -143,9 +143,9 @@ def missing_message(target: Target, why: str) -> str:
 
 
 def agreement(reference: np.ndarray, outputs: np.ndarray) -> dict:
-    from edgezoo.export.quantize import output_agreement
+    from edgezoo.export.agreement import output_agreement  # top-1 only for an output shaped [N, classes]
 
-    return output_agreement(reference.reshape(len(reference), -1), outputs.reshape(len(outputs), -1))
+    return output_agreement(reference, outputs)
 
 
 def run_on(runner, inputs: np.ndarray) -> np.ndarray:
@@ -252,7 +252,7 @@ def fastest_int8(rows: list[dict]) -> dict | None:
     """The fastest verified int8 row among those that keep the model's answers (top-1 agreement with fp32 at
     most ``KEEPS_ANSWERS`` below the best int8 row's); by latency when measured, else the only one or None."""
     int8 = [r for r in rows if r.get("precision") == "int8" and r.get("status") == "ok" and "agreement" in r]
-    if int8:
+    if int8 and all(r["agreement"].get("top1_agreement") is not None for r in int8):
         best = max(r["agreement"]["top1_agreement"] for r in int8)
         int8 = [r for r in int8 if r["agreement"]["top1_agreement"] >= best - KEEPS_ANSWERS]
     timed = [r for r in int8 if "latency_ms" in r]
