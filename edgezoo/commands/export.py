@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
         weights: Optional[Path] = typer.Option(None, "--weights", help="state_dict file (torchvision/timm keys work)."),
         int8: bool = typer.Option(False, "--int8", help="Also write a verified int8 (QDQ, U8S8) ONNX."),
         fp16: bool = typer.Option(False, "--fp16", help="Also write an fp16 ONNX (fp32 inputs/outputs)."),
-        tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build a TensorRT engine (NVIDIA GPU)."),
+        tensorrt: bool = typer.Option(False, "--tensorrt", hidden=True,
+                                      help="Old spelling of --target ...,tensorrt (kept as an alias)."),
         calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real images for int8 calibration "
                                              "(int8/lite only)."),
         calib_count: Optional[int] = typer.Option(None, "--calib-count",
@@ -35,16 +36,18 @@ def register(app: typer.Typer) -> None:
         batch: Optional[int] = typer.Option(None, "--batch", help="Fix the batch size, 1..1024 (default: dynamic)."),
         input_size: Optional[str] = input_size_option("the spec's"),
         out: Optional[Path] = typer.Option(None, "-o", "--out", help="Bundle folder (default ./edgezoo-out/<model>)."),
-        backend: Optional[str] = typer.Option(None, "--backend", help="Runtime the int8 file is for: onnxruntime "
-                                              "(default), tensorrt, openvino or generic (int8 only)."),
+        backend: Optional[str] = typer.Option(None, "--backend", hidden=True,
+                                              help="Old: the activation forms of model.int8.onnx (onnxruntime, "
+                                                   "tensorrt, openvino, generic); each --target now writes its own."),
         triton: Optional[Path] = typer.Option(None, "--triton", help="Also write a Triton model repository here."),
         lite: bool = typer.Option(False, "--lite", help="Quantization-friendly rewrites + distillation (changes the function)."),
         distill_images: Optional[Path] = typer.Option(None, "--distill-images", help="Unlabelled images for --lite."),
         distill_steps: Optional[int] = typer.Option(None, "--distill-steps", help="Distillation steps for --lite."),
         target: str = typer.Option("onnxruntime", "--target",
                                    help="Runtimes to write files for, comma-separated: onnxruntime, openvino, "
-                                        "executorch, litert, tensorrt; 'all' = every one whose extra is installed. "
-                                        "Each file is verified against PyTorch through its runtime."),
+                                        "executorch, litert, tensorrt (an engine; NVIDIA GPU); 'all' = every one "
+                                        "whose extra is installed. Each file is verified against the fp32 model "
+                                        "through its runtime."),
         bench: bool = typer.Option(False, "--bench", help="Time every target's file (p50, 1 thread, batch 1, interleaved)."),
         bf16: bool = typer.Option(False, "--bf16", help="Also bf16 for the targets that have it (OpenVINO)."),
         num_classes: Optional[int] = typer.Option(None, "--num-classes",
@@ -79,6 +82,12 @@ def register(app: typer.Typer) -> None:
         )
         from rich.markup import escape
 
+        if tensorrt:
+            err_console.print("note: --tensorrt is spelled --target ...,tensorrt now (the old spelling still works)",
+                              highlight=False)
+        if backend is not None:
+            err_console.print("note: --backend only picks model.int8.onnx's activation forms; each --target "
+                              "writes its own int8 file in its runtime's forms", highlight=False)
         checked = validate(options)  # every cheap check, the source resolved once; warnings before the work
         early = checked.warnings
         for note in early:

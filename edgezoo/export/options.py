@@ -52,7 +52,7 @@ class ExportOptions:
     weights: Path | None = None
     int8: bool = False
     fp16: bool = False
-    tensorrt: bool = False
+    tensorrt: bool = False  # the old spelling of targets += ("tensorrt",); it also fails early without TensorRT
     calib: Path | None = None
     calib_count: int | None = None  # None: DEFAULT_CALIB_COUNT
     per_tensor: bool = False
@@ -174,7 +174,9 @@ def validate(options: ExportOptions) -> CheckedExport:
 
         import_tensorrt()  # fail in one line now, not after minutes of work
     batch = o.batch if o.batch is not None or source.is_onnx else source.input.fixed_batch
-    filled = replace(o, method=method, backend=backend, calib_count=calib_count, input_size=size, batch=batch)
+    targets = tuple(o.targets) + (("tensorrt",) if o.tensorrt and "tensorrt" not in o.targets else ())
+    filled = replace(o, method=method, backend=backend, calib_count=calib_count, input_size=size, batch=batch,
+                     targets=targets)
     return CheckedExport(filled, source, size, out_dir, triton_entry, warnings)
 
 

@@ -1,4 +1,8 @@
-"""`edgezoo export NAME`: model -> verified passes -> fp32 ONNX -> int8 / fp16 / TensorRT -> one bundle.
+"""`edgezoo export SOURCE`: model -> verified passes -> fp32 ONNX -> int8 / fp16 / targets -> one bundle.
+
+The source is an edgezoo.sources.ModelSource (a zoo model, the user's PyTorch module, or an ONNX graph); the
+pipeline never reads the registry itself. A PyTorch source goes through the module passes
+(edgezoo.export.passes), an ONNX source through the same passes on the graph (edgezoo.export.graph_passes).
 
 Each step is checked numerically and reported; the bundle (ONNX files, report.json, report.md) is written to
 a temporary folder beside the target and swapped in whole, so a failed run leaves no partial bundle and an
@@ -8,7 +12,7 @@ is checked before any slow step.
 
 The export is two tuples of ``Step``s over one ``ExportRun`` state: ``PREPARE`` (preset, calibration images,
 model, passes: nothing written) and ``BUNDLE`` (fp32 ONNX, int8, fp16, the targets of
-edgezoo.export.targets, TensorRT, the report of edgezoo.export.report, Triton), each step enabled by the
+edgezoo.export.targets, TensorRT among them, the report of edgezoo.export.report, Triton), each step enabled by the
 options it serves. A new precision or output is one step function and one line in a tuple; a new runtime
 is a target module.
 """
@@ -372,17 +376,6 @@ def _targets(run: ExportRun) -> None:
                              f"target {r['target']} {r['precision']} failed: {r['error']}")
 
 
-def _tensorrt(run: ExportRun) -> None:
-    from edgezoo.export.tensorrt import build_engine, plan_engine
-
-    o = run.options
-    precision = "int8" if o.int8 else ("fp16" if o.fp16 else "fp32")
-    plan = plan_engine(run.files[precision], run.tmp / f"model.{precision}.engine", precision,
-                       timing_cache=run.tmp / "timing.cache")
-    run.report["tensorrt"] = build_engine(plan)
-    run.files["engine"] = Path(plan.engine_path)
-
-
 def _write_report(run: ExportRun) -> None:
     from edgezoo.export.report import render_markdown
     from edgezoo.fileio import atomic_write_text, write_json
@@ -412,7 +405,6 @@ BUNDLE: tuple[Step, ...] = (
     Step("int8", lambda o: o.int8, _int8, announce=False),
     Step("fp16", lambda o: o.fp16, _fp16),
     Step("targets", _always, _targets, announce=False),
-    Step("TensorRT engine", lambda o: o.tensorrt, _tensorrt),
     Step("write report", _always, _write_report),
     Step("Triton model repository", lambda o: o.triton is not None, _triton),
 )
