@@ -150,14 +150,9 @@ def agreement(reference: np.ndarray, outputs: np.ndarray) -> dict:
 
 def run_on(runner, inputs: np.ndarray) -> np.ndarray:
     """Outputs of an active runner, one image at a time (.pte and .tflite programs are planned for batch 1)."""
-    info = runner.inputs[0]
-    step = info.shape[0] if isinstance(info.shape[0], int) and info.shape[0] > 1 else 1  # a fixed batch
-    outs = []
-    for i in range(0, len(inputs), step):
-        chunk = inputs[i:i + step]
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)]) if len(chunk) < step else chunk
-        outs.append(runner.infer({info.name: np.ascontiguousarray(padded)})[0][:len(chunk)])
-    return np.concatenate(outs)
+    from edgezoo.export.agreement import run_batched  # the one padded-batch loop (a fixed batch is padded)
+
+    return run_batched(runner, inputs, batch=1)[0]
 
 
 def file_name(target: str, precision: str, suffix: str) -> str:
