@@ -118,7 +118,8 @@ def test_two_output_model_is_verified_per_output(tmp_path, photos):
     path = _to_onnx(model, tmp_path / "two.onnx", outputs=("logits", "seg"))
     import edgezoo
 
-    result = edgezoo.export(path, int8=True, calib=calib_dir, calib_count=24, out=tmp_path / "b")
+    result = edgezoo.export(path, int8=True, fp16=True, calib=calib_dir, calib_count=24, out=tmp_path / "b")
+    assert result.report["fp16"]["agreement"]["sqnr_db"] > 40
     a = result.report["int8"]["agreement"]
     assert [o["output"] for o in a["outputs"]] == ["logits", "seg"]
     logits, seg = a["outputs"]

@@ -131,6 +131,12 @@ def validate(options: ExportOptions) -> CheckedExport:
         raise InputError("--lite rewrites and distils a PyTorch model; this source is an ONNX graph",
                          "export the PyTorch model (a zoo name, FILE.pt2 or package.module:attr) with --lite")
     warnings = _no_effect(o) + list(source.notes)
+    if source.is_onnx:
+        warnings += [f"{flag} has no effect on an ONNX source (the file's own {what} is kept)"
+                     for flag, what, given in (("--batch", "batch", o.batch is not None),
+                                               ("--num-classes", "head", o.num_classes is not None),
+                                               ("--opset", "opset", o.opset != DEFAULT_OPSET)) if given]
+        _check_graph_opset(source, o)
     _check_memory(o, size)
 
     method = DEFAULT_METHOD if o.method is None else o.method.lower()
@@ -216,6 +222,17 @@ def _check_opset(o: ExportOptions) -> None:
             what = "per-tensor" if o.per_tensor else "per-channel (the default)"
             raise InputError(f"--opset {o.opset} is too old for {what} int8: use {need}..{top}",
                              "QuantizeLinear exists from opset 10 and takes a per-channel axis from 13")
+
+
+def _check_graph_opset(source: "ModelSource", o: ExportOptions) -> None:
+    from edgezoo.export.graph_passes import opset
+
+    have = opset(source.graph)
+    need = MIN_OPSET_INT8_PER_TENSOR if o.per_tensor else MIN_OPSET_INT8
+    if o.int8 and have < need:
+        raise InputError(f"{source.path} is opset {have}, too old for {'per-tensor' if o.per_tensor else 'per-channel'} "
+                         f"int8 (QuantizeLinear takes a per-channel axis from opset 13)",
+                         f"convert it first: onnx.version_converter.convert_version(model, {MIN_OPSET_INT8})")
 
 
 def _no_effect(o: ExportOptions) -> list[str]:
