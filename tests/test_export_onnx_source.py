@@ -167,3 +167,20 @@ def test_onnx_from_torchvision_quantizes_as_the_pytorch_path_does(tmp_path, phot
     assert graph.report["int8"]["recipe"]["head_convs"] == module.report["int8"]["recipe"]["head_convs"]
     gates = next(p for p in graph.report["passes"] if p["name"] == "fold_hardsigmoid_gates")
     assert gates["n_changes"] == 9  # every SE gate of MobileNetV3-Small, found by op type
+
+
+def test_pt2_program_gets_the_int8_forms_by_op_type(tmp_path, photos):
+    """A .pt2 program has no nn.Hardswish modules to find: its h-swish and SE gates are found in the exported
+    graph instead, so the int8 file runs no float islands."""
+    import edgezoo
+
+    calib_dir, _, images = photos
+    path = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(_trained(Net(), images), (torch.zeros(1, 3, SIZE, SIZE),)), str(path))
+    result = edgezoo.export(path, int8=True, calib=calib_dir, calib_count=16, out=tmp_path / "pt2",
+                            mean="0.485,0.456,0.406", std="0.229,0.224,0.225")
+    assert result.report["batch"] == 1  # exported at batch 1: the program takes no other
+    int8 = onnx.load(str(result.files["int8"]))
+    assert not any(n.op_type in ("HardSwish", "HardSigmoid") for n in int8.graph.node)
+    assert result.report["int8"]["float_islands"]["count"] == 0
+    assert result.report["int8"]["agreement"]["sqnr_db"] >= 20

@@ -94,14 +94,19 @@ class ExportRun:
         return self.checked.source.spec
 
     def apply(self, fn, current, *args, label: str | None = None, **kwargs):
-        """Run pass ``fn`` on ``current``, check it against ``current`` and record it; returns the new model."""
+        """Run pass ``fn`` on ``current``, check it against ``current`` and record it; returns the new model.
+        A graph (onnx.ModelProto) goes to ``apply_graph``."""
+        import onnx
+
+        if isinstance(current, onnx.ModelProto):
+            return self.apply_graph(fn, current, *args, **kwargs)
         from edgezoo.export import passes as P
 
         self.step(f"pass {label or fn.__name__}")
         result = fn(current, *args, **kwargs)
         if label:
             result.name = label
-        check = P.check_pass(current, result, self.size)
+        check = P.check_pass(current, result, self.size, batch=self.options.batch or 2)
         self.passes.append({"name": result.name, "changes": result.changes, "n_changes": len(result.changes),
                             **{k: v for k, v in check.to_dict().items() if k != "pass"}})
         if not check.ok:
@@ -268,7 +273,7 @@ def _int8(run: ExportRun) -> None:
     def export(model, target: Path, names: list[str]) -> None:
         run.export(model, target, "fp32", base + names)
 
-    apply = run.apply_graph if run.source.is_onnx else run.apply
+    apply = run.apply  # module passes, or graph passes (by op type) on a graph
     run.step("quantize int8")
     q = qdq_file(ctx, o.backend, path, apply=apply, export=export, method=o.method, keep_source=src)
     source_passes = base + q.pop("source_passes")
@@ -327,15 +332,22 @@ def _context(run: ExportRun) -> "TargetContext":
     else:
         import torch
 
+        step = o.batch or 8  # a model fixed at a batch (a .pt2 exported at batch 1) runs no other
         with torch.no_grad():
-            ref = torch.cat([_first_output(run.fp32_model(torch.from_numpy(inputs[i:i + 8])))
-                             for i in range(0, len(inputs), 8)]).numpy()
+            ref = torch.cat([_first_output(run.fp32_model(torch.from_numpy(_pad(inputs[i:i + step], step))))[:len(inputs[i:i + step])]
+                             for i in range(0, len(inputs), step)]).numpy()
     run.context = TargetContext(run.source.name, tuple(run.size), run.fp32_model,
                                 run.calibration[: o.calib_count] if run.calibration is not None else inputs[:1],
                                 inputs, ref, run.tmp, per_channel=not o.per_tensor, threads=1, progress=run.step,
                                 recipe=run.recipe)
     run.context.files["onnxruntime:fp32"] = run.files["fp32"]
     return run.context
+
+
+def _pad(x: np.ndarray, rows: int) -> np.ndarray:
+    from edgezoo.export.agreement import pad_rows
+
+    return pad_rows(x, rows)
 
 
 def _first_output(out):

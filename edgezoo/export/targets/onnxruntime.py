@@ -66,7 +66,7 @@ def int8_source(ctx: TargetContext, backend: str, path: Path, apply=None, export
             export(model, path, names)
         else:
             export_onnx(model, path, ctx.input_size, dynamic_batch=True)
-        return names
+        return names + _graph_forms(path, backend, apply)
     import onnx
 
     from edgezoo.fileio import atomic_write_bytes
@@ -80,14 +80,42 @@ def int8_source(ctx: TargetContext, backend: str, path: Path, apply=None, export
     return names
 
 
+def _graph_forms(path: Path, backend: str, apply=None) -> list[str]:
+    """What the module passes could not see, by op type on the exported graph: a PyTorch model whose h-swish or
+    h-sigmoid is not an nn.Hardswish / nn.Hardsigmoid module (a .pt2 program, a functional call) still exports
+    HardSwish / HardSigmoid nodes. The file is rewritten only when there are any (zoo models: never)."""
+    import onnx
+
+    from edgezoo.export import int8_forms
+    from edgezoo.fileio import atomic_write_bytes
+
+    graph = onnx.load(str(path))
+    if not any(n.op_type in ("HardSwish", "HardSigmoid") for n in graph.graph.node):
+        return []
+    forms = int8_forms.choose(graph, backend)
+    if forms.hardswish == "keep" and backend not in ("onnxruntime", "generic"):
+        return []  # the backend takes both ops as they are (TensorRT, OpenVINO)
+    out, names = int8_forms.source_graph(graph, forms, apply)
+    atomic_write_bytes(path, out.SerializeToString())
+    return [f"graph {n}" for n in names]
+
+
 def forms_of(ctx: TargetContext, backend: str):
+    """The int8 forms of ``backend`` for the model: read off the PyTorch modules, or off the fp32 ONNX graph
+    by op type when there is no PyTorch model or its modules hide an h-swish the graph has."""
     import onnx
 
     from edgezoo.export import int8_forms
 
-    model = ctx.model if ctx.model is not None else onnx.load(str(ctx.files["onnxruntime:fp32"]),
-                                                             load_external_data=False)
-    return int8_forms.choose(model, backend)
+    graph = None
+    if "onnxruntime:fp32" in ctx.files:
+        graph = onnx.load(str(ctx.files["onnxruntime:fp32"]), load_external_data=False)
+    if ctx.model is None:
+        return int8_forms.choose(graph, backend)
+    forms = int8_forms.choose(ctx.model, backend)
+    if graph is not None and not int8_forms.has_hardswish(ctx.model) and int8_forms.has_hardswish(graph):
+        return int8_forms.choose(graph, backend)
+    return forms
 
 
 def qdq_file(ctx: TargetContext, backend: str, path: Path, *, apply=None, export=None, method: str = "minmax",
