@@ -81,6 +81,42 @@ class _Graph:
         return name
 
 
+def simplify(model: onnx.ModelProto, fix_hw: tuple[int, int] | None = None) -> GraphPassResult:
+    """onnxsim's constant folding and fusions (a constant Pad into the Conv after it, ...), the batch kept
+    dynamic; ``fix_hw``: first fix a dynamic height and width of the image input at this size.
+
+    A graph with dynamic H/W computes shapes at run time (TF-style "same" padding: Shape, Gather, Ceil, Sub
+    feeding a Pad); quantized, that float arithmetic on shapes gets Q/DQ too and pads by the wrong amount.
+    At a fixed size it folds away and the Pad joins the Conv."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    changes = []
+    if fix_hw is not None:
+        inits = {t.name for t in m.graph.initializer}
+        vi = next(i for i in m.graph.input if i.name not in inits)
+        dims = vi.type.tensor_type.shape.dim
+        for axis, value in zip((2, 3), fix_hw):
+            if not dims[axis].dim_value:
+                dims[axis].ClearField("dim_param")
+                dims[axis].dim_value = int(value)
+                changes.append(f"{vi.name} {('height', 'width')[axis - 2]} fixed at {value}")
+    before = len(m.graph.node)
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(m)
+    except ImportError:
+        return GraphPassResult("simplify", m, changes + ["onnxsim is not installed: graph left as it is"])
+    except Exception as e:  # onnxsim fails on some graphs; the graph as it was is still correct
+        return GraphPassResult("simplify", m, changes + [f"onnxsim failed ({type(e).__name__}): graph left as it is"])
+    batch = [d.dim_param or d.dim_value for d in simplified.graph.input[0].type.tensor_type.shape.dim][:1]
+    if ok and batch == [d.dim_param or d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim][:1]:
+        m = simplified
+        if len(m.graph.node) != before:
+            changes.append(f"onnxsim: {before} -> {len(m.graph.node)} nodes")
+    return GraphPassResult("simplify", m, changes)
+
+
 def opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 

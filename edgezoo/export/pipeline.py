@@ -222,7 +222,13 @@ def _passes(run: ExportRun) -> None:
     if run.source.is_onnx:
         from edgezoo.export import graph_passes as G
 
-        run.fp32_graph = run.apply_graph(G.fold_batchnorm, run.source.graph)
+        inp = run.source.input
+        fix = tuple(run.size[1:]) if {"height", "width"} & set(inp.dynamic) else None
+        g = run.apply_graph(G.simplify, run.source.graph, fix)
+        if fix is not None:
+            run.notes.append(f"{run.source.name}'s input '{inp.name}' takes any height and width; the bundle's "
+                             f"files are fixed at {fix[0]}x{fix[1]} (--input-size), the batch stays dynamic")
+        run.fp32_graph = run.apply_graph(G.fold_batchnorm, g)
         return
     from edgezoo.export import passes as P
 
