@@ -29,7 +29,7 @@ class TargetContext:
 
     name: str  # the zoo name, for file metadata and messages
     input_size: tuple[int, int, int]
-    model: Any  # torch.nn.Module after the function-preserving passes (BN folded, shuffle static, ...)
+    model: Any  # torch.nn.Module after the function-preserving passes (BN folded, ...); None: an ONNX source
     calibration: np.ndarray  # (N, C, H, W) float32, the images int8 ranges come from
     eval_inputs: np.ndarray  # held-out images the agreement is measured on
     reference: np.ndarray  # the PyTorch fp32 model's outputs on eval_inputs
