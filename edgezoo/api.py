@@ -54,7 +54,6 @@ def export(source: Any, *, int8: bool = False, fp16: bool = False, calib: str | 
     (calib_count, per_tensor, method, opset, batch, triton, bench, bf16, num_classes, ...)."""
     from edgezoo.errors import InputError
     from edgezoo.export.options import ExportOptions
-    from edgezoo.export.pipeline import run_export
     from edgezoo.export.targets import parse_targets
 
     allowed = set(ExportOptions.__dataclass_fields__)
@@ -66,6 +65,14 @@ def export(source: Any, *, int8: bool = False, fp16: bool = False, calib: str | 
                          calib=Path(calib) if calib is not None else None, out=Path(out) if out is not None else None,
                          input_size=input_size, mean=mean, std=std, layout=layout, labels=labels,
                          example_inputs=example_inputs, targets=tuple(parse_targets(targets)), **options)
-    outcome = run_export(opts, progress=progress)
+    return run(opts, progress)
+
+
+def run(options, progress: Callable[[str], None] | None = None) -> ExportResult:
+    """Run the export of ``options`` (an ExportOptions, or what ``validate`` returned for it: the CLI checks
+    first, prints the warnings, then calls this) and type its outcome."""
+    from edgezoo.export.pipeline import run_export
+
+    outcome = run_export(options, progress=progress)
     rows = [TargetRow.from_row(r) for r in outcome.report.get("targets", [])]
     return ExportResult(outcome.out_dir, dict(outcome.files), outcome.report, rows, list(outcome.warnings))

@@ -68,8 +68,8 @@ def register(app: typer.Typer) -> None:
         require_torch()
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+        from edgezoo.api import run as run_export  # the Python API: one path for the CLI and edgezoo.export()
         from edgezoo.export.options import ExportOptions, validate
-        from edgezoo.export.pipeline import run_export
         from edgezoo.export.targets import parse_targets
 
         options = ExportOptions(
@@ -107,11 +107,11 @@ def register(app: typer.Typer) -> None:
             if done:
                 progress.console.print(f"[green]✓[/green] {done[-1]}", highlight=False)
         outcome.warnings = [w for w in outcome.warnings if w not in early]
-        _print_summary(console, outcome)
+        _print_summary(console, outcome)  # an edgezoo.api.ExportResult
 
 
 def _run(run_export, options, step):
-    """run_export, with the failures of the tools under it that bad input can cause told in one line."""
+    """edgezoo.api.run, with the failures of the tools under it that bad input can cause told in one line."""
     from edgezoo.errors import InputError
 
     try:
