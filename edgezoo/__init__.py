@@ -6,7 +6,7 @@ on a device with only onnxruntime stays cheap and works.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models", "get_spec"]
+__all__ = ["__version__", "create_model", "list_models", "get_spec", "export", "resolve_source"]
 
 
 def __getattr__(name: str):
@@ -14,4 +14,12 @@ def __getattr__(name: str):
         from edgezoo.models import registry
 
         return getattr(registry, name)
+    if name == "export":  # edgezoo.export(source, ...): the Python API of `edgezoo export`
+        from edgezoo.api import export
+
+        return export
+    if name == "resolve_source":
+        from edgezoo.sources import resolve_source
+
+        return resolve_source
     raise AttributeError(f"module 'edgezoo' has no attribute {name!r}")

@@ -1,4 +1,7 @@
-"""`edgezoo export NAME [--int8] [--fp16] [--tensorrt] ...`: the conversion pipeline behind one command."""
+"""`edgezoo export SOURCE [--int8] [--fp16] [--target ...] ...`: the conversion pipeline behind one command.
+
+SOURCE is what edgezoo.sources resolves: a zoo name, FILE.onnx, FILE.pt2, package.module:attr, timm:NAME or
+torchvision:NAME. The command parses, calls edgezoo.api.export (the Python API) and prints."""
 
 from __future__ import annotations
 
@@ -14,11 +17,15 @@ from edgezoo.runtimes.inputs import input_size_option
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_command(
-        name: str = typer.Argument(..., help="Model name or alias (see `edgezoo list`), e.g. mobilenetv3."),
+        name: str = typer.Argument(..., metavar="SOURCE",
+                                   help="A zoo name or alias (see `edgezoo list`, e.g. mobilenetv3), FILE.onnx (fp32), "
+                                        "FILE.pt2 (torch.export.save), package.module:attr (an nn.Module or a "
+                                        "zero-argument factory), timm:NAME or torchvision:NAME (with --weights)."),
         weights: Optional[Path] = typer.Option(None, "--weights", help="state_dict file (torchvision/timm keys work)."),
         int8: bool = typer.Option(False, "--int8", help="Also write a verified int8 (QDQ, U8S8) ONNX."),
         fp16: bool = typer.Option(False, "--fp16", help="Also write an fp16 ONNX (fp32 inputs/outputs)."),
-        tensorrt: bool = typer.Option(False, "--tensorrt", help="Also build a TensorRT engine (NVIDIA GPU)."),
+        tensorrt: bool = typer.Option(False, "--tensorrt", hidden=True,
+                                      help="Old spelling of --target ...,tensorrt (kept as an alias)."),
         calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of real images for int8 calibration "
                                              "(int8/lite only)."),
         calib_count: Optional[int] = typer.Option(None, "--calib-count",
@@ -30,22 +37,28 @@ def register(app: typer.Typer) -> None:
         batch: Optional[int] = typer.Option(None, "--batch", help="Fix the batch size, 1..1024 (default: dynamic)."),
         input_size: Optional[str] = input_size_option("the spec's"),
         out: Optional[Path] = typer.Option(None, "-o", "--out", help="Bundle folder (default ./edgezoo-out/<model>)."),
-        backend: Optional[str] = typer.Option(None, "--backend", help="Runtime the int8 file is for: onnxruntime "
-                                              "(default), tensorrt, openvino or generic (int8 only)."),
+        backend: Optional[str] = typer.Option(None, "--backend", hidden=True,
+                                              help="Old: the activation forms of model.int8.onnx (onnxruntime, "
+                                                   "tensorrt, openvino, generic); each --target now writes its own."),
         triton: Optional[Path] = typer.Option(None, "--triton", help="Also write a Triton model repository here."),
         lite: bool = typer.Option(False, "--lite", help="Quantization-friendly rewrites + distillation (changes the function)."),
         distill_images: Optional[Path] = typer.Option(None, "--distill-images", help="Unlabelled images for --lite."),
         distill_steps: Optional[int] = typer.Option(None, "--distill-steps", help="Distillation steps for --lite."),
         target: str = typer.Option("onnxruntime", "--target",
-                                   help=f"Runtimes to write files for, comma-separated: {', '.join(target_names())}; "
-                                        "'all' = every one whose extra is installed. "
-                                        "Each file is verified against PyTorch through its runtime."),
+                                   help=f"Runtimes to write files for, comma-separated: {', '.join(target_names())} "
+                                        "(tensorrt: an engine, NVIDIA GPU); 'all' = every one whose extra is "
+                                        "installed. Each file is verified against the fp32 model through its runtime."),
         bench: bool = typer.Option(False, "--bench", help="Time every target's file (p50, 1 thread, batch 1, interleaved)."),
         bf16: bool = typer.Option(False, "--bf16", help="Also bf16 for the targets that have it (OpenVINO)."),
         num_classes: Optional[int] = typer.Option(None, "--num-classes",
                                                   help="Classes of the checkpoint (default: the spec's, 1000)."),
+        mean: Optional[str] = typer.Option(None, "--mean", help="Per-channel mean of 0..1 pixels (e.g. 0.485,0.456,0.406); "
+                                           "default: the model's metadata or preset."),
+        std: Optional[str] = typer.Option(None, "--std", help="Per-channel std of 0..1 pixels."),
+        layout: Optional[str] = typer.Option(None, "--layout", help="Input layout: NCHW (export takes NCHW models)."),
+        labels: Optional[Path] = typer.Option(None, "--labels", help="Text file, one class label per line."),
     ) -> None:
-        """Export a zoo model to a verified bundle: fp32 ONNX, and int8 / fp16 / TensorRT as asked, with a report.
+        """Export a model (zoo name, .onnx, .pt2, module:attr, timm:/torchvision:NAME) to a verified bundle: fp32 ONNX, and int8 / fp16 / TensorRT as asked, with a report.
 
         Every option and output location (-o, --triton) is checked before any work. Options that change nothing in this run (e.g. --method without --int8) are named in a warning, and the export goes on. The bundle and the Triton entry are replaced only when everything succeeded.
         """
@@ -55,8 +68,8 @@ def register(app: typer.Typer) -> None:
         require_torch()
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+        from edgezoo.api import run as run_export  # the Python API: one path for the CLI and edgezoo.export()
         from edgezoo.export.options import ExportOptions, validate
-        from edgezoo.export.pipeline import run_export
         from edgezoo.export.targets import parse_targets
 
         options = ExportOptions(
@@ -64,11 +77,18 @@ def register(app: typer.Typer) -> None:
             calib_count=calib_count, per_tensor=per_tensor, method=method, opset=opset, batch=batch,
             input_size=input_size, out=out, triton=triton, backend=backend, lite=lite,
             distill_images=distill_images, distill_steps=distill_steps, num_classes=num_classes,
-            targets=tuple(parse_targets(target)), bench=bench, bf16=bf16,
+            targets=tuple(parse_targets(target)), bench=bench, bf16=bf16, mean=mean, std=std, layout=layout,
+            labels=labels,
         )
         from rich.markup import escape
 
-        checked = validate(options)  # run_export checks again; this prints the warnings before the work
+        if tensorrt:
+            err_console.print("note: --tensorrt is spelled --target ...,tensorrt now (the old spelling still works)",
+                              highlight=False)
+        if backend is not None:
+            err_console.print("note: --backend only picks model.int8.onnx's activation forms; each --target "
+                              "writes its own int8 file in its runtime's forms", highlight=False)
+        checked = validate(options)  # every cheap check, the source resolved once; warnings before the work
         early, before = checked.warnings, checked.out_dir.exists()
         import time
 
@@ -87,7 +107,7 @@ def register(app: typer.Typer) -> None:
                 progress.update(task, description=name)
 
             try:
-                outcome = _run(run_export, options, step)
+                outcome = _run(run_export, checked, step)
             except KeyboardInterrupt:
                 _interrupted(checked.out_dir, before, started)
             # The bundle is in place: the export has succeeded, and Ctrl-C while the summary prints or the
@@ -126,11 +146,11 @@ def _ignore_ctrl_c() -> None:
 
 
 def _run(run_export, options, step):
-    """run_export, with the failures of the tools under it that bad input can cause told in one line."""
+    """edgezoo.api.run, with the failures of the tools under it that bad input can cause told in one line."""
     from edgezoo.errors import InputError
 
     try:
-        return run_export(options, progress=step)
+        return run_export(options, progress=step)  # a CheckedExport: validated once
     except MemoryError:
         raise InputError("not enough memory for this export", "try a smaller --input-size or --calib-count") \
             from None
@@ -144,7 +164,7 @@ def _run(run_export, options, step):
 
         if isinstance(e, torch.onnx.errors.OnnxExporterError):
             # torch appends its whole IR graph to the message: the first line is what went wrong
-            raise InputError(f"torch.onnx cannot export this model at opset {options.opset}: {first}",
+            raise InputError(f"torch.onnx cannot export this model at opset {options.options.opset}: {first}",
                              "try the default --opset 17") from None
         raise
 
@@ -161,8 +181,10 @@ def _print_summary(console, outcome, log=None) -> None:
     if "int8" in r:
         a = r["int8"]["agreement"]
         fi = r["int8"]["float_islands"]
-        console.print(f"  int8 vs fp32: top-1 agreement {a['top1_agreement'] * 100:.1f}%, cosine "
-                      f"{a['cosine_mean']:.4f}, SQNR {a['sqnr_db']:.1f} dB ({a['inputs']})", highlight=False)
+        top1 = f"top-1 agreement {a['top1_agreement'] * 100:.1f}%, " if a.get("top1_agreement") is not None else ""
+        which = f" (worst of {len(a['outputs'])} outputs: {a['output']})" if "outputs" in a else ""
+        console.print(f"  int8 vs fp32{which}: {top1}cosine {a['cosine_mean']:.4f}, SQNR {a['sqnr_db']:.1f} dB "
+                      f"({a['inputs']})", highlight=False)
         console.print(f"  float ops left between DQ and Q: {fi['count']}", highlight=False)
     rows = [t for t in r.get("targets", []) if t.get("status") == "ok"]
     if len(rows) > 1 or any("latency_ms" in t for t in rows):
@@ -177,6 +199,10 @@ def _print_summary(console, outcome, log=None) -> None:
         b = r["fastest_int8"]
         how = f" ({b['latency_ms']:.2f} ms, {b['ratio_to_fastest_fp32']:.2f} x the fastest fp32)" if b.get("latency_ms") else ""
         console.print(f"  fastest verified int8: {b['file']} ({b['target']}){how}", highlight=False)
+    if r.get("fastest_verified"):
+        b = r["fastest_verified"]
+        how = f", {b['latency_ms']:.2f} ms" if b.get("latency_ms") else ""
+        console.print(f"  fastest verified file: {b['file']} ({b['target']} {b['precision']}{how})", highlight=False)
     if "triton" in outcome.files:
         console.print(f"  Triton repository: {outcome.files['triton']}")
     console.print(f"  report: {outcome.out_dir / 'report.md'}")

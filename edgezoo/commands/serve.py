@@ -12,20 +12,6 @@ from edgezoo.runtimes import runtimes_help, suffixes_help
 from edgezoo.runtimes.inputs import input_size_option
 
 
-def _floats(text: Optional[str], what: str, n: Optional[int] = None) -> Optional[tuple]:
-    from edgezoo.errors import InputError
-
-    if text is None:
-        return None
-    try:
-        vals = tuple(float(x) for x in text.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise InputError(f"--{what} must be comma-separated numbers; got '{text}'") from None
-    if not vals or (n is not None and len(vals) != n):
-        raise InputError(f"--{what} needs {n or 'some'} comma-separated numbers; got '{text}'")
-    return vals
-
-
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_command(
@@ -70,6 +56,7 @@ def register(app: typer.Typer) -> None:
         """
         from edgezoo.console import console
         from edgezoo.errors import InputError, MissingDependencyError
+        from edgezoo.preprocess_options import parse_floats, read_labels
         from edgezoo.runtimes.inputs import image_chw, parse_input_size
 
         try:
@@ -93,11 +80,11 @@ def register(app: typer.Typer) -> None:
             raise InputError("--max-header-kb, --max-request-mpixels and --max-server-mpixels must be positive")
         size = parse_input_size(input_size)
         if size is not None and len(size) == 2:
-            size = image_chw(size, len(_floats(mean, "mean")) if mean else 3)
+            size = image_chw(size, len(parse_floats(mean, "mean")) if mean else 3)
         override = {
             "input_size": size,
-            "mean": _floats(mean, "mean"), "std": _floats(std, "std"),
-            "labels": _read_labels(labels) if labels else None,
+            "mean": parse_floats(mean, "mean"), "std": parse_floats(std, "std"),
+            "labels": read_labels(labels) if labels else None,
         }
         from edgezoo.quiet import third_party_to_log
 
@@ -130,13 +117,3 @@ def register(app: typer.Typer) -> None:
             console.print(f"  warning: listening on {host} without an API key: anyone who can reach this "
                           "machine can use the models (set EDGEZOO_API_KEY)", highlight=False, markup=False)
         run_server(loaded, config, host=host, port=port, log_level=log_level, max_connections=max_connections)
-
-
-def _read_labels(path: Path) -> list[str]:
-    from edgezoo.errors import InputError
-
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read labels from {path}: {e}") from None
-    return [ln.strip() for ln in lines if ln.strip()]

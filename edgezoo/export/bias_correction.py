@@ -56,7 +56,7 @@ def correct_biases(fp32: onnx.ModelProto, qdq: onnx.ModelProto, calibration: np.
 
     Returns (model, report); the report lists each corrected conv with the largest shift it removed.
     """
-    from edgezoo.export.quantize import _input_name, _runner
+    from edgezoo.export.agreement import input_name, ort_runner
 
     calibration = np.asarray(calibration, dtype=np.float32)
     if calibration.ndim != 4 or len(calibration) == 0:
@@ -97,10 +97,10 @@ def correct_biases(fp32: onnx.ModelProto, qdq: onnx.ModelProto, calibration: np.
               "changes": []}
     if not targets:
         return model, report
-    name = _input_name(probe)
+    name = input_name(probe)
     sums = [0.0] * len(targets)
     seen = 0
-    with _runner(probe) as runner:
+    with ort_runner(probe) as runner:
         fixed = runner.inputs[0].shape[0]
         step = fixed if isinstance(fixed, int) and fixed > 0 else batch
         index = {o.name: k for k, o in enumerate(runner.outputs)}

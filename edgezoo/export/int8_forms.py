@@ -29,8 +29,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from torch import nn
-
 from edgezoo.errors import InputError
 
 BACKENDS = ("onnxruntime", "tensorrt", "openvino", "generic")
@@ -130,10 +128,27 @@ def small_stem_convs(graph) -> list[str]:
     return out
 
 
-def choose(model: nn.Module, backend: str = "onnxruntime") -> Int8Forms:
+def has_hardswish(model) -> bool:
+    """Whether a PyTorch model (an nn.Hardswish module) or an ONNX graph (a HardSwish node) has h-swish."""
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        return any(n.op_type == "HardSwish" for n in model.graph.node)
+    from torch import nn
+
+    return any(isinstance(m, nn.Hardswish) for m in model.modules())
+
+
+def choose(model, backend: str = "onnxruntime") -> Int8Forms:
+    """The forms for ``model``, a PyTorch module or an ONNX graph (read by op type, not by class).
+
+    On a graph the / 6 of a decomposed h-swish stays a Mul (no defer into the next layer's weights)."""
+    import onnx
+
     if backend not in BACKENDS:
         raise InputError(f"unknown int8 backend '{backend}'", f"use one of {', '.join(BACKENDS)}")
-    has_hswish = any(isinstance(m, nn.Hardswish) for m in model.modules())
+    graph = isinstance(model, onnx.ModelProto)
+    has_hswish = has_hardswish(model)
     float_stem = backend == "onnxruntime"
     if not has_hswish:
         return Int8Forms(backend, "keep", "no h-swish in this model", float_stem=float_stem)
@@ -142,7 +157,47 @@ def choose(model: nn.Module, backend: str = "onnxruntime") -> Int8Forms:
     if backend == "openvino":
         return Int8Forms(backend, "keep", "OpenVINO's CPU plugin fuses HSwish into the conv before it as a post-op")
     if backend == "generic":
-        return Int8Forms(backend, "mul_relu6", "Add/Clip/Mul quantize on every int8 runtime", defer_scale=True)
+        return Int8Forms(backend, "mul_relu6", "Add/Clip/Mul quantize on every int8 runtime", defer_scale=not graph)
     return Int8Forms(backend, "mul_relu6",
                      "onnxruntime has no int8 HardSwish/HardSigmoid kernel; Add/Clip/Mul run as QLinear ops",
-                     defer_scale=True, float_stem=float_stem)
+                     defer_scale=not graph, float_stem=float_stem)
+
+
+def source_model(model, forms: Int8Forms, apply=None):
+    """The PyTorch model in ``forms``: h-sigmoid gates folded, h-swish in the backend's form. ``apply(fn,
+    model, *args, label=...)`` runs (and may check and record) each pass; returns (model, pass names)."""
+    from edgezoo.export import passes as P
+
+    def plain(fn, current, *args, label=None, **kwargs):
+        return fn(current, *args, **kwargs).model
+
+    apply = apply or plain
+    names = ["fold_hardsigmoid_gates"]
+    m = apply(P.fold_hardsigmoid_gates, model)
+    if forms.defer_scale:
+        m = apply(P.defer_hardswish_scale, m)
+        names.append("defer_hardswish_scale")
+    label = f"rewrite_activations(hardswish={forms.hardswish})"
+    m = apply(P.rewrite_activations, m, relu6="clip", hardswish=forms.hardswish, label=label)
+    names.append(label)
+    return m.eval(), names
+
+
+def source_graph(graph, forms: Int8Forms, apply=None):
+    """The ONNX graph in ``forms``, by op type: SE gates' HardSigmoid folded into their conv, other
+    HardSigmoid and HardSwish decomposed where the backend has no int8 kernel for them. ``apply(fn, graph,
+    *args)`` runs (and may check and record) each pass; returns (graph, pass names)."""
+    from edgezoo.export import graph_passes as G
+
+    def plain(fn, current, *args, **kwargs):
+        return fn(current, *args, **kwargs).model
+
+    apply = apply or plain
+    names = ["fold_hardsigmoid_gates"]
+    g = apply(G.fold_hardsigmoid_gates, graph)
+    if forms.backend in ("onnxruntime", "generic"):  # neither has an int8 HardSigmoid
+        g = apply(G.decompose_hardsigmoid, g)
+        names.append("decompose_hardsigmoid")
+    g = apply(G.rewrite_hardswish, g, forms.hardswish)
+    names.append(f"rewrite_activations(hardswish={forms.hardswish})")
+    return g, names

@@ -228,13 +228,15 @@ def _nothing_to_rewrite(name: str) -> EdgezooError:
     )
 
 
-def load_distill_images(folder: str | Path, input_size: tuple[int, int, int], mean, std) -> np.ndarray:
-    """Unlabelled images for distillation, preprocessed like the model's input; clear errors for bad folders."""
+def load_distill_images(folder: str | Path, input_size: tuple[int, int, int], mean, std, preset=None) -> np.ndarray:
+    """Unlabelled images for distillation, prepared as calibration images are (the one image preparation,
+    with the checkpoint ``preset``'s crop and interpolation when given); clear errors for bad folders."""
     from edgezoo.export.calibration import list_images, load_image_folder
 
     files = list_images(folder, what="distillation image folder", option="--distill-images DIR")
+    how = {"crop_pct": preset.crop_pct, "interpolation": preset.interpolation} if preset is not None else {}
     # A fixed-seed sample caps the memory an ImageNet-sized folder would take.
-    return load_image_folder(folder, input_size, mean, std, count=min(len(files), MAX_DISTILL_IMAGES))
+    return load_image_folder(folder, input_size, mean, std, count=min(len(files), MAX_DISTILL_IMAGES), **how)
 
 
 def split_heldout(images: np.ndarray, fraction: float = 0.15, min_heldout: int = 8,
@@ -258,6 +260,9 @@ class LiteReport(dict):
 def apply_lite(model: nn.Module, spec: Any, options: Any, calibration: np.ndarray) -> tuple[nn.Module, LiteReport]:
     """Rewrite ``model`` for fast int8, distill it back towards the original, and report what happened.
 
+    ``spec``: what the model is (name, input_size, mean, std; an edgezoo.sources.ModelSource in the pipeline);
+    ``options``: an ExportOptions, which declares every knob read here (duck-typed callers may leave some out).
+
     Reads from ``options`` (attributes, all optional): ``distill_images`` (a folder; default: the ``calib``
     folder, else the calibration array), ``distill_steps`` (default 300 within a 20-minute budget), ``distill_time_budget`` (seconds),
     ``distill_checkpoint`` (path of a resumable checkpoint), ``lite_rewrites`` (default relu + se), ``seed``.
@@ -274,7 +279,7 @@ def apply_lite(model: nn.Module, spec: Any, options: Any, calibration: np.ndarra
     folder = getattr(options, "distill_images", None) or getattr(options, "calib", None)
     notes = []
     if folder is not None:
-        images = load_distill_images(folder, input_size, spec.mean, spec.std)
+        images = load_distill_images(folder, input_size, spec.mean, spec.std, getattr(spec, "preset", None))
         source = f"{len(images)} images from {folder}"
     else:
         if calibration is None or len(calibration) == 0:
@@ -332,10 +337,10 @@ def add_int8_agreement(report: LiteReport, int8_path: str | Path) -> LiteReport:
     if report.original is None or report.heldout is None or not len(report.heldout):
         report["heldout_agreement_int8"] = None
         return report
-    from edgezoo.export.quantize import _runner, run_batched
+    from edgezoo.export.agreement import ort_runner, run_batched
 
     x = np.ascontiguousarray(report.heldout, dtype=np.float32)
-    with _runner(int8_path) as runner:
+    with ort_runner(int8_path) as runner:
         lite = run_batched(runner, x)[0]
     with torch.no_grad():
         ref = report.original.eval()(torch.from_numpy(x)).numpy()

@@ -52,6 +52,7 @@ def to_onnx_proto(
     dynamic_batch: bool = True,
     batch: int = 1,
     simplify: bool = True,
+    output_names: list[str] | None = None,
 ) -> tuple[onnx.ModelProto, bool]:
     """Export with the TorchScript exporter (it can write opset 17; the dynamo one goes to 18 and a side file).
 
@@ -59,13 +60,14 @@ def to_onnx_proto(
     """
     model = model.eval()
     dummy = torch.zeros(batch, *input_size)
+    outputs = list(output_names or [OUTPUT_NAME])
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model, (dummy,), buf, dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
+            input_names=[INPUT_NAME], output_names=outputs,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in outputs}} if dynamic_batch else None,
             do_constant_folding=True,
         )
     proto = onnx.load_from_string(buf.getvalue())
@@ -110,12 +112,13 @@ def export_onnx(
     simplify: bool = True,
     verify: bool = True,
     tolerance: float = 1e-4,
+    output_names: list[str] | None = None,
 ) -> ExportResult:
     """Export, check and verify; the file is written only when every check passes.
 
     ``tolerance`` is on max |onnxruntime - PyTorch|, relative to the largest logit when that exceeds 1.
     """
-    proto, simplified = to_onnx_proto(model, input_size, opset, dynamic_batch, batch, simplify)
+    proto, simplified = to_onnx_proto(model, input_size, opset, dynamic_batch, batch, simplify, output_names)
     meta = metadata or ModelMetadata()
     meta.version = meta.version or __version__
     if meta.input_size is None:
@@ -146,9 +149,43 @@ def check_parity(model: torch.nn.Module, onnx_bytes: bytes, input_size, batch: i
 
     x = torch.from_numpy(np.random.default_rng(seed).standard_normal((batch, *input_size), dtype=np.float32))
     with torch.no_grad():
-        ref = model.eval()(x).numpy()
+        ref = model.eval()(x)
+    refs = [t.numpy() for t in ref] if isinstance(ref, (tuple, list)) else [ref.numpy()]
     with OrtRunner(onnx_bytes) as runner:
-        out = runner.infer({runner.inputs[0].name: x.numpy()})[0]
-    # float32 error grows with the magnitude of the logits (a trained model's can reach hundreds)
-    scaled = tolerance * max(1.0, float(np.max(np.abs(ref))))
-    return ParityCheck(batch, float(np.max(np.abs(out - ref))), scaled)
+        outs = runner.infer({runner.inputs[0].name: x.numpy()})
+    return _parity(batch, refs, outs, tolerance)
+
+
+def _parity(batch: int, refs, outs, tolerance: float) -> ParityCheck:
+    # float32 error grows with the magnitude of the outputs (a trained model's logits can reach hundreds)
+    scaled = tolerance * max(1.0, max(float(np.max(np.abs(r))) for r in refs))
+    return ParityCheck(batch, max(float(np.max(np.abs(o - r))) for r, o in zip(refs, outs)), scaled)
+
+
+def write_graph(graph: onnx.ModelProto, original: onnx.ModelProto, path: str | os.PathLike,
+                input_size: tuple[int, int, int], metadata: ModelMetadata, tolerance: float = 1e-4) -> ExportResult:
+    """An ONNX source's fp32 file: ``graph`` (after the graph passes) simplified, its metadata stamped, checked
+    and verified against the user's ``original`` through onnxruntime; written only when every check passes."""
+    from edgezoo.export.agreement import fixed_batch, run_model
+
+    proto, simplified = simplify_keep_batch(graph)
+    meta = metadata
+    meta.version = meta.version or __version__
+    set_metadata(proto, meta)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as e:
+        raise EdgezooError(f"the fp32 ONNX fails onnx.checker: {str(e).splitlines()[0]}") from None
+    data = proto.SerializeToString()
+    fixed = fixed_batch(original)
+    checks = []
+    for b in ((fixed,) if fixed > 1 else (1, 4)):
+        x = np.random.default_rng(0).standard_normal((b, *input_size), dtype=np.float32)
+        checks.append(_parity(b, run_model(original, x), run_model(data, x), tolerance))
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise VerificationError(f"the fp32 ONNX disagrees with the source graph at batch {bad[0].batch}: "
+                                f"max |diff| {bad[0].max_abs_diff:.3g} > {bad[0].tolerance:g}")
+    atomic_write_bytes(path, data)
+    return ExportResult(Path(path), next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0),
+                        fixed <= 1, simplified, checks, len(data))

@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from edgezoo.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgezoo.sources import ModelSource
 
 DEFAULT_OUT_ROOT = Path("edgezoo-out")
 DEFAULT_METHOD = "minmax"
@@ -44,11 +47,13 @@ def max_opset() -> int:
 
 @dataclass
 class ExportOptions:
-    name: str
+    # the source (edgezoo.sources.resolve_source): a zoo name or alias, FILE.onnx, FILE.pt2,
+    # package.module:attr, timm:NAME, torchvision:NAME, or an nn.Module object (Python API)
+    name: Any
     weights: Path | None = None
     int8: bool = False
     fp16: bool = False
-    tensorrt: bool = False
+    tensorrt: bool = False  # the old spelling of targets += ("tensorrt",); it also fails early without TensorRT
     calib: Path | None = None
     calib_count: int | None = None  # None: DEFAULT_CALIB_COUNT
     per_tensor: bool = False
@@ -72,16 +77,33 @@ class ExportOptions:
     targets: tuple[str, ...] = ("onnxruntime",)
     bench: bool = False  # latency p50 of every target's file, interleaved, 1 thread, batch 1
     bf16: bool = False  # also bf16 for the targets that have it (OpenVINO)
+    # preprocessing of a model outside the zoo, in serve's grammar (edgezoo.preprocess_options); None: the
+    # file's metadata or the source's own record, else ImageNet's (named in a warning)
+    mean: str | Sequence[float] | None = None
+    std: str | Sequence[float] | None = None
+    layout: str | None = None
+    labels: Path | Sequence[str] | None = None
+    example_inputs: Any = None  # for an nn.Module source: one (N, C, H, W) tensor
+    # --lite (edgezoo.export.lite): which rewrites (None: lite.DEFAULT_REWRITES), a distillation time budget
+    # in seconds and a checkpoint file to resume distillation from
+    lite_rewrites: tuple[str, ...] | None = None
+    distill_time_budget: float | None = None
+    distill_checkpoint: Path | None = None
 
 
 @dataclass
 class CheckedExport:
     options: ExportOptions  # defaults filled in
-    spec: Any
+    source: ModelSource
     size: tuple[int, int, int]  # C, H, W
     out_dir: Path
     triton_entry: Path | None  # TRITON/<model name>, replaced whole
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def spec(self):
+        """The zoo entry, for a zoo source; None for any other."""
+        return self.source.spec
 
 
 def default_out_dir(model_name: str) -> Path:
@@ -90,17 +112,31 @@ def default_out_dir(model_name: str) -> Path:
 
 def validate(options: ExportOptions) -> CheckedExport:
     """Every check that needs no model build; InputError (one line) for the first problem found."""
-    from edgezoo.models.registry import get_spec
-    from edgezoo.runtimes.inputs import image_chw, parse_input_size
+    from edgezoo.runtimes.inputs import parse_input_size
+    from edgezoo.sources import resolve_source
 
     o = options
-    spec = get_spec(o.name)
     parsed = parse_input_size(o.input_size)
-    size = spec.input_size if parsed is None else image_chw(parsed, spec.input_size[0])
-    size = tuple(int(v) for v in size)
+    if parsed is not None and min(parsed[-2:]) < 8:
+        raise InputError(f"--input-size {parsed[-2]},{parsed[-1]} is too small for a CNN (at least 8 pixels a side)")
+    if o.weights is not None and not (isinstance(o.name, str) and o.name.lower().endswith(".onnx")):
+        _check_input_file(Path(o.weights), "--weights", "a state_dict file saved with torch.save")
+    source = resolve_source(o.name, weights=o.weights, input_size=o.input_size, mean=o.mean, std=o.std,
+                            layout=o.layout, labels=o.labels, example_inputs=o.example_inputs,
+                            num_classes=o.num_classes)
+    size = tuple(int(v) for v in source.input_size)
     if min(size[1:]) < 8:
         raise InputError(f"--input-size {size[1]},{size[2]} is too small for a CNN (at least 8 pixels a side)")
-    warnings = _no_effect(o)
+    if source.is_onnx and o.lite:
+        raise InputError("--lite rewrites and distils a PyTorch model; this source is an ONNX graph",
+                         "export the PyTorch model (a zoo name, FILE.pt2 or package.module:attr) with --lite")
+    warnings = _no_effect(o) + list(source.notes)
+    if source.is_onnx:
+        warnings += [f"{flag} has no effect on an ONNX source (the file's own {what} is kept)"
+                     for flag, what, given in (("--batch", "batch", o.batch is not None),
+                                               ("--num-classes", "head", o.num_classes is not None),
+                                               ("--opset", "opset", o.opset != DEFAULT_OPSET)) if given]
+        _check_graph_opset(source, o)
     _check_memory(o, size)
 
     method = DEFAULT_METHOD if o.method is None else o.method.lower()
@@ -124,14 +160,12 @@ def validate(options: ExportOptions) -> CheckedExport:
         raise InputError(f"--batch must lie in 1..{MAX_BATCH}, got {o.batch}")
     _check_opset(o)
 
-    if o.weights is not None:
-        _check_input_file(Path(o.weights), "--weights", "a state_dict file saved with torch.save")
     for folder, option in ((o.calib, "--calib"), (o.distill_images, "--distill-images")):
         if folder is not None:
             _check_input_folder(Path(folder), option)
 
-    out_dir = Path(o.out) if o.out is not None else default_out_dir(spec.name)
-    triton_entry = None if o.triton is None else Path(o.triton) / spec.name
+    out_dir = Path(o.out) if o.out is not None else default_out_dir(source.name)
+    triton_entry = None if o.triton is None else Path(o.triton) / source.name
     check_output_folders(out_dir, "bundle" if o.out is None else "-o", triton_entry)
     if o.triton is not None:
         a, b = out_dir.resolve(), triton_entry.resolve()
@@ -142,8 +176,11 @@ def validate(options: ExportOptions) -> CheckedExport:
         from edgezoo.runtimes.tensorrt import import_tensorrt
 
         import_tensorrt()  # fail in one line now, not after minutes of work
-    filled = replace(o, method=method, backend=backend, calib_count=calib_count, input_size=size)
-    return CheckedExport(filled, spec, size, out_dir, triton_entry, warnings)
+    batch = o.batch if o.batch is not None or source.is_onnx else source.input.fixed_batch
+    targets = tuple(o.targets) + (("tensorrt",) if o.tensorrt and "tensorrt" not in o.targets else ())
+    filled = replace(o, method=method, backend=backend, calib_count=calib_count, input_size=size, batch=batch,
+                     targets=targets)
+    return CheckedExport(filled, source, size, out_dir, triton_entry, warnings)
 
 
 # Peak memory grows with pixels x images held at once (calibration keeps every image's activations):
@@ -182,6 +219,17 @@ def _check_opset(o: ExportOptions) -> None:
             what = "per-tensor" if o.per_tensor else "per-channel (the default)"
             raise InputError(f"--opset {o.opset} is too old for {what} int8: use {need}..{top}",
                              "QuantizeLinear exists from opset 10 and takes a per-channel axis from 13")
+
+
+def _check_graph_opset(source: "ModelSource", o: ExportOptions) -> None:
+    from edgezoo.export.graph_passes import opset
+
+    have = opset(source.graph)
+    need = MIN_OPSET_INT8_PER_TENSOR if o.per_tensor else MIN_OPSET_INT8
+    if o.int8 and have < need:
+        raise InputError(f"{source.path} is opset {have}, too old for {'per-tensor' if o.per_tensor else 'per-channel'} "
+                         f"int8 (QuantizeLinear takes a per-channel axis from opset 13)",
+                         f"convert it first: onnx.version_converter.convert_version(model, {MIN_OPSET_INT8})")
 
 
 def _no_effect(o: ExportOptions) -> list[str]:

@@ -1,4 +1,8 @@
-"""`edgezoo export NAME`: model -> verified passes -> fp32 ONNX -> int8 / fp16 / TensorRT -> one bundle.
+"""`edgezoo export SOURCE`: model -> verified passes -> fp32 ONNX -> int8 / fp16 / targets -> one bundle.
+
+The source is an edgezoo.sources.ModelSource (a zoo model, the user's PyTorch module, or an ONNX graph); the
+pipeline never reads the registry itself. A PyTorch source goes through the module passes
+(edgezoo.export.passes), an ONNX source through the same passes on the graph (edgezoo.export.graph_passes).
 
 Each step is checked numerically and reported; the bundle (ONNX files, report.json, report.md) is written to
 a temporary folder beside the target and swapped in whole, so a failed run leaves no partial bundle and an
@@ -8,7 +12,7 @@ is checked before any slow step.
 
 The export is two tuples of ``Step``s over one ``ExportRun`` state: ``PREPARE`` (preset, calibration images,
 model, passes: nothing written) and ``BUNDLE`` (fp32 ONNX, int8, fp16, the targets of
-edgezoo.export.targets, TensorRT, the report of edgezoo.export.report, Triton), each step enabled by the
+edgezoo.export.targets, TensorRT among them, the report of edgezoo.export.report, Triton), each step enabled by the
 options it serves. A new precision or output is one step function and one line in a tuple; a new runtime
 is a target module.
 """
@@ -19,13 +23,22 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from edgezoo.errors import InputError, VerificationError
 from edgezoo.export import int8_forms
-from edgezoo.export.options import DEFAULT_OUT_ROOT, ExportOptions, default_out_dir, validate  # noqa: F401
+from edgezoo.export.options import DEFAULT_OUT_ROOT, CheckedExport, ExportOptions, default_out_dir, validate  # noqa: F401
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+    from torch import nn
+
+    from edgezoo.export.int8_recipe import Int8Recipe
+    from edgezoo.export.targets import TargetContext
+    from edgezoo.models.presets import Preset
+    from edgezoo.sources import ModelSource
 
 Progress = Callable[[str], None]  # called with the name of each step as it starts
 
@@ -40,20 +53,25 @@ class ExportOutcome:
 
 @dataclass
 class ExportRun:
-    """What the steps share: the checked options, the model at each stage, the files and the report."""
+    """What the steps share: the checked options, the model at each stage, the files and the report.
+
+    A PyTorch source goes through ``model`` -> ``folded`` -> ``fp32_model``; an ONNX source through
+    ``source.graph`` -> ``fp32_graph`` (the graph passes of edgezoo.export.graph_passes)."""
 
     options: ExportOptions
-    checked: Any  # edgezoo.export.options.CheckedExport
+    checked: CheckedExport
     step: Progress
-    preset: Any = None
+    preset: "Preset | None" = None
     num_classes: int = 0
     calibration: np.ndarray | None = None
     calib_source: str | None = None
     eval_inputs: tuple[np.ndarray, str] | None = None
-    model: Any = None  # as built (and lite-rewritten)
-    folded: Any = None  # after FUNCTION_PASSES: the source of every precision
-    fp32_model: Any = None  # after FP32_PASSES
-    recipe: Any = None  # edgezoo.export.int8_recipe.Int8Recipe, shared by every target's int8
+    model: "nn.Module | None" = None  # as built (and lite-rewritten)
+    folded: "nn.Module | None" = None  # after FUNCTION_PASSES: the source of every precision
+    fp32_model: "nn.Module | None" = None  # after FP32_PASSES
+    fp32_graph: "onnx.ModelProto | None" = None  # an ONNX source after the graph passes
+    recipe: "Int8Recipe | None" = None  # shared by every target's int8
+    context: "TargetContext | None" = None  # what the targets build from, made once
     tmp: Path | None = None  # the bundle's temporary folder
     triton_tmp: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
@@ -63,22 +81,46 @@ class ExportRun:
     t_start: float = field(default_factory=time.perf_counter)
 
     @property
-    def size(self):
+    def size(self) -> tuple[int, int, int]:
         return self.checked.size
 
     @property
+    def source(self) -> "ModelSource":
+        return self.checked.source
+
+    @property
     def spec(self):
-        return self.checked.spec
+        """The zoo entry (zoo sources only; None otherwise)."""
+        return self.checked.source.spec
 
     def apply(self, fn, current, *args, label: str | None = None, **kwargs):
-        """Run pass ``fn`` on ``current``, check it against ``current`` and record it; returns the new model."""
+        """Run pass ``fn`` on ``current``, check it against ``current`` and record it; returns the new model.
+        A graph (onnx.ModelProto) goes to ``apply_graph``."""
+        import onnx
+
+        if isinstance(current, onnx.ModelProto):
+            return self.apply_graph(fn, current, *args, **kwargs)
         from edgezoo.export import passes as P
 
         self.step(f"pass {label or fn.__name__}")
         result = fn(current, *args, **kwargs)
         if label:
             result.name = label
-        check = P.check_pass(current, result, self.size)
+        check = P.check_pass(current, result, self.size, batch=self.options.batch or 2)
+        self.passes.append({"name": result.name, "changes": result.changes, "n_changes": len(result.changes),
+                            **{k: v for k, v in check.to_dict().items() if k != "pass"}})
+        if not check.ok:
+            raise VerificationError(f"pass {result.name} changed the outputs by {check.max_abs_diff:.3g} "
+                                    f"(tolerance {check.tolerance:g})")
+        return result.model
+
+    def apply_graph(self, fn, current, *args, **kwargs):
+        """The graph twin of ``apply``: run graph pass ``fn``, check it through onnxruntime, record it."""
+        from edgezoo.export.graph_passes import check_graph_pass
+
+        result = fn(current, *args, **kwargs)
+        self.step(f"pass {result.name}")
+        check = check_graph_pass(current, result, self.size)
         self.passes.append({"name": result.name, "changes": result.changes, "n_changes": len(result.changes),
                             **{k: v for k, v in check.to_dict().items() if k != "pass"}})
         if not check.ok:
@@ -90,11 +132,12 @@ class ExportRun:
         from edgezoo import __version__
         from edgezoo.onnx_meta import ModelMetadata
 
-        p, o = self.preset, self.options
-        return ModelMetadata(model=self.spec.name, input_size=tuple(self.size), mean=tuple(p.mean), std=tuple(p.std),
-                             num_classes=self.num_classes, labels=list(p.labels) if p.labels else None,
+        p, o, src = self.preset, self.options, self.source
+        weights = (p.source if o.weights else "random init") if src.kind == "zoo" else (p.source or src.weights_described)
+        return ModelMetadata(model=src.name, input_size=tuple(self.size), mean=tuple(p.mean), std=tuple(p.std),
+                             num_classes=self.num_classes or None, labels=list(p.labels) if p.labels else None,
                              crop_pct=p.crop_pct, interpolation=p.interpolation, preset=p.name,
-                             weights=p.source if o.weights else "random init",
+                             weights=weights,
                              precision=precision, passes=passes, version=__version__, extra=extra or {})
 
     def export(self, model, path: Path, precision: str, passes: list[str], extra: dict | None = None):
@@ -102,7 +145,8 @@ class ExportRun:
 
         o = self.options
         return export_onnx(model, path, self.size, self.meta(precision, passes, extra), opset=o.opset,
-                           dynamic_batch=o.batch is None, batch=o.batch or 1)
+                           dynamic_batch=o.batch is None, batch=o.batch or 1,
+                           output_names=[out.name for out in self.source.outputs])
 
 
 @dataclass(frozen=True)
@@ -132,20 +176,12 @@ def _function_passes():
 
 
 def _preset(run: ExportRun) -> None:
-    """The checkpoint's preset: how its images were prepared, its class names (edgezoo.models.presets)."""
+    """The source's preprocessing (checkpoint preset, file metadata or options) and class count."""
     from edgezoo.export.targets import get_target
-    from edgezoo.models.presets import default_preset, preset_for_keys, with_classes
 
-    o, spec = run.options, run.spec
-    if o.weights is not None:
-        from edgezoo.models.weights import read_state_dict
-
-        preset = preset_for_keys(spec, read_state_dict(o.weights).keys())
-    else:
-        preset = default_preset(spec)
-    run.num_classes = o.num_classes or spec.num_classes
-    run.preset = with_classes(preset, run.num_classes)
-    for t in o.targets:
+    run.preset = run.source.preset
+    run.num_classes = run.source.num_classes
+    for t in run.options.targets:
         get_target(t)  # an unknown target name fails before any work
 
 
@@ -165,23 +201,35 @@ def _calibration(run: ExportRun) -> None:
 
 
 def _build_model(run: ExportRun) -> None:
-    import torch
+    o, src = run.options, run.source
+    if src.is_onnx:
+        return
+    if src.kind == "zoo":
+        from edgezoo.sources import build_zoo_module
 
-    from edgezoo.models.registry import create_model
-
-    o = run.options
-    torch.manual_seed(o.seed)
-    kwargs = {"num_classes": o.num_classes} if o.num_classes else {}
-    run.model = create_model(run.spec.name, weights=str(o.weights) if o.weights else None, **kwargs)
+        run.model = build_zoo_module(src, seed=o.seed)
+    else:
+        run.model = src.module
     if o.lite:
         from edgezoo.export.lite import apply_lite
 
         run.step("lite rewrites and distillation")
-        run.model, run.report["lite"] = apply_lite(run.model, run.spec, o, run.calibration)
+        run.model, run.report["lite"] = apply_lite(run.model, src, o, run.calibration)
     run.model.eval()
 
 
 def _passes(run: ExportRun) -> None:
+    if run.source.is_onnx:
+        from edgezoo.export import graph_passes as G
+
+        inp = run.source.input
+        fix = tuple(run.size[1:]) if {"height", "width"} & set(inp.dynamic) else None
+        g = run.apply_graph(G.simplify, run.source.graph, fix)
+        if fix is not None:
+            run.notes.append(f"{run.source.name}'s input '{inp.name}' takes any height and width; the bundle's "
+                             f"files are fixed at {fix[0]}x{fix[1]} (--input-size), the batch stays dynamic")
+        run.fp32_graph = run.apply_graph(G.fold_batchnorm, g)
+        return
     from edgezoo.export import passes as P
 
     m = run.model
@@ -194,7 +242,12 @@ def _passes(run: ExportRun) -> None:
 def _fp32(run: ExportRun) -> None:
     path = run.tmp / "model.fp32.onnx"
     names = [p["name"] for p in run.passes] + (["lite"] if "lite" in run.report else [])
-    res = run.export(run.fp32_model, path, "fp32", names)
+    if run.source.is_onnx:
+        from edgezoo.export.onnx import write_graph
+
+        res = write_graph(run.fp32_graph, run.source.graph, path, run.size, run.meta("fp32", names))
+    else:
+        res = run.export(run.fp32_model, path, "fp32", names)
     run.files["fp32"] = path
     run.report["export"] = {"simplified": res.simplified, "dynamic_batch": run.options.batch is None,
                             "checks": [{"batch": c.batch, "max_abs_diff": c.max_abs_diff, "tolerance": c.tolerance}
@@ -203,37 +256,38 @@ def _fp32(run: ExportRun) -> None:
 
 
 def _int8(run: ExportRun) -> None:
-    """The onnxruntime QDQ file: the model in its int8 activation forms, the shared int8 recipe applied."""
-    from edgezoo.export import passes as P
+    """The bundle's int8 file, which is the onnxruntime target's: built once through its ``qdq_file`` (the
+    model in its int8 activation forms, each pass checked here, the shared int8 recipe applied), then
+    registered so that the targets step verifies it without building it again."""
+    from edgezoo.export.agreement import compare_models
     from edgezoo.export.int8_recipe import recipe_for
-    from edgezoo.export.quantize import compare_models, float_islands, island_summary, optimized_graph
-    from edgezoo.export.targets.onnxruntime import write_int8
+    from edgezoo.export.qdq_debug import float_islands, island_summary, optimized_graph
+    from edgezoo.export.targets.onnxruntime import forms_of, qdq_file
 
     o = run.options
-    forms = int8_forms.choose(run.fp32_model, o.backend)
+    ctx = _context(run)
+    forms = forms_of(ctx, o.backend)
     run.step("int8 activation forms")
-    source_passes = [p["name"] for p in run.passes if not p["name"].startswith("rewrite_activations")]
-    m = run.apply(P.fold_hardsigmoid_gates, run.folded)
-    source_passes.append("fold_hardsigmoid_gates")
-    if forms.defer_scale:
-        m = run.apply(P.defer_hardswish_scale, m)
-        source_passes.append("defer_hardswish_scale")
-    label = f"rewrite_activations(hardswish={forms.hardswish})"
-    m = run.apply(P.rewrite_activations, m, relu6="clip", hardswish=forms.hardswish, label=label)
-    source_passes.append(label)
-    src = run.tmp / ".int8-source.fp32.onnx"
-    run.export(m, src, "fp32", source_passes)
-    run.step("quantize int8")
+    base = [p["name"] for p in run.passes if not p["name"].startswith("rewrite_activations")]
     # 7-bit weights only for the CPU runtimes whose u8s8 kernels saturate, and only on such a CPU (the one that
     # verifies the file); a file for TensorRT or an unknown (generic) runtime keeps 8-bit weights
-    run.recipe = recipe_for(run.files["fp32"], reduce_range=None if o.backend in ("onnxruntime", "openvino") else False)
+    run.recipe = ctx.recipe = recipe_for(run.files["fp32"], reduce_range=None if o.backend in ("onnxruntime", "openvino")
+                                         else False)
+    src = run.tmp / ".int8-source.fp32.onnx"
     path = run.tmp / "model.int8.onnx"
-    q = write_int8(src, path, run.calibration[: o.calib_count], forms, run.recipe, per_channel=not o.per_tensor,
-                   method=o.method)
+
+    def export(model, target: Path, names: list[str]) -> None:
+        run.export(model, target, "fp32", base + names)
+
+    apply = run.apply  # module passes, or graph passes (by op type) on a graph
+    run.step("quantize int8")
+    q = qdq_file(ctx, o.backend, path, apply=apply, export=export, method=o.method, keep_source=src)
+    source_passes = base + q.pop("source_passes")
     _restamp(path, run.meta("int8", source_passes + ["quantize_int8"],
                             {"int8_forms": forms.describe(), "int8_recipe": q["recipe"]["described"],
                              "calibration": run.calib_source}))
     run.files["int8"] = path
+    ctx.files["onnxruntime:int8"] = path
     run.step("int8 agreement with fp32")
     inputs, described = run.eval_inputs
     agreement = compare_models(run.files["fp32"], path, inputs, layer_ref_path=src)
@@ -254,7 +308,8 @@ def _int8(run: ExportRun) -> None:
 
 
 def _fp16(run: ExportRun) -> None:
-    from edgezoo.export.quantize import compare_models, to_fp16
+    from edgezoo.export.agreement import compare_models
+    from edgezoo.export.quantize import to_fp16
 
     path = run.tmp / "model.fp16.onnx"
     h = to_fp16(run.files["fp32"], path, keep_io_types=not run.options.fp16_io)
@@ -267,26 +322,62 @@ def _fp16(run: ExportRun) -> None:
                                            "inputs": described}
 
 
-def _targets(run: ExportRun) -> None:
-    """Every asked target's files, verified against the PyTorch fp32 model on the evaluation images."""
-    import torch
-
-    from edgezoo.export.targets import TargetContext, bench_rows, fastest_int8, run_targets
-    from edgezoo.runtimes import model_files
+def _context(run: ExportRun) -> "TargetContext":
+    """What every target builds from, made once: the fp32 model (PyTorch, or None for an ONNX source), its
+    verified fp32 ONNX, the calibration and evaluation images and the fp32 outputs on them."""
+    if run.context is not None:
+        return run.context
+    from edgezoo.export.targets import TargetContext
 
     o = run.options
     inputs = run.eval_inputs[0]
-    with torch.no_grad():
-        ref = torch.cat([run.fp32_model(torch.from_numpy(inputs[i:i + 8])) for i in range(0, len(inputs), 8)]).numpy()
-    ctx = TargetContext(run.spec.name, tuple(run.size), run.fp32_model,
-                        run.calibration[: o.calib_count] if run.calibration is not None else inputs[:1],
-                        inputs, ref, run.tmp, per_channel=not o.per_tensor, threads=1, progress=run.step,
-                        recipe=run.recipe)
-    for key in ("fp32", "int8"):
-        if key in run.files:
-            ctx.files[f"onnxruntime:{key}"] = run.files[key]
-    precisions = ["fp32"] + (["bf16"] if o.bf16 else []) + (["int8"] if o.int8 else [])
-    rows = run_targets(ctx, list(o.targets), precisions)
+    if run.source.is_onnx:
+        from edgezoo.export.agreement import run_model
+
+        ref = run_model(run.files["fp32"], inputs)[0]
+    else:
+        import torch
+
+        step = o.batch or 8  # a model fixed at a batch (a .pt2 exported at batch 1) runs no other
+        with torch.no_grad():
+            ref = torch.cat([_first_output(run.fp32_model(torch.from_numpy(_pad(inputs[i:i + step], step))))[:len(inputs[i:i + step])]
+                             for i in range(0, len(inputs), step)]).numpy()
+    run.context = TargetContext(run.source.name, tuple(run.size), run.fp32_model,
+                                run.calibration[: o.calib_count] if run.calibration is not None else inputs[:1],
+                                inputs, ref, run.tmp, per_channel=not o.per_tensor, threads=1, progress=run.step,
+                                recipe=run.recipe)
+    run.context.files["onnxruntime:fp32"] = run.files["fp32"]
+    return run.context
+
+
+def _pad(x: np.ndarray, rows: int) -> np.ndarray:
+    from edgezoo.export.agreement import pad_rows
+
+    return pad_rows(x, rows)
+
+
+def _first_output(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _targets(run: ExportRun) -> None:
+    """Every asked target's files, verified against the fp32 model on the evaluation images."""
+    from edgezoo.export.targets import bench_rows, fastest_int8, fastest_verified, get_target, run_targets
+    from edgezoo.runtimes import model_files
+
+    o = run.options
+    ctx = _context(run)
+    ctx.recipe = ctx.recipe or run.recipe
+    precisions = (["fp32"] + (["bf16"] if o.bf16 else []) + (["fp16"] if o.fp16 else [])
+                  + (["int8"] if o.int8 else []))
+    names, skipped = list(o.targets), []
+    if ctx.model is None:  # ExecuTorch and LiteRT convert a PyTorch program; the other targets still land
+        skipped = [t for t in names if getattr(get_target(t), "needs_torch", False)]
+        names = [t for t in names if t not in skipped]
+    rows = run_targets(ctx, names, precisions)
+    rows += [{"target": t, "precision": "-", "status": "skipped",
+              "error": f"target {t} needs a PyTorch model; {run.source.name} is an ONNX graph (give the PyTorch "
+                       "model as FILE.pt2, package.module:attr or an nn.Module for it)"} for t in skipped]
     for r in rows:  # the other targets' files belong to the bundle too
         if r.get("status") == "ok" and r["target"] != "onnxruntime" and r.get("same_file_as") is None:
             run.files[f"{r['target']}.{r['precision']}"] = run.tmp / r["file"]
@@ -299,21 +390,14 @@ def _targets(run: ExportRun) -> None:
     best = fastest_int8(rows)
     if best is not None:
         run.report["fastest_int8"] = {k: best.get(k) for k in ("target", "file", "latency_ms", "ratio_to_fastest_fp32")}
+    best = fastest_verified(rows)
+    if best is not None:
+        run.report["fastest_verified"] = {k: best.get(k) for k in ("target", "precision", "file", "latency_ms",
+                                                                   "ratio_to_fastest_fp32")}
     for r in rows:
         if r.get("status") != "ok":
-            run.notes.append(r["error"] if r["status"] == "missing" else
+            run.notes.append(r["error"] if r["status"] in ("missing", "skipped") else
                              f"target {r['target']} {r['precision']} failed: {r['error']}")
-
-
-def _tensorrt(run: ExportRun) -> None:
-    from edgezoo.export.tensorrt import build_engine, plan_engine
-
-    o = run.options
-    precision = "int8" if o.int8 else ("fp16" if o.fp16 else "fp32")
-    plan = plan_engine(run.files[precision], run.tmp / f"model.{precision}.engine", precision,
-                       timing_cache=run.tmp / "timing.cache")
-    run.report["tensorrt"] = build_engine(plan)
-    run.files["engine"] = Path(plan.engine_path)
 
 
 def _write_report(run: ExportRun) -> None:
@@ -329,7 +413,7 @@ def _write_report(run: ExportRun) -> None:
 
 
 def _triton(run: ExportRun) -> None:
-    _write_triton_entry(run.files.get("int8") or run.files["fp32"], run.triton_tmp, run.spec.name)
+    _write_triton_entry(run.files.get("int8") or run.files["fp32"], run.triton_tmp, run.source.name)
 
 
 # Before the bundle's temporary folder exists: everything that needs no output.
@@ -345,28 +429,33 @@ BUNDLE: tuple[Step, ...] = (
     Step("int8", lambda o: o.int8, _int8, announce=False),
     Step("fp16", lambda o: o.fp16, _fp16),
     Step("targets", _always, _targets, announce=False),
-    Step("TensorRT engine", lambda o: o.tensorrt, _tensorrt),
     Step("write report", _always, _write_report),
     Step("Triton model repository", lambda o: o.triton is not None, _triton),
 )
 
 
-def run_export(options: ExportOptions, progress: Progress | None = None) -> ExportOutcome:
+def run_export(options: ExportOptions | CheckedExport, progress: Progress | None = None) -> ExportOutcome:
+    """Export as ``options`` asks; ``options`` may be what ``validate`` returned (the source resolved once)."""
     from edgezoo import __version__
     from edgezoo.export.options import earlier_export_files
     from edgezoo.fileio import atomic_directories
 
     # --- cheap checks first (edgezoo.export.options): names, ranges, inputs, every output location ----------
-    checked = validate(options)
+    checked = options if isinstance(options, CheckedExport) else validate(options)
     run = ExportRun(checked.options, checked, progress or (lambda s: None), notes=list(checked.warnings))
     o = run.options
     for s in PREPARE:
         _run_step(s, run)
-    p = run.preset
+    p, src = run.preset, run.source
     run.report = {
-        "model": run.spec.name, "family": run.spec.family, "edgezoo": __version__,
-        "input_size": list(run.size), "opset": o.opset, "batch": "dynamic" if o.batch is None else o.batch,
-        "weights": str(o.weights) if o.weights else "random init (no --weights)",
+        "model": src.name, "family": src.family, "edgezoo": __version__,
+        "source": {"kind": src.kind, **({"path": str(src.path)} if src.path else {}),
+                   "input": src.input.name, "dynamic": list(src.input.dynamic),
+                   "outputs": [{"name": out.name, "shape": list(out.shape)} for out in src.outputs],
+                   "class_scores": src.classifier},
+        "input_size": list(run.size), "opset": _graph_opset(src.graph) if src.is_onnx else o.opset,
+        "batch": "dynamic" if o.batch is None else o.batch,
+        "weights": src.weights_described,
         "preset": {"name": p.name, "source": p.source, "mean": list(p.mean), "std": list(p.std),
                    "crop_pct": p.crop_pct, "interpolation": p.interpolation},
         "passes": run.passes, "files": {}, **({"lite": run.report["lite"]} if "lite" in run.report else {}),
@@ -432,3 +521,9 @@ def _restamp(path: Path, meta) -> None:
     model = onnx.load(str(path))
     set_metadata(model, meta)
     atomic_write_bytes(path, model.SerializeToString())
+
+
+def _graph_opset(graph) -> int:
+    from edgezoo.export.graph_passes import opset
+
+    return opset(graph)

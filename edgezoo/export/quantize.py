@@ -4,11 +4,10 @@
   (signed activations run slowly on x86), per-channel weights by default, MinMax / Entropy / Percentile
   calibration. Every op type in the graph that has a quantized form is listed for quantization, HardSwish
   and HardSigmoid included (onnxruntime's default list, ``onnxruntime.quantization.registry``, leaves them out).
-- ``float_islands``: nodes that still compute in float between DequantizeLinear and QuantizeLinear after
-  onnxruntime has fused what it can: what an int8 graph really runs in float.
 - ``to_fp16``: float16 weights and compute, fp32 inputs/outputs unless asked.
-- ``compare_models``: top-1 agreement, cosine, SQNR of the outputs; ``layer_sqnr``: per-tensor SQNR of the
-  int8 model's quantized activations against the fp32 model's, worst first.
+
+How close the results stay is edgezoo.export.agreement (``compare_models``); what still runs in float and
+per-layer error is edgezoo.export.qdq_debug. Their names are re-exported here for older callers.
 
 No torch import: this runs wherever onnxruntime does.
 """
@@ -27,15 +26,11 @@ import numpy as np
 import onnx
 
 from edgezoo.errors import EdgezooError, InputError
-from edgezoo.runtimes.comparator import sqnr_db
+from edgezoo.export.agreement import fixed_batch, input_name, pad_rows
 
 METHODS = ("minmax", "entropy", "percentile")
 # Ops that int8 runtimes can take quantized in QDQ form; onnxruntime's default list misses the hard ones.
 EXTRA_QUANTIZABLE = ("HardSigmoid", "HardSwish", "ReduceMean")
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-# Ops that only move or select bytes: running them on uint8 between Q/DQ is not "float compute".
-DATA_MOVEMENT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Split", "Concat",
-                 "Gather", "Identity", "MaxPool", "Pad", "Resize", "Shape", "Cast"}
 
 
 class _ArrayReader:
@@ -51,33 +46,12 @@ class _ArrayReader:
     def get_next(self):
         if self.i >= len(self.data):
             return None
-        x = _pad_rows(self.data[self.i: self.i + self.batch], self.batch)
+        x = pad_rows(self.data[self.i: self.i + self.batch], self.batch)
         self.i += self.batch
         return {self.input_name: x}
 
     def rewind(self):
         self.i = 0
-
-
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-    """Repeat the last row until ``x`` has ``rows`` rows (a fixed-batch model takes nothing else)."""
-    if len(x) >= rows:
-        return x
-    return np.concatenate([x, np.repeat(x[-1:], rows - len(x), axis=0)])
-
-
-def _input(model: onnx.ModelProto):
-    inits = {i.name for i in model.graph.initializer}
-    return next(i for i in model.graph.input if i.name not in inits)
-
-
-def _input_name(model: onnx.ModelProto) -> str:
-    return _input(model).name
-
-
-def _fixed_batch(model: onnx.ModelProto) -> int:
-    dims = _input(model).type.tensor_type.shape.dim
-    return dims[0].dim_value if len(dims) and dims[0].dim_value > 0 else 1
 
 
 def quantize_int8(
@@ -135,7 +109,7 @@ def quantize_int8(
     if method == "percentile":
         options["CalibPercentile"] = percentile
     options.update(extra_options or {})
-    reader = _ArrayReader(_input_name(model), calibration, batch=_fixed_batch(model))
+    reader = _ArrayReader(input_name(model), calibration, batch=fixed_batch(model))
     # Calibration over the whole set runs once: bias correction reads only the quantized weights of a first
     # pass, which do not depend on activation ranges (one batch calibrates it), and the Concat pass
     # quantizes the same model again with the ranges onnxruntime cached from the full pass.
@@ -314,57 +288,6 @@ def _rank(model: onnx.ModelProto, name: str) -> int | None:
     return None
 
 
-# ---------------------------------------------------------------------------------------- float islands
-
-def optimized_graph(path_or_bytes: str | os.PathLike | bytes, threads: int = 1) -> onnx.ModelProto:
-    """The graph onnxruntime actually runs on this CPU (all optimizations, QDQ fused into QLinear ops)."""
-    from edgezoo.runtimes.onnxruntime import OrtRunner, import_onnxruntime
-
-    with tempfile.TemporaryDirectory(prefix="edgezoo-opt-") as tmp:
-        out = os.path.join(tmp, "optimized.onnx")
-        so = import_onnxruntime().SessionOptions()
-        so.optimized_model_filepath = out  # it warns that this NCHWc file is machine-specific: we only read it
-        with OrtRunner(path_or_bytes, threads=threads, graph_optimization="all", session_options=so):
-            pass  # opening the session writes the optimized graph
-        return onnx.load(out)
-
-
-def float_islands(model: onnx.ModelProto) -> list[dict]:
-    """Compute nodes that take a dequantized (float) activation and whose result is quantized again.
-
-    Run it on ``optimized_graph(...)`` to see what onnxruntime runs in float; on the QDQ file itself it lists
-    every op that has Q/DQ around it (which a runtime may or may not fuse). Data-movement ops are not
-    counted: they work on bytes whatever the type.
-    """
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    consts = {t.name for t in model.graph.initializer}
-
-    def dequantized_activation(name: str) -> bool:  # a DQ of a weight or bias does not make a float island
-        p = producer.get(name)
-        return p is not None and p.op_type == "DequantizeLinear" and p.input[0] not in consts
-
-    islands = []
-    for n in model.graph.node:
-        if n.op_type in QDQ_OPS or n.op_type in DATA_MOVEMENT:
-            continue
-        from_dq = any(dequantized_activation(i) for i in n.input)
-        to_q = any(c.op_type == "QuantizeLinear" for o in n.output for c in consumers.get(o, []))
-        if from_dq and to_q:
-            islands.append({"name": n.name, "op_type": n.op_type})
-    return islands
-
-
-def island_summary(islands: list[dict]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for i in islands:
-        counts[i["op_type"]] = counts.get(i["op_type"], 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
-
-
 # ---------------------------------------------------------------------------------------------- fp16
 
 def to_fp16(fp32_path: str | os.PathLike, out_path: str | os.PathLike, keep_io_types: bool = True) -> dict:
@@ -381,135 +304,6 @@ def to_fp16(fp32_path: str | os.PathLike, out_path: str | os.PathLike, keep_io_t
     return {"keep_io_types": keep_io_types, "size_bytes": len(data)}
 
 
-# ------------------------------------------------------------------------------------------ agreement
-
-def _runner(path_or_model, threads: int | None = None):
-    """An (inactive) onnxruntime Runner on the CPU for a file, its bytes or a ModelProto."""
-    from edgezoo.runtimes.onnxruntime import OrtRunner
-
-    from edgezoo.runtimes.onnxruntime import import_onnxruntime
-
-    src = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) else path_or_model
-    # no memory arena: these sessions run models with every activation as an output, and an arena keeps the
-    # largest batch's worth for the session's life (hundreds of MB per session on MobileNetV3)
-    options = import_onnxruntime().SessionOptions()
-    options.enable_cpu_mem_arena = False
-    return OrtRunner(src, threads=threads, session_options=options)
-
-
-def run_batched(runner, inputs: np.ndarray, batch: int = 8, outputs=None) -> list[np.ndarray]:
-    """Run ``inputs`` through an active Runner (``edgezoo.runtimes``) in chunks; ``outputs``: names of the
-    outputs to return (default all). A fixed-batch model gets its own batch size, the last chunk padded and
-    the padding's outputs dropped."""
-    name = runner.inputs[0].name
-    fixed = runner.inputs[0].shape[0]
-    step = fixed if isinstance(fixed, int) and fixed > 0 else batch
-    names = [o.name for o in runner.outputs]
-    pick = list(range(len(names))) if outputs is None else [names.index(o) for o in outputs]
-    parts: list[list[np.ndarray]] = []
-    for i in range(0, len(inputs), step):
-        chunk = inputs[i:i + step].astype(np.float32)
-        out = runner.infer({name: _pad_rows(chunk, step) if step == fixed else chunk})
-        out = [out[k] for k in pick]
-        parts.append([o[:len(chunk)] if np.ndim(o) else o for o in out])
-    # 0-d outputs (constants made graph outputs) are the same in every batch
-    return [np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) else parts[0][k]
-            for k in range(len(parts[0]))]
-
-
-def output_agreement(ref: np.ndarray, test: np.ndarray) -> dict:
-    ref2, test2 = ref.reshape(len(ref), -1), test.reshape(len(test), -1)
-    num = np.sum(ref2 * test2, axis=1)
-    den = np.linalg.norm(ref2, axis=1) * np.linalg.norm(test2, axis=1)
-    cos = np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)
-    return {
-        "images": int(len(ref)),
-        "top1_agreement": float(np.mean(ref2.argmax(1) == test2.argmax(1))),
-        "cosine_mean": float(np.mean(cos)),
-        "cosine_min": float(np.min(cos)),
-        "sqnr_db": sqnr_db(ref, test),
-        "max_abs_diff": float(np.max(np.abs(ref - test))),
-    }
-
-
-def compare_models(ref_path, test_path, inputs: np.ndarray, worst_layers: int = 10, layer_ref_path=None) -> dict:
-    """Outputs of ``test`` against ``ref`` on ``inputs``; plus the worst per-layer SQNR when ``test`` has Q/DQ.
-
-    ``layer_ref_path``: the fp32 file ``test`` was quantized from, when it differs from ``ref`` (rewritten
-    activation forms rescale some intermediate tensors: per-layer figures must compare like with like).
-    """
-    inputs = np.asarray(inputs, dtype=np.float32)
-    with _runner(ref_path) as r:
-        ref = run_batched(r, inputs)[0]
-    with _runner(test_path) as r:
-        test = run_batched(r, inputs)[0]
-    result = output_agreement(ref, test)
-    if worst_layers:
-        try:
-            result["worst_layers"] = layer_sqnr(layer_ref_path or ref_path, test_path,
-                                                inputs[: min(len(inputs), 16)])[:worst_layers]
-        except Exception as e:  # a diagnosis that fails must not fail the export; say so in the report
-            result["worst_layers_error"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
-    return result
-
-
-def layer_sqnr(ref_path, qdq_path, inputs: np.ndarray) -> list[dict]:
-    """SQNR of every quantized activation of a QDQ model against the same tensor of the fp32 model.
-
-    The QDQ quantizer keeps the float tensor's name X on the input of its QuantizeLinear; the matching
-    DequantizeLinear output is what the int8 model carries forward. Both become extra graph outputs.
-    Worst first.
-    """
-    ref_model = onnx.load(os.fspath(ref_path))
-    q_model = onnx.load(os.fspath(qdq_path))
-    ref_names = {o for n in ref_model.graph.node for o in n.output}
-    producer = {o: n for n in q_model.graph.node for o in n.output}
-    pairs: list[tuple[str, str, str]] = []  # (float name, dequantized name, producing op in fp32)
-    ref_producer = {o: n for n in ref_model.graph.node for o in n.output}
-    for n in q_model.graph.node:
-        if n.op_type != "DequantizeLinear":
-            continue
-        q = producer.get(n.input[0])
-        if q is None or q.op_type != "QuantizeLinear":
-            continue
-        x = q.input[0]
-        if x in ref_names and ref_producer[x].op_type != "Constant":
-            pairs.append((x, n.output[0], ref_producer[x].op_type))
-    if not pairs:
-        return []
-    seen = set()
-    pairs = [p for p in pairs if not (p[0] in seen or seen.add(p[0]))]
-    _add_outputs(ref_model, [p[0] for p in pairs])
-    _add_outputs(q_model, [p[1] for p in pairs])
-    # every activation of both models for every image would be GBs: a few images at a time, and only the
-    # signal and noise power of each tensor kept (SQNR of the whole set = ratio of the summed powers)
-    signal, noise = np.zeros(len(pairs)), np.zeros(len(pairs))
-    with _runner(ref_model) as rr, _runner(q_model) as rq:
-        for i in range(0, len(inputs), 2):
-            chunk = inputs[i:i + 2]
-            ref_out = run_batched(rr, chunk, batch=2, outputs=[p[0] for p in pairs])
-            q_out = run_batched(rq, chunk, batch=2, outputs=[p[1] for p in pairs])
-            for k, (r, t) in enumerate(zip(ref_out, q_out)):
-                r = r.astype(np.float64)
-                signal[k] += float(np.sum(r * r))
-                noise[k] += float(np.sum((r - t) ** 2))
-            del ref_out, q_out
-    rows = [{"tensor": x, "op_type": op, "sqnr_db": round(_power_ratio_db(s, n), 2)}
-            for (x, _, op), s, n in zip(pairs, signal, noise)]
-    return sorted(rows, key=lambda r: r["sqnr_db"])
-
-
-def _power_ratio_db(signal: float, noise: float) -> float:
-    """sqnr_db from summed powers (same edge cases)."""
-    if noise == 0:
-        return float("inf")
-    if signal == 0:
-        return float("-inf")
-    return float(10.0 * np.log10(signal / noise))
-
-
-def _add_outputs(model: onnx.ModelProto, names: list[str]) -> None:
-    have = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in have:
-            model.graph.output.append(onnx.ValueInfoProto(name=name))
+# Older callers import these from here; they live in the modules named for their job.
+from edgezoo.export.agreement import compare_models, output_agreement, run_batched  # noqa: E402,F401
+from edgezoo.export.qdq_debug import float_islands, island_summary, layer_sqnr, optimized_graph  # noqa: E402,F401

@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 
+def _top1(a: dict) -> str:
+    """Top-1 agreement exists only for an output shaped [N, classes] (agreement.output_agreement)."""
+    return "n/a" if a.get("top1_agreement") is None else f"{a['top1_agreement'] * 100:.1f}%"
+
+
 def _agree(a: dict | None) -> str:
     if not a:
         return "| - | - | - "
-    return f"| {a['top1_agreement'] * 100:.1f}% | {a['cosine_mean']:.4f} | {a['sqnr_db']:.1f} "
+    return f"| {_top1(a)} | {a['cosine_mean']:.4f} | {a['sqnr_db']:.1f} "
+
+
+def outputs_markdown(a: dict) -> list[str]:
+    """Several outputs: one line each (the figures above are the worst output's)."""
+    if "outputs" not in a:
+        return []
+    lines = ["| output | shape | top-1 agreement | cosine mean | SQNR dB | max abs diff | max rel diff |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {o['output']} | {'x'.join(map(str, o['shape']))} | {_top1(o)} | {o['cosine_mean']:.4f} | "
+              f"{o['sqnr_db']:.1f} | {o['max_abs_diff']:.3g} | {o['max_rel_diff']:.3g} |" for o in a["outputs"]]
+    return lines + [""]
 
 
 def targets_markdown(rows: list[dict]) -> list[str]:
     """Rows of run_targets as a table; failed and skipped targets as one line each below it."""
     if not rows:
         return []
-    lines = ["", "## Targets (each file checked against PyTorch fp32 through its runtime)", "",
+    lines = ["", "## Targets (each file checked against the fp32 model through its runtime)", "",
              "| target | precision | file | size | p50 ms | / fastest fp32 | top-1 agreement | cosine | SQNR dB |",
              "|---|---|---|---|---|---|---|---|---|"]
     problems = []
@@ -33,13 +49,26 @@ def targets_markdown(rows: list[dict]) -> list[str]:
         lines += ["", "Targets that did not land:", ""] + problems
     return lines
 
+
+def fastest_markdown(r: dict) -> list[str]:
+    """The fastest verified file of any precision, and the fastest int8 one, as the summary names them."""
+    lines = []
+    for key, what in (("fastest_verified", "fastest verified file"), ("fastest_int8", "fastest verified int8 file")):
+        b = r.get(key)
+        if b:
+            how = f", {b['latency_ms']:.2f} ms p50" if b.get("latency_ms") else " (not timed: pass --bench)"
+            lines.append(f"- {what}: {b['file']} ({b['target']} {b.get('precision', 'int8')}{how})")
+    return [""] + lines if lines else []
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
 def render_markdown(r: dict) -> str:
+    src = r.get("source", {})
     lines = [f"# edgezoo export: {r['model']}", "",
-             f"input {'x'.join(map(str, r['input_size']))}, batch {r['batch']}, opset {r['opset']}, "
+             (f"source: {src['kind']}" + (f" {src['path']}" if src.get("path") else "") + ", " if src else "")
+             + f"input {'x'.join(map(str, r['input_size']))}, batch {r['batch']}, opset {r['opset']}, "
              f"weights: {r['weights']}, edgezoo {r['edgezoo']}", ""]
     if r.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
@@ -64,10 +93,11 @@ def render_markdown(r: dict) -> str:
                   f"{q['calibration']}.", "",
                   f"Activation forms: {q['forms']}", ""] + (
                      [f"Recipe: {q['recipe']['described']}", ""] if q.get("recipe") else []) + [
-                  f"Against fp32 on {a['inputs']}:", "",
-                  f"- top-1 agreement {a['top1_agreement'] * 100:.1f}%",
+                  f"Against fp32 on {a['inputs']}" + (f" (worst of {len(a['outputs'])} outputs: {a['output']})"
+                                                      if "outputs" in a else "") + ":", "",
+                  f"- top-1 agreement {_top1(a)}",
                   f"- cosine similarity mean {a['cosine_mean']:.4f} (min {a['cosine_min']:.4f})",
-                  f"- output SQNR {a['sqnr_db']:.1f} dB", ""]
+                  f"- output SQNR {a['sqnr_db']:.1f} dB", ""] + outputs_markdown(a)
         fi = q["float_islands"]
         lines.append(f"Ops onnxruntime runs in float between DQ and Q: {fi['count']} {fi['by_op'] or ''}"
                      + (f" (intended: {fi['intended']})" if fi["intended"] and fi["count"] else ""))
@@ -76,9 +106,10 @@ def render_markdown(r: dict) -> str:
             lines += [f"| `{w['tensor']}` | {w['op_type']} | {w['sqnr_db']:.1f} |" for w in a["worst_layers"]]
     if "fp16" in r and "agreement" in r["fp16"]:
         a = r["fp16"]["agreement"]
-        lines += ["", "## fp16", "", f"top-1 agreement {a['top1_agreement'] * 100:.1f}%, cosine "
+        lines += ["", "## fp16", "", f"top-1 agreement {_top1(a)}, cosine "
                   f"{a['cosine_mean']:.5f}, SQNR {a['sqnr_db']:.1f} dB on {a['inputs']}"]
     lines += targets_markdown(r.get("targets", []))
+    lines += fastest_markdown(r)
     if "tensorrt" in r:
         lines += ["", "## TensorRT", "", f"{r['tensorrt']}"]
     if "lite" in r:
@@ -90,6 +121,4 @@ def render_markdown(r: dict) -> str:
 def _json(o) -> str:
     import json
 
-    from edgezoo.fileio import _jsonable
-
-    return json.dumps(o, indent=2, default=_jsonable)
+    return json.dumps(o, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))

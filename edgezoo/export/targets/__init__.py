@@ -30,7 +30,7 @@ class TargetContext:
 
     name: str  # the zoo name, for file metadata and messages
     input_size: tuple[int, int, int]
-    model: Any  # torch.nn.Module after the function-preserving passes (BN folded, shuffle static, ...)
+    model: Any  # torch.nn.Module after the function-preserving passes (BN folded, ...); None: an ONNX source
     calibration: np.ndarray  # (N, C, H, W) float32, the images int8 ranges come from
     eval_inputs: np.ndarray  # held-out images the agreement is measured on
     reference: np.ndarray  # the PyTorch fp32 model's outputs on eval_inputs
@@ -152,21 +152,16 @@ def missing_message(target: Target, why: str) -> str:
 
 
 def agreement(reference: np.ndarray, outputs: np.ndarray) -> dict:
-    from edgezoo.export.quantize import output_agreement
+    from edgezoo.export.agreement import output_agreement  # top-1 only for an output shaped [N, classes]
 
-    return output_agreement(reference.reshape(len(reference), -1), outputs.reshape(len(outputs), -1))
+    return output_agreement(reference, outputs)
 
 
 def run_on(runner, inputs: np.ndarray) -> np.ndarray:
     """Outputs of an active runner, one image at a time (.pte and .tflite programs are planned for batch 1)."""
-    info = runner.inputs[0]
-    step = info.shape[0] if isinstance(info.shape[0], int) and info.shape[0] > 1 else 1  # a fixed batch
-    outs = []
-    for i in range(0, len(inputs), step):
-        chunk = inputs[i:i + step]
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)]) if len(chunk) < step else chunk
-        outs.append(runner.infer({info.name: np.ascontiguousarray(padded)})[0][:len(chunk)])
-    return np.concatenate(outs)
+    from edgezoo.export.agreement import run_batched  # the one padded-batch loop (a fixed batch is padded)
+
+    return run_batched(runner, inputs, batch=1)[0]
 
 
 def file_name(target: str, precision: str, suffix: str) -> str:
@@ -257,31 +252,24 @@ def bench_rows(ctx: TargetContext, rows: list[dict], rounds: int = 7, runs: int 
 KEEPS_ANSWERS = 0.05  # an int8 file keeps the model's answers: top-1 agreement within 5 points of the best int8
 
 
-def fastest_int8(rows: list[dict]) -> dict | None:
-    """The fastest verified int8 row among those that keep the model's answers (top-1 agreement with fp32 at
-    most ``KEEPS_ANSWERS`` below the best int8 row's); by latency when measured, else the only one or None."""
-    int8 = [r for r in rows if r.get("precision") == "int8" and r.get("status") == "ok" and "agreement" in r]
-    if int8:
-        best = max(r["agreement"]["top1_agreement"] for r in int8)
-        int8 = [r for r in int8 if r["agreement"]["top1_agreement"] >= best - KEEPS_ANSWERS]
-    timed = [r for r in int8 if "latency_ms" in r]
-    if timed:
-        return min(timed, key=lambda r: r["latency_ms"])
-    return int8[0] if len(int8) == 1 else None
-
-
-def fastest_verified(rows: list[dict]) -> dict | None:
-    """The fastest verified file of any precision that keeps the model's answers (top-1 agreement with the
-    PyTorch fp32 model at most ``KEEPS_ANSWERS`` below the best row's): on a CPU where int8 gains little, an
-    fp32 file can beat every int8 one. By latency when measured, else the only one or None."""
-    ok = [r for r in rows if r.get("status") == "ok" and "agreement" in r]
-    if ok:
+def fastest_verified(rows: list[dict], precision: str | None = None) -> dict | None:
+    """The fastest verified file (of ``precision``, or of any: on a CPU where int8 gains little an fp32 file
+    can beat every int8 one) among those that keep the model's answers: top-1 agreement with the fp32 model
+    at most ``KEEPS_ANSWERS`` below the best such row's (where the outputs have a top-1). By latency when
+    measured, else the only one, else None."""
+    ok = [r for r in rows if r.get("status") == "ok" and "agreement" in r
+          and (precision is None or r.get("precision") == precision)]
+    if ok and all(r["agreement"].get("top1_agreement") is not None for r in ok):
         best = max(r["agreement"]["top1_agreement"] for r in ok)
         ok = [r for r in ok if r["agreement"]["top1_agreement"] >= best - KEEPS_ANSWERS]
     timed = [r for r in ok if "latency_ms" in r]
     if timed:
         return min(timed, key=lambda r: r["latency_ms"])
     return ok[0] if len(ok) == 1 else None
+
+
+def fastest_int8(rows: list[dict]) -> dict | None:
+    return fastest_verified(rows, "int8")
 
 
 def _size(path: Path) -> int:

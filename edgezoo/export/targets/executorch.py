@@ -25,6 +25,7 @@ class ExecuTorchTarget:
     extra = "executorch"
     precisions = ("fp32", "int8")
     suffix = ".pte"
+    needs_torch = True  # converts a PyTorch program: an ONNX source gets a one-line "skipped" row
 
     def available(self) -> str | None:
         try:

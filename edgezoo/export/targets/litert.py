@@ -30,6 +30,7 @@ class LiteRTTarget:
     extra = "litert"
     precisions = ("fp32", "int8")
     suffix = ".tflite"
+    needs_torch = True  # converts a PyTorch program: an ONNX source gets a one-line "skipped" row
 
     def available(self) -> str | None:
         try:

@@ -1,8 +1,8 @@
 """onnxruntime target: the QDQ (U8S8) ONNX of the export pipeline (export.quantize.quantize_int8).
 
-The pipeline writes model.fp32.onnx and model.int8.onnx itself (they are the bundle's main files), both
-through ``write_int8`` here; this target registers them so that they are verified and compared in the same
-table as the others (and builds them itself when used outside the pipeline, as benchmarks/targets.py does).
+The bundle's model.int8.onnx is this target's int8 file: the pipeline builds it through ``qdq_file`` (with its
+checked passes and metadata) and registers it, so ``run_targets`` verifies it in the same table as the others
+without building it again; outside the pipeline (benchmarks/targets.py) ``build`` runs the same ``qdq_file``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class OnnxRuntimeTarget:
         return None
 
     def preflight(self, model) -> list[str]:
+        if model is None:  # an ONNX source: what stays float is in the report's float_islands
+            return []
         from edgezoo.export.targets.rules import onnxruntime_findings
 
         return onnxruntime_findings(model)
@@ -36,6 +38,8 @@ class OnnxRuntimeTarget:
         from edgezoo.export.onnx import export_onnx
 
         if precision == "fp32":
+            if ctx.model is None:
+                raise RuntimeError("the fp32 ONNX of an ONNX source is the pipeline's own file")
             export_onnx(ctx.model, path, ctx.input_size, dynamic_batch=True)
             return {"method": "torch.onnx.export (TorchScript), onnxsim"}
         return {"method": method_line(qdq_file(ctx, "onnxruntime", path))}
@@ -46,22 +50,95 @@ class OnnxRuntimeTarget:
         return OrtRunner(path, threads=threads)
 
 
-def qdq_file(ctx: TargetContext, backend: str, path: Path) -> dict:
-    """The QDQ file of ``ctx.model`` in ``backend``'s activation forms (int8_forms) with the shared recipe:
-    its int8 source exported beside ``path`` and removed again; returns write_int8's report."""
+def int8_source(ctx: TargetContext, backend: str, path: Path, apply=None, export=None) -> list[str]:
+    """Write the fp32 file the int8 file of ``backend`` is quantized from: the model in that backend's
+    activation forms (int8_forms), from the PyTorch model when there is one, else from the fp32 ONNX graph.
+    ``apply``: the pipeline's checked pass runner; ``export(model, path, passes)``: how a PyTorch model is
+    written (the pipeline stamps its metadata). Returns the names of the passes applied."""
     from edgezoo.export import int8_forms
-    from edgezoo.export.onnx import export_onnx
 
-    src = path.with_name(f".{backend}-int8-source.fp32.onnx")
+    if ctx.model is not None:
+        from edgezoo.export.onnx import export_onnx
+
+        forms = int8_forms.choose(ctx.model, backend)
+        model, names = int8_forms.source_model(ctx.model, forms, apply)
+        if export is not None:
+            export(model, path, names)
+        else:
+            export_onnx(model, path, ctx.input_size, dynamic_batch=True)
+        return names + _graph_forms(path, backend, apply)
+    import onnx
+
+    from edgezoo.fileio import atomic_write_bytes
+
+    fp32 = ctx.files.get("onnxruntime:fp32")
+    if fp32 is None:
+        raise RuntimeError("the int8 source of an ONNX model is read off the verified fp32 ONNX, which was not written")
+    graph = onnx.load(str(fp32))
+    out, names = int8_forms.source_graph(graph, int8_forms.choose(graph, backend), apply)
+    atomic_write_bytes(path, out.SerializeToString())
+    return names
+
+
+def _graph_forms(path: Path, backend: str, apply=None) -> list[str]:
+    """What the module passes could not see, by op type on the exported graph: a PyTorch model whose h-swish or
+    h-sigmoid is not an nn.Hardswish / nn.Hardsigmoid module (a .pt2 program, a functional call) still exports
+    HardSwish / HardSigmoid nodes. The file is rewritten only when there are any (zoo models: never)."""
+    import onnx
+
+    from edgezoo.export import int8_forms
+    from edgezoo.fileio import atomic_write_bytes
+
+    graph = onnx.load(str(path))
+    if not any(n.op_type in ("HardSwish", "HardSigmoid") for n in graph.graph.node):
+        return []
+    forms = int8_forms.choose(graph, backend)
+    if forms.hardswish == "keep" and backend not in ("onnxruntime", "generic"):
+        return []  # the backend takes both ops as they are (TensorRT, OpenVINO)
+    out, names = int8_forms.source_graph(graph, forms, apply)
+    atomic_write_bytes(path, out.SerializeToString())
+    return [f"graph {n}" for n in names]
+
+
+def forms_of(ctx: TargetContext, backend: str):
+    """The int8 forms of ``backend`` for the model: read off the PyTorch modules, or off the fp32 ONNX graph
+    by op type when there is no PyTorch model or its modules hide an h-swish the graph has."""
+    import onnx
+
+    from edgezoo.export import int8_forms
+
+    graph = None
+    if "onnxruntime:fp32" in ctx.files:
+        graph = onnx.load(str(ctx.files["onnxruntime:fp32"]), load_external_data=False)
+    if ctx.model is None:
+        return int8_forms.choose(graph, backend)
+    forms = int8_forms.choose(ctx.model, backend)
+    if graph is not None and not int8_forms.has_hardswish(ctx.model) and int8_forms.has_hardswish(graph):
+        return int8_forms.choose(graph, backend)
+    return forms
+
+
+def qdq_file(ctx: TargetContext, backend: str, path: Path, *, apply=None, export=None, method: str = "minmax",
+             keep_source: Path | None = None) -> dict:
+    """The QDQ file of the model in ``backend``'s activation forms with the shared recipe: the one int8 path
+    (the bundle's model.int8.onnx, OpenVINO's int8 source, benchmarks). Its int8 source is written beside
+    ``path`` (or at ``keep_source``, which the caller removes) and removed again; returns write_int8's report
+    with the source's passes under ``source_passes``."""
+    src = keep_source or path.with_name(f".{backend}-int8-source.fp32.onnx")
     try:
-        export_onnx(ctx.int8_model(backend), src, ctx.input_size, dynamic_batch=True)
-        return write_int8(src, path, ctx.calibration, int8_forms.choose(ctx.model, backend), ctx.int8_recipe(),
-                          per_channel=ctx.per_channel)
+        names = int8_source(ctx, backend, src, apply=apply, export=export)
+        q = write_int8(src, path, ctx.calibration, forms_of(ctx, backend), ctx.int8_recipe(),
+                       per_channel=ctx.per_channel, method=method)
+        q["source_passes"] = names
+        return q
     except BaseException:
         path.unlink(missing_ok=True)
+        if keep_source is not None:
+            keep_source.unlink(missing_ok=True)
         raise
     finally:
-        src.unlink(missing_ok=True)
+        if keep_source is None:
+            src.unlink(missing_ok=True)
 
 
 def write_int8(src, out, calibration, forms, recipe, per_channel: bool = True, method: str = "minmax") -> dict:

@@ -33,6 +33,8 @@ class OpenVinoTarget:
         return None
 
     def preflight(self, model) -> list[str]:
+        if model is None:  # an ONNX source
+            return []
         from edgezoo.export.targets.rules import openvino_findings
 
         return openvino_findings(model)
@@ -70,11 +72,9 @@ def qdq_source(ctx: TargetContext, path: Path) -> tuple[Path, Path | None]:
     """The QDQ ONNX OpenVINO's int8 IR is converted from: the model in OpenVINO's activation forms
     (int8_forms 'openvino') with the shared recipe. Without h-swish those are the onnxruntime file's forms, so
     that file is reused when it exists. Returns (path, the temporary file to remove or None)."""
-    from torch import nn
+    from edgezoo.export.targets.onnxruntime import forms_of, qdq_file
 
-    from edgezoo.export.targets.onnxruntime import qdq_file
-
-    if "onnxruntime:int8" in ctx.files and not any(isinstance(m, nn.Hardswish) for m in ctx.model.modules()):
+    if "onnxruntime:int8" in ctx.files and forms_of(ctx, "openvino").hardswish == forms_of(ctx, "onnxruntime").hardswish:
         return ctx.files["onnxruntime:int8"], None
     qdq = path.with_name(".openvino-source.int8.onnx")
     qdq_file(ctx, "openvino", qdq)
