@@ -44,7 +44,8 @@ def _ctx(tmp_path, net=None):
 
 # The packages each target's extra installs (pyproject.toml): a test skips only when one is truly absent.
 EXTRA_PACKAGES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",),
-                  "executorch": ("executorch", "torchao"), "litert": ("ai_edge_litert", "litert_torch")}
+                  "executorch": ("executorch", "torchao"), "litert": ("ai_edge_litert", "litert_torch"),
+                  "mnn": ("MNN",), "ncnn": ("ncnn", "pnnx")}
 
 
 def _need(name):

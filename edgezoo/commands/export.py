@@ -129,6 +129,7 @@ def _interrupted(out_dir, existed: bool, started: float) -> None:
 
     report = out_dir / "report.json"
     if report.is_file() and report.stat().st_mtime >= started:
+        _ignore_ctrl_c()  # the export has succeeded: further presses while it shuts down change nothing
         err_console.print(f"interrupted after the bundle was written: {out_dir} is complete", highlight=False,
                           soft_wrap=True)
         raise typer.Exit(0)
