@@ -61,13 +61,14 @@ def load_target(model: str, input_size: tuple[int, int, int] | None):
         if not path.exists():
             raise InputError(f"no such file: {model}", "give an .onnx file or a model name from `edgezoo list`")
         from edgezoo.fileio import check_model_path
-        from edgezoo.runtimes import KIND_NAMES
+        from edgezoo.runtimes import file_kinds
 
-        check_model_path(path, "an ONNX file" if kind == "onnx" else KIND_NAMES[kind])
+        what = file_kinds()[kind][0].what
+        check_model_path(path, "an ONNX file" if kind == "onnx" else what)
         if kind != "onnx":  # a .pte, .tflite, OpenVINO .xml or engine: valid, but not ONNX
             from edgezoo.profile.graph import not_onnx
 
-            raise not_onnx(str(path), KIND_NAMES[kind])
+            raise not_onnx(str(path), what)
         return path, str(path), input_size
     from edgezoo.errors import require_torch
 
