@@ -43,6 +43,12 @@ def register(app: typer.Typer) -> None:
         bf16: bool = typer.Option(False, "--bf16", help="Also bf16 for the targets that have it (OpenVINO)."),
         num_classes: Optional[int] = typer.Option(None, "--num-classes",
                                                   help="Classes of the checkpoint (default: the spec's, 1000)."),
+        eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Labelled images: top-1/top-5 of every file "
+                                                "(class subfolders, a labels.csv, or ImageNet synset file names)."),
+        max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Top-1 points on --eval an int8 file "
+                                                 "may lose; the most sensitive layers stay float until it fits."),
+        min_sqnr: Optional[float] = typer.Option(None, "--min-sqnr", help="Output SQNR (dB) against fp32 an int8 "
+                                                 "file must keep; the most sensitive layers stay float until it does."),
     ) -> None:
         """Export a zoo model to a verified bundle: fp32 ONNX, and int8 / fp16 / TensorRT as asked, with a report.
 
@@ -63,7 +69,8 @@ def register(app: typer.Typer) -> None:
             calib_count=calib_count, per_tensor=per_tensor, method=method, opset=opset, batch=batch,
             input_size=input_size, out=out, triton=triton, backend=backend, lite=lite,
             distill_images=distill_images, distill_steps=distill_steps, num_classes=num_classes,
-            targets=tuple(parse_targets(target)), bench=bench, bf16=bf16,
+            targets=tuple(parse_targets(target)), bench=bench, bf16=bf16, eval=eval_dir, max_drop=max_drop,
+            min_sqnr=min_sqnr,
         )
         from rich.markup import escape
 
@@ -140,6 +147,11 @@ def _print_summary(console, outcome) -> None:
         b = r["fastest_int8"]
         how = f" ({b['latency_ms']:.2f} ms, {b['ratio_to_fastest_fp32']:.2f} x the fastest fp32)" if b.get("latency_ms") else ""
         console.print(f"  fastest verified int8: {b['file']} ({b['target']}){how}", highlight=False)
+    from edgezoo.export.accuracy import accuracy_summary
+    from edgezoo.export.budget import budget_summary
+
+    for line in accuracy_summary(r) + budget_summary(r):
+        console.print(f"  {escape(line)}", highlight=False)
     if "triton" in outcome.files:
         console.print(f"  Triton repository: {outcome.files['triton']}")
     console.print(f"  report: {outcome.out_dir / 'report.md'}")

@@ -98,25 +98,34 @@ def outputs_of(target_name: str, path: Path, precision: str, images: np.ndarray,
         return run_on(r, images)
 
 
-def evaluate_rows(folder: Path, rows: Sequence[dict], labelled, fp32_file: Path, threads: int | None = 1) -> dict:
-    """Accuracy of every verified file of ``rows`` (run_targets' rows, files in ``folder``) on ``labelled``
-    (edgezoo.export.labelled.LabelledSet), each against ``fp32_file`` (the bundle's fp32 ONNX, through
-    onnxruntime): adds ``accuracy`` to each row and returns the fp32 figures for the report."""
+def evaluate_bundle(folder: Path, rows: Sequence[dict], files: dict, labelled, threads: int | None = 1) -> dict:
+    """Accuracy of every file of the bundle on ``labelled`` (edgezoo.export.labelled.LabelledSet): each verified
+    row of run_targets (files in ``folder``) and the fp16 ONNX, each against the fp32 ONNX ``files['fp32']``
+    (through onnxruntime). Returns report.json's ``eval``: the folder, fp32's figures, one entry per file."""
     images, labels = labelled.images, labelled.labels
-    ref = outputs_of("onnxruntime", fp32_file, "fp32", images, threads)
-    for r in rows:
-        if r.get("status") != "ok" or r.get("precision") == "engine":
-            continue
-        if r["target"] == "onnxruntime" and r["precision"] == "fp32":
+    fp32 = Path(files["fp32"])
+    ref = outputs_of("onnxruntime", fp32, "fp32", images, threads)
+    todo = [(r["target"], r["precision"], r["file"]) for r in rows
+            if r.get("status") == "ok" and r.get("precision") != "engine" and r.get("same_file_as") is None]
+    if "fp16" in files:
+        todo.append(("onnxruntime", "fp16", Path(files["fp16"]).name))
+    out_files = []
+    for target, precision, name in todo:
+        entry = {"target": target, "precision": precision, "file": name}
+        if name == fp32.name:
             out = ref
         else:
             try:
-                out = outputs_of(r["target"], folder / r["file"], r["precision"], images, threads)
-            except Exception as e:  # noqa: BLE001 - one file that will not run costs its figures, not the bundle
-                r["accuracy"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+                out = outputs_of(target, Path(folder) / name, "fp32" if precision == "fp16" else precision, images,
+                                 threads)
+            except Exception as e:  # noqa: BLE001 - a file that will not run costs its figures, not the bundle
+                entry["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+                out_files.append(entry)
                 continue
-        r["accuracy"] = compare_to_reference(ref, out, labels)
-    return {**labelled.to_dict(), "reference": f"{fp32_file.name} (onnxruntime)", **accuracy_of(ref, labels)}
+        entry.update(compare_to_reference(ref, out, labels))
+        out_files.append(entry)
+    return {**labelled.to_dict(), "reference": f"{fp32.name} (onnxruntime)", **accuracy_of(ref, labels),
+            "files": out_files}
 
 
 def accuracy_markdown(report: dict) -> list[str]:
@@ -134,15 +143,12 @@ def accuracy_markdown(report: dict) -> list[str]:
     lines += ["| target | precision | file | top-1 | top-5 | top-1 change vs fp32 (95% CI) | McNemar p | "
               "top-1 agreement | SQNR dB |", "|---|---|---|---|---|---|---|---|---|"]
     notes = []
-    for r in report.get("targets", []):
-        a = r.get("accuracy")
-        if not a:
-            continue
+    for a in ev.get("files", []):
         if "error" in a:
-            notes.append(f"- {r['target']} {r['precision']}: could not be evaluated: {a['error']}")
+            notes.append(f"- {a['target']} {a['precision']}: could not be evaluated: {a['error']}")
             continue
         c = a["top1_change"]
-        lines.append(f"| {r['target']} | {r['precision']} | {r['file']} | {a['top1']:.1f} | {a['top5']:.1f} | "
+        lines.append(f"| {a['target']} | {a['precision']} | {a['file']} | {a['top1']:.1f} | {a['top5']:.1f} | "
                      f"{c['change_points']:+.1f} ({c['ci95'][0]:+.1f} to {c['ci95'][1]:+.1f})"
                      f"{'' if c['within_noise'] else ' **real**'} | {c['mcnemar_p']:.2g} | "
                      f"{a['top1_agreement'] * 100:.1f}% | {a['sqnr_db']:.1f} |")
@@ -160,8 +166,9 @@ def accuracy_summary(report: dict) -> list[str]:
            f"top-5 {ev['top5']:.1f}%"]
     if ev.get("skipped"):
         out.append(f"skipped {len(ev['skipped'])} image(s) that cannot be decoded, first: {ev['skipped'][0]['file']}")
-    for r in report.get("targets", []):
-        a = r.get("accuracy")
-        if a and "error" not in a and not (r["target"] == "onnxruntime" and r["precision"] == "fp32"):
-            out.append(f"{r['target']} {r['precision']}: top-1 {a['top1']:.1f}%, {a['top1_change']['verdict']}")
+    for a in ev.get("files", []):
+        if "error" not in a and a["file"] != ev["reference"].split(" ")[0]:
+            out.append(f"{a['target']} {a['precision']} ({a['file']}): top-1 {a['top1']:.1f}%, "
+                       f"agreement {a['top1_agreement'] * 100:.1f}%, SQNR {a['sqnr_db']:.1f} dB, "
+                       f"change {a['top1_change']['verdict']}")
     return out

@@ -62,9 +62,13 @@ class Int8Recipe:
     head_nodes: list[str] = field(default_factory=list)  # their names in the fp32 ONNX graph
     bias_correction: bool = True
     reduce_range: bool = False  # 7-bit weights (onnxruntime, OpenVINO)
+    # more layers kept in float by the accuracy budget (edgezoo.export.budget): ONNX node names; QDQ files only
+    float_nodes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         parts = [f"first {self.head_convs} convs in float" if self.head_convs else "no float head"]
+        if self.float_nodes:
+            parts.append(f"{len(self.float_nodes)} more layers in float for the accuracy budget")
         parts.append("bias correction" if self.bias_correction else "no bias correction")
         parts.append("7-bit weights (this CPU's int8 products saturate: x86 without VNNI)" if self.reduce_range
                      else "8-bit weights")
@@ -73,7 +77,7 @@ class Int8Recipe:
     def to_dict(self) -> dict:
         return {"head_convs": self.head_convs, "head_nodes": list(self.head_nodes),
                 "bias_correction": self.bias_correction, "reduce_range": self.reduce_range,
-                "described": self.describe()}
+                "float_nodes": list(self.float_nodes), "described": self.describe()}
 
 
 def float_head(graph, limit: int = HEAD_CONVS) -> list[str]:

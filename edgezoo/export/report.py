@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from edgezoo.export.accuracy import accuracy_markdown
+from edgezoo.export.budget import budget_markdown
+
 
 def _agree(a: dict | None) -> str:
     if not a:
@@ -79,6 +82,7 @@ def render_markdown(r: dict) -> str:
         lines += ["", "## fp16", "", f"top-1 agreement {a['top1_agreement'] * 100:.1f}%, cosine "
                   f"{a['cosine_mean']:.5f}, SQNR {a['sqnr_db']:.1f} dB on {a['inputs']}"]
     lines += targets_markdown(r.get("targets", []))
+    lines += accuracy_markdown(r) + budget_markdown(r)
     if "tensorrt" in r:
         lines += ["", "## TensorRT", "", f"{r['tensorrt']}"]
     if "lite" in r:
