@@ -84,7 +84,7 @@ def compare_to_reference(ref_logits: np.ndarray, logits: np.ndarray, labels: np.
     out = accuracy_of(logits, labels)
     a = output_agreement(ref_logits.reshape(len(ref_logits), -1), logits.reshape(len(logits), -1))
     out["top1_agreement"] = a["top1_agreement"]
-    out["sqnr_db"] = a["sqnr_db"]
+    out["sqnr_db"] = a["sqnr_db"] if np.isfinite(a["sqnr_db"]) else None  # None: identical (JSON has no inf)
     out["top1_change"] = paired_change(topk_correct(ref_logits, labels, 1), topk_correct(logits, labels, 1), seed)
     out["top5_change"] = paired_change(topk_correct(ref_logits, labels, 5), topk_correct(logits, labels, 5), seed)
     return out
@@ -151,7 +151,7 @@ def accuracy_markdown(report: dict) -> list[str]:
         lines.append(f"| {a['target']} | {a['precision']} | {a['file']} | {a['top1']:.1f} | {a['top5']:.1f} | "
                      f"{c['change_points']:+.1f} ({c['ci95'][0]:+.1f} to {c['ci95'][1]:+.1f})"
                      f"{'' if c['within_noise'] else ' **real**'} | {c['mcnemar_p']:.2g} | "
-                     f"{a['top1_agreement'] * 100:.1f}% | {a['sqnr_db']:.1f} |")
+                     f"{a['top1_agreement'] * 100:.1f}% | {_db(a['sqnr_db'])} |")
     lines += ["", f"A change whose 95% interval holds 0 is within noise: on {ev['images']} images one image is "
               f"{100 / max(ev['images'], 1):.2f} points, and such a change says nothing about the file."]
     return lines + ([""] + notes if notes else [])
@@ -164,11 +164,15 @@ def accuracy_summary(report: dict) -> list[str]:
         return []
     out = [f"accuracy on {ev['images']} labelled images ({ev['layout']}): fp32 top-1 {ev['top1']:.1f}%, "
            f"top-5 {ev['top5']:.1f}%"]
-    if ev.get("skipped"):
-        out.append(f"skipped {len(ev['skipped'])} image(s) that cannot be decoded, first: {ev['skipped'][0]['file']}")
+    if ev.get("skipped"):  # each one is named in the warnings above
+        out[0] += f" ({len(ev['skipped'])} skipped: cannot be decoded)"
     for a in ev.get("files", []):
         if "error" not in a and a["file"] != ev["reference"].split(" ")[0]:
             out.append(f"{a['target']} {a['precision']} ({a['file']}): top-1 {a['top1']:.1f}%, "
-                       f"agreement {a['top1_agreement'] * 100:.1f}%, SQNR {a['sqnr_db']:.1f} dB, "
+                       f"agreement {a['top1_agreement'] * 100:.1f}%, SQNR {_db(a['sqnr_db'])} dB, "
                        f"change {a['top1_change']['verdict']}")
     return out
+
+
+def _db(v) -> str:
+    return "identical" if v is None else f"{v:.1f}"
