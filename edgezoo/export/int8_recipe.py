@@ -64,6 +64,8 @@ class Int8Recipe:
     reduce_range: bool = False  # 7-bit weights (onnxruntime, OpenVINO)
     # more layers kept in float by the accuracy budget (edgezoo.export.budget): ONNX node names; QDQ files only
     float_nodes: list[str] = field(default_factory=list)
+    # QDQ weight ranges: "minmax" (each channel's largest weight) or "mse" (edgezoo.export.weight_rounding)
+    weight_ranges: str = "minmax"
 
     def describe(self) -> str:
         parts = [f"first {self.head_convs} convs in float" if self.head_convs else "no float head"]
@@ -72,12 +74,15 @@ class Int8Recipe:
         parts.append("bias correction" if self.bias_correction else "no bias correction")
         parts.append("7-bit weights (this CPU's int8 products saturate: x86 without VNNI)" if self.reduce_range
                      else "8-bit weights")
+        if self.weight_ranges != "minmax":
+            parts.append(f"{self.weight_ranges.upper()}-chosen per-channel weight ranges")
         return ", ".join(parts)
 
     def to_dict(self) -> dict:
         return {"head_convs": self.head_convs, "head_nodes": list(self.head_nodes),
                 "bias_correction": self.bias_correction, "reduce_range": self.reduce_range,
-                "float_nodes": list(self.float_nodes), "described": self.describe()}
+                "float_nodes": list(self.float_nodes), "weight_ranges": self.weight_ranges,
+                "described": self.describe()}
 
 
 def float_head(graph, limit: int = HEAD_CONVS) -> list[str]:
