@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-DATA = ROOT.parent / "shared" / "data" / "imagenet-sample"
+# ../shared beside the checkout (a worktree under wt/ has it one level further up)
+DATA = next((d / "shared" / "data" / "imagenet-sample" for d in (ROOT.parent, ROOT.parent.parent)
+             if (d / "shared" / "data" / "imagenet-sample").is_dir()), ROOT.parent / "shared" / "data" / "imagenet-sample")
 CALIB_COUNT = 218  # of the 250-image calibration half; its other 32 are the export's held-out verification set
 SEED = 0
 

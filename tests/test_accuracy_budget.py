@@ -142,3 +142,16 @@ def test_budget_wording_and_groups():
     m = b.measure(ref, ref, np.arange(4))
     assert m["meets"] and m["sqnr_db"] is None and m["top1_drop"] == 0
     assert groups(0) == [] and groups(1) == [1] and groups(5) == [1, 2, 4, 5] and groups(100)[-1] == 100
+
+
+def test_max_drop_on_openvino_keeps_the_same_layer(built):
+    pytest.importorskip("openvino", reason="OpenVINO (edgezoo[openvino]) is not installed")
+    from edgezoo.export.targets import run_targets
+
+    run = _run(built, max_drop=2.0)
+    run.report["targets"] += run_targets(built.ctx, ["openvino"], ["int8"])
+    result = meet_budget(run)
+    entry = result["targets"]["openvino"]
+    assert entry["met"] and entry["steps"][0]["float_layers"] == ["/conv2/Conv"]
+    kept = next(r for r in run.report["targets"] if r.get("variant") == "budget" and r["target"] == "openvino")
+    assert kept["file"] == "model.openvino.int8.budget.xml" and (built.tmp / kept["file"]).with_suffix(".bin").exists()
