@@ -91,7 +91,7 @@ def built(tmp_path_factory):
 
 
 def _run(built, **budget):
-    labelled = SimpleNamespace(images=built.ev, labels=built.labels, describe=lambda: "200 test images")
+    labelled = SimpleNamespace(images=built.ev, labels=built.labels, describe=lambda: "200 test images", outputs={})
     return SimpleNamespace(options=SimpleNamespace(max_drop=budget.get("max_drop"), min_sqnr=budget.get("min_sqnr")),
                            target_context=built.ctx, labelled=labelled, eval_inputs=(built.ev, "200 test images"),
                            report={"targets": [dict(r) for r in built.rows]}, files={"fp32": built.fp32},

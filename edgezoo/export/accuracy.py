@@ -98,13 +98,21 @@ def outputs_of(target_name: str, path: Path, precision: str, images: np.ndarray,
         return run_on(r, images)
 
 
+def outputs_on(labelled, target_name: str, path: Path, precision: str, threads: int | None = 1) -> np.ndarray:
+    """``outputs_of`` on a LabelledSet's images, each file run once (kept in ``labelled.outputs``)."""
+    key = (str(path), precision)
+    if key not in labelled.outputs:
+        labelled.outputs[key] = outputs_of(target_name, path, precision, labelled.images, threads)
+    return labelled.outputs[key]
+
+
 def evaluate_bundle(folder: Path, rows: Sequence[dict], files: dict, labelled, threads: int | None = 1) -> dict:
     """Accuracy of every file of the bundle on ``labelled`` (edgezoo.export.labelled.LabelledSet): each verified
     row of run_targets (files in ``folder``) and the fp16 ONNX, each against the fp32 ONNX ``files['fp32']``
     (through onnxruntime). Returns report.json's ``eval``: the folder, fp32's figures, one entry per file."""
     images, labels = labelled.images, labelled.labels
     fp32 = Path(files["fp32"])
-    ref = outputs_of("onnxruntime", fp32, "fp32", images, threads)
+    ref = outputs_on(labelled, "onnxruntime", fp32, "fp32", threads)
     todo = [(r["target"], r["precision"], r["file"]) for r in rows
             if r.get("status") == "ok" and r.get("precision") != "engine" and r.get("same_file_as") is None]
     if "fp16" in files:
@@ -116,7 +124,7 @@ def evaluate_bundle(folder: Path, rows: Sequence[dict], files: dict, labelled, t
             out = ref
         else:
             try:
-                out = outputs_of(target, Path(folder) / name, "fp32" if precision == "fp16" else precision, images,
+                out = outputs_on(labelled, target, Path(folder) / name, "fp32" if precision == "fp16" else precision,
                                  threads)
             except Exception as e:  # noqa: BLE001 - a file that will not run costs its figures, not the bundle
                 entry["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]

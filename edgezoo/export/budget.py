@@ -211,7 +211,7 @@ def meet_budget(run) -> dict:
     """The pipeline's budget step (``run``: edgezoo.export.pipeline.ExportRun after the targets step): measure
     every file against the budget, search float layers for the QDQ targets whose int8 file misses it, add
     the files that meet it to the bundle, time them, and name the fastest file that meets it."""
-    from edgezoo.export.accuracy import outputs_of
+    from edgezoo.export.accuracy import outputs_of, outputs_on
     from edgezoo.export.targets import agreement, bench_rows, file_name, get_target, run_on
 
     o, ctx = run.options, run.target_context
@@ -221,12 +221,16 @@ def meet_budget(run) -> dict:
     else:
         images, labels, on = run.eval_inputs[0], None, run.eval_inputs[1]
     rows = run.report.get("targets", [])
-    ref = outputs_of("onnxruntime", run.files["fp32"], "fp32", images, ctx.threads)
+
+    def run_file(target: str, path: Path, precision: str) -> np.ndarray:
+        if run.labelled is not None:  # the accuracy step reuses these outputs
+            return outputs_on(run.labelled, target, path, precision, ctx.threads)
+        return outputs_of(target, path, precision, images, ctx.threads)
+
+    ref = run_file("onnxruntime", run.files["fp32"], "fp32")
     for r in rows:
         if r.get("status") == "ok" and r.get("same_file_as") is None:
-            out = ref if r["file"] == run.files["fp32"].name else outputs_of(r["target"], run.tmp / r["file"],
-                                                                            r["precision"], images, ctx.threads)
-            r["budget_check"] = budget.measure(ref, out, labels)
+            r["budget_check"] = budget.measure(ref, run_file(r["target"], run.tmp / r["file"], r["precision"]), labels)
     result: dict = {"budget": budget.describe(), "images": on, "targets": {}}
     misses = [r for r in rows if r.get("precision") == "int8" and "budget_check" in r
               and not r["budget_check"]["meets"]]

@@ -73,6 +73,9 @@ class LabelledSet:
     labels: np.ndarray
     files: list[Path]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    # outputs of the files already run on these images (edgezoo.export.accuracy.outputs_on), so the budget and
+    # the accuracy steps run each file once
+    outputs: dict = field(default_factory=dict, repr=False)
 
     def describe(self) -> str:
         text = (f"{len(self.labels)} labelled images from {self.index.root} ({self.index.layout} layout, "
