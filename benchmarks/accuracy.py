@@ -117,7 +117,8 @@ def aimet_outputs(fp32: Path, calib: np.ndarray, images: np.ndarray, adaround: i
     return np.concatenate(outs)
 
 
-def run_model(v: str, work: Path, calib_dir: Path, eval_dir: Path, with_aimet: bool) -> dict:
+def run_model(v: str, work: Path, calib_dir: Path, eval_dir: Path, with_aimet: bool, save=lambda r: None,
+              adaround: int = 0) -> dict:
     from edgezoo.export.accuracy import compare_to_reference, outputs_of
     from edgezoo.export.holdout import split_folder
     from edgezoo.export.labelled import load_labelled
@@ -137,6 +138,7 @@ def run_model(v: str, work: Path, calib_dir: Path, eval_dir: Path, with_aimet: b
               "recipe": rep["int8"].get("recipe", {}).get("described"), "calibration": rep["int8"]["calibration"],
               "eval": {k: ev[k] for k in ("root", "layout", "images", "classes", "top1", "top5")},
               "rows": [{"flow": "edgezoo", **f} for f in ev["files"]]}
+    save(result)
     # the other flows, on the same calibration images (the preset's preprocessing) and the same labelled images
     p = rep["preset"]
     size = tuple(rep["input_size"])
@@ -162,9 +164,12 @@ def run_model(v: str, work: Path, calib_dir: Path, eval_dir: Path, with_aimet: b
         except Exception as e:  # noqa: BLE001 - a flow that fails is a line in the results
             result["rows"].append({"flow": label, "target": target, "precision": precision,
                                    "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+        save(result)
     if with_aimet:
-        for label, iters in (("AIMET QuantSim (per-channel int8, MinMax; simulated)", 0),
-                             ("AIMET QuantSim + AdaRound (2000 iterations/layer; simulated)", 2000)):
+        runs = [("AIMET QuantSim (per-channel int8, MinMax; simulated)", 0)]
+        if adaround:
+            runs.append((f"AIMET QuantSim + AdaRound ({adaround} iterations/layer; simulated)", adaround))
+        for label, iters in runs:
             print(f"  {name}: {label}", flush=True)
             try:
                 res = compare_to_reference(ref, aimet_outputs(fp32, calib, labelled.images, iters), labelled.labels)
@@ -172,6 +177,7 @@ def run_model(v: str, work: Path, calib_dir: Path, eval_dir: Path, with_aimet: b
             except Exception as e:  # noqa: BLE001
                 result["rows"].append({"flow": label, "target": "aimet", "precision": "int8",
                                        "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+            save(result)
     shutil.rmtree(others, ignore_errors=True)
     return result
 
@@ -210,6 +216,7 @@ def main() -> None:
     ap.add_argument("--models", default="0,1,2")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--no-aimet", action="store_true")
+    ap.add_argument("--adaround", type=int, default=0, help="AIMET AdaRound iterations per layer (0: skip)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     a = ap.parse_args()
     from _common import machine as describe
@@ -224,15 +231,17 @@ def main() -> None:
     results = json.loads(path.read_text())["results"] if path.exists() else []
     with tempfile.TemporaryDirectory(prefix="ez-accuracy-") as tmp:
         calib, ev = split_sample(a.data, Path(tmp))
-        for v in a.models.split(","):
-            r = run_model(v.strip(), Path(tmp), calib, ev, with_aimet)
-            results = [x for x in results if x["model"] != r["model"]] + [r]
-            results.sort(key=lambda x: x["model"])
-            from edgezoo.fileio import write_json
+        from edgezoo.fileio import write_json
 
+        def save(r: dict) -> None:  # after every flow: an interrupted run keeps what it measured
+            nonlocal results
+            results = sorted([x for x in results if x["model"] != r["model"]] + [r], key=lambda x: x["model"])
             write_json(path, {"machine": info, "results": results})
             (a.out / "accuracy.md").write_text(markdown(results, info))
             print(f"wrote {path}", flush=True)
+
+        for v in a.models.split(","):
+            run_model(v.strip(), Path(tmp), calib, ev, with_aimet, save, a.adaround)
 
 
 if __name__ == "__main__":
