@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -39,6 +40,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--calib-count", type=int, default=64)
+    ap.add_argument("--weight-bits", default="8,7", help="8: full-range int8 weights; 7: reduce_range, what the "
+                    "recipe takes on x86 CPUs without VNNI (comma-separated)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     a = ap.parse_args()
     spec = get_spec(a.model)
@@ -62,14 +65,17 @@ def main() -> None:
         ctx.files["onnxruntime:fp32"] = fp32
         ref = outputs_of("onnxruntime", fp32, "fp32", ev.images)
         base = ctx.int8_recipe()
-        rows = []
-        for ranges in ("minmax", "mse"):
-            ctx.recipe = dataclasses.replace(base, weight_ranges=ranges)
-            path = tmp / f"model.{ranges}.int8.onnx"
+        old = a.out / "weight_ranges.json"
+        bits = [int(b) for b in a.weight_bits.split(",")]
+        rows = [r for r in (json.loads(old.read_text())["rows"] if old.exists() else [])
+                if r.get("weight_bits", 7 if r["recipe"].count("7-bit") else 8) not in bits]
+        for ranges, b in [(r, b) for b in bits for r in ("minmax", "mse")]:
+            ctx.recipe = dataclasses.replace(base, weight_ranges=ranges, reduce_range=b == 7)
+            path = tmp / f"model.{ranges}.{b}.int8.onnx"
             print(f"{ranges}: quantizing", flush=True)
             qdq_file(ctx, "onnxruntime", path)
             res = compare_to_reference(ref, outputs_of("onnxruntime", path, "int8", ev.images), ev.labels)
-            rows.append({"weight_ranges": ranges, "recipe": ctx.recipe.describe(), **res})
+            rows.append({"weight_ranges": ranges, "weight_bits": b, "recipe": ctx.recipe.describe(), **res})
             print(f"{ranges}: SQNR {res['sqnr_db']:.2f} dB, agreement {res['top1_agreement'] * 100:.1f}%, "
                   f"top-1 {res['top1']:.1f}", flush=True)
     out = {"model": spec.name, "calibration_images": len(calib), "eval_images": int(len(ev.labels)), "rows": rows}
@@ -77,8 +83,8 @@ def main() -> None:
     lines = [f"# QDQ weight ranges: MinMax vs MSE-chosen ({spec.name}, packaged ImageNet checkpoint)", "",
              f"onnxruntime QDQ int8 file (edgezoo's recipe; only the weight ranges differ), calibrated on "
              f"{len(calib)} images of imagenet-sample, measured on {len(ev.labels)} others against the fp32 ONNX.", "",
-             "| weight ranges | recipe | top-1 | top-1 agreement | SQNR dB | top-1 change vs fp32 |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['weight_ranges']} | {r['recipe']} | {r['top1']:.1f} | {r['top1_agreement'] * 100:.1f}% | "
+             "| weight bits | weight ranges | recipe | top-1 | top-1 agreement | SQNR dB | top-1 change vs fp32 |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.get('weight_bits', 8)} | {r['weight_ranges']} | {r['recipe']} | {r['top1']:.1f} | {r['top1_agreement'] * 100:.1f}% | "
               f"{r['sqnr_db']:.2f} | {r['top1_change']['verdict']} |" for r in rows]
     (a.out / "weight_ranges.md").write_text("\n".join(lines) + "\n")
 
