@@ -188,7 +188,9 @@ def markdown(results: list[dict], machine: dict) -> str:
              "class) split in two by a fixed seed: 218 of one half calibrate every flow, the other half (250 images) "
              "is the labelled set every file runs on, through its own runtime. Changes are paired against the fp32 "
              "ONNX on the same images: on 250 images one image is 0.4 points, so a change whose 95% interval holds "
-             "0 is within noise.", "",
+             "0 is within noise. The recipe's weight width follows the CPU the files are verified on (7-bit weights "
+             "for onnxruntime/OpenVINO only on x86 without VNNI); each model's recipe line says which this run used.",
+             "",
              f"Machine: {machine.get('cpu', '?')}; accuracy figures do not depend on load.", ""]
     for r in results:
         ev = r["eval"]
@@ -207,8 +209,24 @@ def markdown(results: list[dict], machine: dict) -> str:
                          f"{row['top1']:.1f} | {row['top5']:.1f} | {c['change_points']:+.1f} ({c['ci95'][0]:+.1f} to "
                          f"{c['ci95'][1]:+.1f}){'' if c['within_noise'] else ' **real**'} | {c['mcnemar_p']:.2g} | "
                          f"{row['top1_agreement'] * 100:.1f}% | {sq} |")
+        lines += ["", "Which wins per runtime (output SQNR against fp32 on these images; top-1 agreement beside it):", ""]
+        lines += [f"- {line}" for line in winners(r["rows"])]
         lines.append("")
     return "\n".join(lines)
+
+
+def winners(rows: list[dict]) -> list[str]:
+    """Per runtime, the int8 flows ranked by SQNR (AIMET's simulation apart: it is no runtime's file)."""
+    out = []
+    by: dict[str, list[dict]] = {}
+    for row in rows:
+        if row.get("precision") == "int8" and "error" not in row and row.get("sqnr_db") is not None:
+            by.setdefault(row["target"], []).append(row)
+    for target, rs in by.items():
+        rs = sorted(rs, key=lambda x: -x["sqnr_db"])
+        ranked = ", ".join(f"{x['flow']} {x['sqnr_db']:.1f} dB / {x['top1_agreement'] * 100:.1f}%" for x in rs)
+        out.append(f"{target}: {ranked}" + ("" if len(rs) == 1 else f" (best: {rs[0]['flow']})"))
+    return out
 
 
 def main() -> None:
@@ -216,6 +234,7 @@ def main() -> None:
     ap.add_argument("--models", default="0,1,2")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--no-aimet", action="store_true")
+    ap.add_argument("--render-only", action="store_true", help="rewrite accuracy.md from accuracy.json")
     ap.add_argument("--adaround", type=int, default=0, help="AIMET AdaRound iterations per layer (0: skip)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     a = ap.parse_args()
@@ -226,8 +245,12 @@ def main() -> None:
         with_aimet = not a.no_aimet
     except ImportError:
         with_aimet = False
-    info = describe()
     path = a.out / "accuracy.json"
+    if a.render_only:
+        saved = json.loads(path.read_text())
+        (a.out / "accuracy.md").write_text(markdown(saved["results"], saved["machine"]))
+        return
+    info = describe()
     results = json.loads(path.read_text())["results"] if path.exists() else []
     with tempfile.TemporaryDirectory(prefix="ez-accuracy-") as tmp:
         calib, ev = split_sample(a.data, Path(tmp))
