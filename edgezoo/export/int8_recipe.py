@@ -204,3 +204,22 @@ def correct_biases_torch(model, calibration: np.ndarray, skip: set[str] = frozen
             else:
                 m.bias -= shift
     return model, len(sums)
+
+
+def clip_as_relu6(model):
+    """A copy of ``model`` whose ClipAct(0, 6) modules (passes.rewrite_activations' ONNX form of ReLU6) are
+    nn.ReLU6 again, for the PT2E targets: torch.export writes ReLU6 as hardtanh, which the XNNPACK quantizers
+    annotate fused with the conv before it (targets._pt2e.fused_clamp_quantizer), while a clamp keeps an
+    observer on the conv's pre-clip output. Measured on EfficientNet-Lite0 with its ImageNet weights (64
+    calibration images, 250 held-out ImageNet images): ExecuTorch int8 22.7 dB SQNR with clamp, 25.8 dB with
+    ReLU6. Exact: both compute min(max(x, 0), 6)."""
+    from torch import nn
+
+    from edgezoo.export.passes import ClipAct
+
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, ClipAct) and child.lo == 0.0 and child.hi == 6.0:
+                parent._modules[name] = nn.ReLU6()
+    return model
