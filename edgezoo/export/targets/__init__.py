@@ -63,10 +63,10 @@ class TargetContext:
         """The PT2E targets' int8 source: ``int8_model('generic')`` with the recipe's bias correction (weights
         quantized as the XNNPACK quantizers do), the float head's convs left as they are."""
         if "pt2e_model" not in self.cache:
-            from edgezoo.export.int8_recipe import clip_as_relu6, correct_biases_torch, first_convs
+            from edgezoo.export.int8_recipe import correct_biases_torch, first_convs
 
             recipe = self.int8_recipe()
-            model = clip_as_relu6(self.int8_model("generic"))
+            model = self.int8_model("generic")
             if recipe.bias_correction:
                 skip = set(first_convs(model, self.calibration, recipe.head_convs))
                 model, _ = correct_biases_torch(model, self.calibration, skip=skip, per_channel=self.per_channel)
