@@ -216,7 +216,7 @@ def markdown(results: list[dict], machine: dict) -> str:
              "for onnxruntime/OpenVINO only on x86 without VNNI); each model's recipe line says which this run used.",
              "",
              f"Machine: {machine.get('cpu', '?')}; accuracy figures do not depend on load.", ""]
-    lines += [f"Note: {n}" for n in machine.get("notes", [])] + ([""] if machine.get("notes") else [])
+    lines += [f"- Note: {n}" for n in machine.get("notes", [])] + ([""] if machine.get("notes") else [])
     for r in results:
         ev = r["eval"]
         lines += [f"## {r['model']} ({r['checkpoint']})", "",
