@@ -120,3 +120,17 @@ def test_recipe_describes_itself(tmp_path):
     assert (r.head_convs, r.head_nodes, r.bias_correction, r.reduce_range) == (3, ["stem", "dw", "pw"], True, True)
     assert "7-bit" in r.describe() and "first 3 convs in float" in r.describe()
     assert R.recipe_for(tmp_path / "m.onnx", head=False, reduce_range=False).describe().startswith("no float head")
+
+
+def test_clip_as_relu6_gives_the_pt2e_targets_relu6_back():
+    import torch
+    from torch import nn
+
+    from edgezoo.export.int8_recipe import clip_as_relu6
+    from edgezoo.export.passes import ClipAct
+
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), ClipAct(0.0, 6.0), nn.Conv2d(4, 4, 1), ClipAct(-1.0, 1.0))
+    out = clip_as_relu6(m)
+    assert isinstance(out[1], nn.ReLU6) and isinstance(out[3], ClipAct) and isinstance(m[1], ClipAct)
+    x = torch.randn(2, 3, 8, 8) * 10
+    assert torch.equal(out(x), m(x))

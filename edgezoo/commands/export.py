@@ -57,6 +57,12 @@ def register(app: typer.Typer) -> None:
         std: Optional[str] = typer.Option(None, "--std", help="Per-channel std of 0..1 pixels."),
         layout: Optional[str] = typer.Option(None, "--layout", help="Input layout: NCHW (export takes NCHW models)."),
         labels: Optional[Path] = typer.Option(None, "--labels", help="Text file, one class label per line."),
+        eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Labelled images: top-1/top-5 of every file "
+                                                "(class subfolders, a labels.csv, or ImageNet synset file names)."),
+        max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Top-1 points on --eval an int8 file "
+                                                 "may lose; the most sensitive layers stay float until it fits."),
+        min_sqnr: Optional[float] = typer.Option(None, "--min-sqnr", help="Output SQNR (dB) against fp32 an int8 "
+                                                 "file must keep; the most sensitive layers stay float until it does."),
     ) -> None:
         """Export a model (zoo name, .onnx, .pt2, module:attr, timm:/torchvision:NAME) to a verified bundle: fp32 ONNX, and int8 / fp16 / TensorRT as asked, with a report.
 
@@ -78,7 +84,8 @@ def register(app: typer.Typer) -> None:
             input_size=input_size, out=out, triton=triton, backend=backend, lite=lite,
             distill_images=distill_images, distill_steps=distill_steps, num_classes=num_classes,
             targets=tuple(parse_targets(target)), bench=bench, bf16=bf16, mean=mean, std=std, layout=layout,
-            labels=labels,
+            labels=labels, eval=eval_dir,
+            max_drop=max_drop, min_sqnr=min_sqnr,
         )
         from rich.markup import escape
 
@@ -204,6 +211,11 @@ def _print_summary(console, outcome, log=None) -> None:
         b = r["fastest_verified"]
         how = f", {b['latency_ms']:.2f} ms" if b.get("latency_ms") else ""
         console.print(f"  fastest verified file: {b['file']} ({b['target']} {b['precision']}{how})", highlight=False)
+    from edgezoo.export.accuracy import accuracy_summary
+    from edgezoo.export.budget import budget_summary
+
+    for line in accuracy_summary(r) + budget_summary(r):
+        console.print(f"  {escape(line)}", highlight=False)
     if "triton" in outcome.files:
         console.print(f"  Triton repository: {outcome.files['triton']}")
     console.print(f"  report: {outcome.out_dir / 'report.md'}")

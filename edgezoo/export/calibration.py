@@ -41,11 +41,30 @@ def preprocess_image(img, input_size: Sequence[int], mean: Sequence[float], std:
     return prepare(img, input_size, mean, std, crop_pct, interpolation)
 
 
+def sample_files(path: str | os.PathLike, count: int | None = None, seed: int = 0) -> list[Path]:
+    """The images of ``path`` (list_images), or a fixed-seed sample of ``count`` of them, in name order."""
+    files = list_images(path)
+    if count is not None:
+        if count < 1:
+            raise InputError(f"calibration count must be at least 1, got {count}")
+        if len(files) > count:
+            idx = np.sort(np.random.default_rng(seed).choice(len(files), size=count, replace=False))
+            files = [files[i] for i in idx]
+    return files
+
+
 def load_image_folder(path: str | os.PathLike, input_size: Sequence[int], mean: Sequence[float],
                       std: Sequence[float], count: int | None = None, seed: int = 0,
                       crop_pct: float = CROP_FRACTION, interpolation: str = INTERPOLATION) -> np.ndarray:
-    """Up to ``count`` images of ``path`` (a fixed-seed sample when there are more), preprocessed, stacked,
-    with the checkpoint preset's crop fraction and interpolation (``edgezoo.models.presets``).
+    """Up to ``count`` images of ``path`` (a fixed-seed sample when there are more: ``sample_files``),
+    preprocessed, stacked, with the checkpoint preset's crop fraction and interpolation
+    (``edgezoo.models.presets``)."""
+    return load_images(sample_files(path, count, seed), input_size, mean, std, crop_pct, interpolation)
+
+
+def load_images(files: Sequence[Path], input_size: Sequence[int], mean: Sequence[float], std: Sequence[float],
+                crop_pct: float = CROP_FRACTION, interpolation: str = INTERPOLATION) -> np.ndarray:
+    """``files`` preprocessed and stacked (N, C, H, W).
 
     Files that are not decodable images are an error naming the first one, not a silent skip: a calibration
     set that is half garbage gives a bad int8 model.
@@ -54,13 +73,6 @@ def load_image_folder(path: str | os.PathLike, input_size: Sequence[int], mean: 
         from PIL import UnidentifiedImageError
     except ImportError:
         raise MissingDependencyError("Pillow", "pip install pillow", "needed to read calibration images") from None
-    files = list_images(path)
-    if count is not None:
-        if count < 1:
-            raise InputError(f"calibration count must be at least 1, got {count}")
-        if len(files) > count:
-            idx = np.sort(np.random.default_rng(seed).choice(len(files), size=count, replace=False))
-            files = [files[i] for i in idx]
     out = np.empty((len(files), *input_size), dtype=np.float32)
     for i, f in enumerate(files):
         try:

@@ -89,6 +89,10 @@ class ExportOptions:
     lite_rewrites: tuple[str, ...] | None = None
     distill_time_budget: float | None = None
     distill_checkpoint: Path | None = None
+    # labelled images (edgezoo.export.labelled): top-1/top-5 of every file; the accuracy budget (export.budget)
+    eval: Path | None = None
+    max_drop: float | None = None  # points of top-1 on --eval an int8 file may lose against fp32
+    min_sqnr: float | None = None  # dB of output SQNR against fp32 an int8 file must keep
 
 
 @dataclass
@@ -160,7 +164,8 @@ def validate(options: ExportOptions) -> CheckedExport:
         raise InputError(f"--batch must lie in 1..{MAX_BATCH}, got {o.batch}")
     _check_opset(o)
 
-    for folder, option in ((o.calib, "--calib"), (o.distill_images, "--distill-images")):
+    _check_budget(o)
+    for folder, option in ((o.calib, "--calib"), (o.distill_images, "--distill-images"), (o.eval, "--eval")):
         if folder is not None:
             _check_input_folder(Path(folder), option)
 
@@ -205,6 +210,18 @@ def _check_memory(o: ExportOptions, size: tuple[int, ...]) -> None:
         raise InputError(f"--input-size {size[1]},{size[2]} would need about {need / 1e9:.0f} GB for this export "
                          f"({images} images at once); this machine has {total / 1e9:.0f} GB",
                          "use a smaller --input-size (or fewer --calib-count images)")
+
+
+def _check_budget(o: ExportOptions) -> None:
+    if o.max_drop is not None:
+        if not 0 <= o.max_drop < 100:
+            raise InputError(f"--max-drop must lie in 0..100 points of top-1, got {o.max_drop:g}")
+        if o.eval is None:
+            raise InputError("--max-drop needs labelled images to measure top-1 on", "add --eval DIR")
+    if o.min_sqnr is not None and not 0 < o.min_sqnr < 200:
+        raise InputError(f"--min-sqnr must lie in 0..200 dB, got {o.min_sqnr:g}")
+    if (o.max_drop is not None or o.min_sqnr is not None) and not o.int8:
+        raise InputError("--max-drop and --min-sqnr are budgets for int8 files", "add --int8")
 
 
 def _check_opset(o: ExportOptions) -> None:

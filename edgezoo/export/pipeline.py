@@ -35,7 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnx
     from torch import nn
 
+    from edgezoo.export.holdout import CalibrationSplit
     from edgezoo.export.int8_recipe import Int8Recipe
+    from edgezoo.export.labelled import LabelledSet
     from edgezoo.export.targets import TargetContext
     from edgezoo.models.presets import Preset
     from edgezoo.sources import ModelSource
@@ -66,6 +68,8 @@ class ExportRun:
     calibration: np.ndarray | None = None
     calib_source: str | None = None
     eval_inputs: tuple[np.ndarray, str] | None = None
+    split: "CalibrationSplit | None" = None  # a --calib folder split into calibration and held-out images
+    labelled: "LabelledSet | None" = None  # the --eval images
     model: "nn.Module | None" = None  # as built (and lite-rewritten)
     folded: "nn.Module | None" = None  # after FUNCTION_PASSES: the source of every precision
     fp32_model: "nn.Module | None" = None  # after FP32_PASSES
@@ -186,18 +190,46 @@ def _preset(run: ExportRun) -> None:
 
 
 def _calibration(run: ExportRun) -> None:
-    from edgezoo.export.calibration import load_image_folder, synthetic_images
+    from dataclasses import replace
+
+    from edgezoo.export.calibration import synthetic_images
+    from edgezoo.export.holdout import split_folder
 
     o, p = run.options, run.preset
     if o.calib is not None:
-        run.calibration = load_image_folder(o.calib, run.size, p.mean, p.std, count=o.calib_count + o.eval_count,
-                                            seed=o.seed, crop_pct=p.crop_pct, interpolation=p.interpolation)
-        run.calib_source = f"{min(len(run.calibration), o.calib_count)} images from {o.calib}"
+        run.split = split_folder(o.calib, o.calib_count, o.eval_count, o.seed, run.size, p.mean, p.std,
+                                 p.crop_pct, p.interpolation)
+        run.calibration = run.split.images
+        run.calib_source = run.split.calib_source
+        if run.split.note:
+            run.notes.append(run.split.note)
+        run.options = replace(o, calib_count=run.split.n_calib)  # every later step calibrates on these
     else:
         run.calibration = synthetic_images(o.calib_count, run.size, seed=o.seed)
         run.calib_source = f"{len(run.calibration)} synthetic images (no --calib folder)"
         run.notes.append("int8 was calibrated on synthetic images: accuracy needs real ones; pass --calib DIR "
                          "with a few hundred images like those the model will see")
+
+
+def _labelled(run: ExportRun) -> None:
+    from edgezoo.export.labelled import load_labelled
+
+    p = run.preset
+    run.labelled = load_labelled(run.options.eval, run.size, p.mean, p.std, run.num_classes, p.labels,
+                                 p.crop_pct, p.interpolation)
+
+
+def _accuracy(run: ExportRun) -> None:
+    from edgezoo.export.accuracy import evaluate_bundle
+
+    run.report["eval"] = evaluate_bundle(run.tmp, run.report.get("targets", []), run.files, run.labelled)
+    run.notes += [f"--eval: skipped {p} (cannot be decoded: {why})" for p, why in run.labelled.skipped]
+
+
+def _budget(run: ExportRun) -> None:
+    from edgezoo.export.budget import meet_budget
+
+    run.report["budget"] = meet_budget(run)
 
 
 def _build_model(run: ExportRun) -> None:
@@ -252,7 +284,9 @@ def _fp32(run: ExportRun) -> None:
     run.report["export"] = {"simplified": res.simplified, "dynamic_batch": run.options.batch is None,
                             "checks": [{"batch": c.batch, "max_abs_diff": c.max_abs_diff, "tolerance": c.tolerance}
                                        for c in res.checks]}
-    run.eval_inputs = _eval_inputs(run.calibration, run.options, run.size)
+    run.eval_inputs = _eval_inputs(run.calibration, run.options, run.size, run.split)
+    if run.split is not None:
+        run.report["agreement_images"] = {"described": run.eval_inputs[1], **run.split.to_dict()}
 
 
 def _int8(run: ExportRun) -> None:
@@ -420,6 +454,7 @@ def _triton(run: ExportRun) -> None:
 PREPARE: tuple[Step, ...] = (
     Step("preset", _always, _preset, announce=False),
     Step("calibration images", _needs_images, _calibration),
+    Step("labelled images", lambda o: o.eval is not None, _labelled),
     Step("build model", _always, _build_model),
     Step("passes", _always, _passes, announce=False),  # each pass reports itself
 )
@@ -429,6 +464,8 @@ BUNDLE: tuple[Step, ...] = (
     Step("int8", lambda o: o.int8, _int8, announce=False),
     Step("fp16", lambda o: o.fp16, _fp16),
     Step("targets", _always, _targets, announce=False),
+    Step("accuracy budget", lambda o: o.max_drop is not None or o.min_sqnr is not None, _budget, announce=False),
+    Step("accuracy on labelled images", lambda o: o.eval is not None, _accuracy),
     Step("write report", _always, _write_report),
     Step("Triton model repository", lambda o: o.triton is not None, _triton),
 )
@@ -499,17 +536,17 @@ def _write_triton_entry(model_path: Path, entry_tmp: Path, name: str) -> None:
     Path(written).rmdir()
 
 
-def _eval_inputs(calibration: np.ndarray | None, options: ExportOptions, size) -> tuple[np.ndarray, str]:
-    """Inputs for the agreement figures: held-out real images when the folder has enough, else fresh ones."""
+def _eval_inputs(calibration: np.ndarray | None, options: ExportOptions, size, split=None) -> tuple[np.ndarray, str]:
+    """Inputs for the agreement figures: the images of the --calib folder held out from calibration
+    (edgezoo.export.holdout), else synthetic ones from another seed than the calibration's."""
     from edgezoo.export.calibration import synthetic_images
 
-    if calibration is not None and options.calib is not None and len(calibration) > options.calib_count:
-        held = calibration[options.calib_count:]
-        return held, f"{len(held)} held-out images from {options.calib} (not used for calibration)"
-    if calibration is not None and options.calib is not None:
-        return calibration, f"the {len(calibration)} calibration images (the folder has no more to hold out)"
+    if split is not None:
+        held = calibration[split.n_calib:]
+        return (held if len(held) else calibration), split.held_description()
     n = min(options.eval_count, 16)
-    return synthetic_images(n, size, seed=options.seed + 1), f"{n} synthetic images (seed {options.seed + 1})"
+    return (synthetic_images(n, size, seed=options.seed + 1),
+            f"{n} synthetic images (seed {options.seed + 1}; calibration used seed {options.seed})")
 
 
 def _restamp(path: Path, meta) -> None:

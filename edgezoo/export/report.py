@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from edgezoo.export.accuracy import accuracy_markdown
+from edgezoo.export.budget import budget_markdown
+
 
 def _top1(a: dict) -> str:
     """Top-1 agreement exists only for an output shaped [N, classes] (agreement.output_agreement)."""
@@ -110,6 +113,7 @@ def render_markdown(r: dict) -> str:
                   f"{a['cosine_mean']:.5f}, SQNR {a['sqnr_db']:.1f} dB on {a['inputs']}"]
     lines += targets_markdown(r.get("targets", []))
     lines += fastest_markdown(r)
+    lines += accuracy_markdown(r) + budget_markdown(r)
     if "tensorrt" in r:
         lines += ["", "## TensorRT", "", f"{r['tensorrt']}"]
     if "lite" in r:

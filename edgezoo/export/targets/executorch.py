@@ -57,8 +57,11 @@ class ExecuTorchTarget:
             from edgezoo.export.targets._pt2e import fused_clamp_quantizer, quantize_pt2e
 
             inner = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=ctx.per_channel))
+            from edgezoo.export.int8_recipe import clip_as_relu6
+
             recipe = ctx.int8_recipe()
-            module = quantize_pt2e(ctx.pt2e_model(), ctx.calibration[:1], ctx.calibration,
+            # ReLU6 as hardtanh, fused with its conv (int8_recipe.clip_as_relu6: 22.7 -> 25.8 dB on Lite0)
+            module = quantize_pt2e(clip_as_relu6(ctx.pt2e_model()), ctx.calibration[:1], ctx.calibration,
                                    fused_clamp_quantizer(inner, recipe.head_convs))
             facts["method"] = ("PT2E static int8 (XNNPACK quantizer, symmetric "
                                f"{'per-channel' if ctx.per_channel else 'per-tensor'} weights, ReLU6 fused; "

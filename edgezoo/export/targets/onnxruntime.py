@@ -153,9 +153,20 @@ def write_int8(src, out, calibration, forms, recipe, per_channel: bool = True, m
 
     exclude = list(forms.exclude_nodes(src))
     head = float_head(onnx.load(str(src), load_external_data=False).graph, recipe.head_convs)
-    exclude += [n for n in head if n not in exclude]
-    q = quantize_int8(src, out, calibration, per_channel=per_channel, method=method, exclude_nodes=exclude,
-                      bias_correction=recipe.bias_correction, reduce_range=recipe.reduce_range)
+    exclude += [n for n in head + list(recipe.float_nodes) if n not in exclude]
+    clipped = None
+    if recipe.weight_ranges == "mse":
+        from edgezoo.export.weight_rounding import write_clipped
+
+        clipped = write_clipped(src, Path(out).with_name(f".{Path(out).name}.clipped.onnx"),
+                                63 if recipe.reduce_range else 127, set(exclude))
+    try:
+        q = quantize_int8(clipped or src, out, calibration, per_channel=per_channel, method=method,
+                          exclude_nodes=exclude, bias_correction=recipe.bias_correction,
+                          reduce_range=recipe.reduce_range)
+    finally:
+        if clipped is not None:
+            clipped.unlink(missing_ok=True)
     q["recipe"] = dataclasses.replace(recipe, head_convs=len(head), head_nodes=head).to_dict()
     return q
 
