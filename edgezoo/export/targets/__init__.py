@@ -256,16 +256,16 @@ def fastest_verified(rows: list[dict], precision: str | None = None) -> dict | N
     """The fastest verified file (of ``precision``, or of any: on a CPU where int8 gains little an fp32 file
     can beat every int8 one) among those that keep the model's answers: top-1 agreement with the fp32 model
     at most ``KEEPS_ANSWERS`` below the best such row's (where the outputs have a top-1). By latency when
-    measured, else the only one, else None."""
-    ok = [r for r in rows if r.get("status") == "ok" and "agreement" in r
-          and (precision is None or r.get("precision") == precision)]
+    measured; untimed, the only candidate there is, else None."""
+    ok = candidates = [r for r in rows if r.get("status") == "ok" and "agreement" in r
+                       and (precision is None or r.get("precision") == precision)]
     if ok and all(r["agreement"].get("top1_agreement") is not None for r in ok):
         best = max(r["agreement"]["top1_agreement"] for r in ok)
         ok = [r for r in ok if r["agreement"]["top1_agreement"] >= best - KEEPS_ANSWERS]
     timed = [r for r in ok if "latency_ms" in r]
     if timed:
         return min(timed, key=lambda r: r["latency_ms"])
-    return ok[0] if len(ok) == 1 else None
+    return ok[0] if len(candidates) == 1 and ok else None  # untimed, "fastest" only says "the only one"
 
 
 def fastest_int8(rows: list[dict]) -> dict | None:
