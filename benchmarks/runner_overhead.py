@@ -1,7 +1,8 @@
 """Each edgezoo Runner against its runtime's own benchmark program, model by model: what the runner adds.
 
-- OpenVINO (.xml or .onnx): ``benchmark_app -m FILE -d CPU -hint none -nthreads T -nstreams 1 -api sync
-  -shape [1,C,H,W] -niter N`` (its "Median" latency) against ``OpenVinoRunner(threads=T, precision="f32")``;
+- OpenVINO (.xml or .onnx): ``benchmark_app -m FILE -d CPU -hint none -nthreads T -nstreams 1 -api sync -infer_precision f32
+  -shape [1,C,H,W] -niter N`` (its "Median" latency; f32 asked for, as the runner asks: on a CPU with bf16 the tool
+  would otherwise compute in bf16) against ``OpenVinoRunner(threads=T, precision="f32")``;
 - LiteRT (.tflite): ``litert-benchmark --model FILE --num_threads T --num_runs N`` (its median, from
   ``--result_json``) against ``LiteRTRunner(threads=T)``.
 
@@ -65,7 +66,7 @@ def tool_command(path: Path, threads: int, runs: int, shape: list[int], json_out
         return [tool("litert-benchmark"), "--model", str(path), "--num_threads", str(threads), "--num_runs",
                 str(runs), "--warmup_runs", "10", "--result_json", str(json_out)]
     return [tool("benchmark_app"), "-m", str(path), "-d", "CPU", "-hint", "none", "-nthreads", str(threads),
-            "-nstreams", "1", "-api", "sync", "-shape", "[" + ",".join(map(str, shape)) + "]", "-niter", str(runs)]
+            "-nstreams", "1", "-api", "sync", "-infer_precision", "f32", "-shape", "[" + ",".join(map(str, shape)) + "]", "-niter", str(runs)]
 
 
 def tool_p50(path: Path, threads: int, runs: int, shape: list[int]) -> float:
