@@ -633,12 +633,6 @@ def _defaults_warning(missing: list[str], preset: Preset) -> str:
 
 
 def _check_file(path: Path, what: str) -> None:
-    if path.is_dir():
-        raise InputError(f"{path} is a folder", f"give {what}")
-    if not path.exists():
-        raise InputError(f"{path} does not exist", f"give {what}")
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as e:
-        raise InputError(f"{path} cannot be read: {e.strerror}") from None
+    from edgezoo.fileio import check_model_path
+
+    check_model_path(path, what)  # missing, a folder, a FIFO that would block, empty: one line each

@@ -15,7 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # (and keeps a loaded machine usable). Subprocesses inherit it. Benchmarks set their own threads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-_tv_lib = None  # keep the torch.library handle alive, or the schemas vanish
 
 
 def require(module: str, reason: str):
@@ -34,21 +33,9 @@ def require(module: str, reason: str):
 
 
 def _define_torchvision_ops() -> None:
-    """torchvision 0.28's C++ ops cannot load beside the CPU torch build; defining the two schemas that its
-    Python side registers fake kernels for makes its model code importable (torchvision/_meta_registrations.py)."""
-    global _tv_lib
-    if _tv_lib is not None:
-        return
-    import torch
+    from edgezoo.sources import torchvision_importable
 
-    try:
-        torch.ops.torchvision.nms  # noqa: B018  (already loaded: nothing to do)
-        return
-    except (AttributeError, RuntimeError):
-        pass
-    _tv_lib = torch.library.Library("torchvision", "DEF")
-    _tv_lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _tv_lib.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
+    torchvision_importable()  # the one place that knows the CPU-build workaround
 
 
 @pytest.fixture(scope="session")
