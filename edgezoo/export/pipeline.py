@@ -312,9 +312,9 @@ def _int8(run: ExportRun) -> None:
 
     def export(model, target: Path, names: list[str]) -> None:
         run.export(model, target, "fp32", base + names)
+        run.step("quantize int8")  # the int8 source is written after its passes: calibration comes next
 
     apply = run.apply  # module passes, or graph passes (by op type) on a graph
-    run.step("quantize int8")
     q = qdq_file(ctx, o.backend, path, apply=apply, export=export, method=o.method, keep_source=src)
     source_passes = base + q.pop("source_passes")
     _restamp(path, run.meta("int8", source_passes + ["quantize_int8"],
