@@ -345,13 +345,13 @@ def print_latency(report: dict[str, Any]) -> None:
         table.add_column(col, justify="right")
     for r in report["results"]:
         s = r["latency_ms"]
-        table.add_row(str(r["batch"]), str(s["n"]), _ms(s["p50"]), _ms(s["p90"]), _ms(s["p99"]), _ms(s["mean"]),
-                      _ms(s["std"]), f"{r['throughput_per_s']:.0f}" if r["throughput_per_s"] else "-",
+        table.add_row(str(r["batch"]), str(s["n"]), format_ms(s["p50"]), format_ms(s["p90"]), format_ms(s["p99"]), format_ms(s["mean"]),
+                      format_ms(s["std"]), f"{r['throughput_per_s']:.0f}" if r["throughput_per_s"] else "-",
                       f"{r['peak_rss_bytes'] / (1 << 20):.0f}" if r["peak_rss_bytes"] else "-")
     console.print(table)
 
 
-def _ms(x: float) -> str:
+def format_ms(x: float) -> str:
     return f"{x:.3f}" if x < 10 else f"{x:.1f}" if x >= 1000 else f"{x:.2f}"
 
 
@@ -371,7 +371,7 @@ def print_compare(report: dict[str, Any]) -> None:
         table.add_column(col, justify="right")
     for r in report["results"]:
         c = r["compare"]
-        table.add_row(str(r["batch"]), str(c["rounds"]), _ms(c["stats"][la]["p50"]), _ms(c["stats"][lb]["p50"]),
+        table.add_row(str(r["batch"]), str(c["rounds"]), format_ms(c["stats"][la]["p50"]), format_ms(c["stats"][lb]["p50"]),
                       f"{c['ratio_median'][lb]:.3f}", f"{c['ratio_q25'][lb]:.2f}-{c['ratio_q75'][lb]:.2f}",
                       f"{c['ratio_min'][lb]:.2f}-{c['ratio_max'][lb]:.2f}")
     console.print(escape(f"A = {la}: {report['models'][0]['backend']}"), highlight=False)

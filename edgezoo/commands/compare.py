@@ -295,7 +295,7 @@ def print_report(report: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from edgezoo.commands.bench import _ms
+    from edgezoo.commands.bench import format_ms
     from edgezoo.console import console
 
     s = report["settings"]
@@ -310,7 +310,7 @@ def print_report(report: dict[str, Any]) -> None:
     for k, row in enumerate(report["entries"], 1):
         a = row["agreement"][0]
         lat = row.get("latency_ms")
-        table.add_row(str(k), _ms(lat["p50"]) if lat else "-",
+        table.add_row(str(k), format_ms(lat["p50"]) if lat else "-",
                       _num(row.get("ratio"), ".3f"), _num(a["max_abs_diff"], ".2e"), _num(a["max_rel_diff"], ".2e"),
                       _num(a["cosine_min"], ".6f"), _num(a["top1_agreement"], ".0%"), _num(a["sqnr_db"], ".1f"))
     console.print(table)
