@@ -25,24 +25,25 @@ from edgezoo.errors import InputError
 PROBE_SUFFIX = "__edgezoo_bias_probe"
 
 
+def dequantize(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> np.ndarray:
+    """The float64 values a DequantizeLinear ``node`` of constant initializers produces."""
+    q = numpy_helper.to_array(inits[node.input[0]]).astype(np.float64)
+    scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+    zp = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2 and node.input[2] else 0.0
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+    if np.ndim(scale) == 1 and q.ndim > 1:
+        shape = [1] * q.ndim
+        shape[axis % q.ndim] = -1
+        scale, zp = scale.reshape(shape), np.reshape(zp, shape) if np.ndim(zp) else zp
+    return (q - zp) * scale
+
+
 def dequantized_weights(qdq: onnx.ModelProto) -> dict[str, np.ndarray]:
     """float weight name -> the values the QDQ model really uses (DequantizeLinear of a constant)."""
     init = {i.name: i for i in qdq.graph.initializer}
-    out: dict[str, np.ndarray] = {}
-    for n in qdq.graph.node:
-        if n.op_type != "DequantizeLinear" or n.input[0] not in init:
-            continue
-        q = numpy_helper.to_array(init[n.input[0]]).astype(np.float64)
-        scale = numpy_helper.to_array(init[n.input[1]]).astype(np.float64)
-        zp = numpy_helper.to_array(init[n.input[2]]).astype(np.float64) if len(n.input) > 2 and n.input[2] else 0.0
-        axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
-        if np.ndim(scale) == 1 and q.ndim > 1:
-            shape = [1] * q.ndim
-            shape[axis] = -1
-            scale, zp = scale.reshape(shape), np.reshape(zp, shape) if np.ndim(zp) else zp
-        # the quantizer names the weight X's dequantized output "X_DequantizeLinear_Output" (or X itself)
-        out[n.output[0]] = (q - zp) * scale
-    return out
+    # the quantizer names the weight X's dequantized output "X_DequantizeLinear_Output" (or X itself)
+    return {n.output[0]: dequantize(n, init) for n in qdq.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in init}
 
 
 def _float_weight_of(qdq: onnx.ModelProto) -> dict[str, str]:

@@ -81,21 +81,6 @@ def quantized_layers(model) -> list[str]:
     return out
 
 
-def _dequantized(dq, inits) -> np.ndarray:
-    from onnx import numpy_helper
-
-    q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
-    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
-    zp = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float32) if len(dq.input) > 2 and dq.input[2] else 0.0
-    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-    if np.ndim(scale) == 1 and q.ndim > 1:
-        shape = [1] * q.ndim
-        shape[axis % q.ndim] = -1
-        scale = scale.reshape(shape)
-        zp = np.reshape(zp, shape) if np.ndim(zp) == 1 else zp
-    return (q - zp) * scale
-
-
 def float_weights(path) -> dict[str, np.ndarray]:
     """The initializers of a float ONNX file by name (the weights a QDQ file was quantized from)."""
     import onnx
@@ -112,6 +97,8 @@ def float_layer(model, names, originals: dict[str, np.ndarray] | None = None) ->
     import onnx
     from onnx import numpy_helper
 
+    from edgezoo.export.bias_correction import dequantize
+
     m = onnx.ModelProto()
     m.CopyFrom(model)
     inits = {i.name: i for i in m.graph.initializer}
@@ -127,7 +114,7 @@ def float_layer(model, names, originals: dict[str, np.ndarray] | None = None) ->
             if dq.input[0] in inits:
                 name = f"{x}__float"
                 if name not in inits:
-                    value = _dequantized(dq, inits)
+                    value = dequantize(dq, inits).astype(np.float32)
                     orig = (originals or {}).get(dq.input[0].removesuffix("_quantized"))
                     if orig is not None and orig.shape == value.shape:
                         value = orig.astype(np.float32)
