@@ -58,3 +58,15 @@ def conv_relu_gap(path=None, hw=(8, 8), metadata=None, pads: int = 1):
         return model
     onnx.save(model, path)
     return path
+
+
+def doubler(path, metadata=None):
+    """y = 2 * x on input "x" [n, 4], output "y" [n, 4]; ``metadata`` stamped in when given. Saved to ``path``."""
+    model = make_model([helper.make_node("Mul", ["x", "two"], ["y"])], [value_info("x", ["n", 4])],
+                       [value_info("y", ["n", 4])], [const("two", [], 2.0)], name="double")
+    if metadata is not None:
+        from edgezoo.onnx_meta import set_metadata
+
+        set_metadata(model, metadata)
+    onnx.save(model, path)
+    return path

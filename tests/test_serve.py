@@ -45,7 +45,6 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def models(tmp_path_factory) -> dict[str, Path]:
     """A small conv net exported by edgezoo (metadata with labels), and a bare ONNX graph without metadata."""
     torch = pytest.importorskip("torch", reason="PyTorch is needed to make the test model")
-    from onnx import TensorProto, helper, save
 
     from edgezoo.export.onnx import export_onnx
     from edgezoo.onnx_meta import ModelMetadata
@@ -57,13 +56,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
     meta = ModelMetadata(model="tiny", input_size=SIZE, mean=MEAN, std=STD, num_classes=10, labels=LABELS)
     export_onnx(net, d / "tiny.onnx", SIZE, metadata=meta)
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])
-    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "double", [x], [y], [two])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
-    save(proto, d / "double.onnx")
+    from onnx_builders import doubler
+
+    doubler(d / "double.onnx")
     return {"tiny": d / "tiny.onnx", "double": d / "double.onnx"}
 
 

@@ -12,25 +12,16 @@ import pytest
 httpx = pytest.importorskip("httpx", reason="httpx (edgezoo[test]) is not installed")
 pytest.importorskip("starlette", reason="starlette (edgezoo[serve]) is not installed")
 
-from onnx import TensorProto, helper, save  # noqa: E402
 
 from edgezoo.onnx_meta import ModelMetadata, set_metadata  # noqa: E402
 from edgezoo.serve import routes_kserve, routes_v1  # noqa: E402
 from edgezoo.serve.app import ServeConfig, create_app  # noqa: E402
 from edgezoo.serve.model import load_model  # noqa: E402
+from onnx_builders import doubler  # noqa: E402
 
 
 def _double(path, meta: ModelMetadata | None = None):
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])
-    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "double", [x], [y], [two])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
-    if meta is not None:
-        set_metadata(proto, meta)
-    save(proto, path)
-    return path
+    return doubler(path, meta)
 
 
 def test_served_names_come_from_the_metadata_and_keep_precisions_apart(tmp_path):
