@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
             try:
                 outcome = _run(run_export, checked, step)
             except KeyboardInterrupt:
-                _interrupted(checked.out_dir, before, started)
+                outcome = _interrupted(checked, before, started)  # Exit(130) unless the bundle is in place
             # The bundle is in place: the export has succeeded, and Ctrl-C while the summary prints or the
             # interpreter shuts down (torch takes a while) must not make it exit by signal.
             _ignore_ctrl_c()
@@ -129,17 +129,23 @@ def register(app: typer.Typer) -> None:
         _print_summary(console, outcome, log)
 
 
-def _interrupted(out_dir, existed: bool, started: float) -> None:
+def _interrupted(checked, existed: bool, started: float):
     """Ctrl-C: before the swap nothing was written (the temporary folder is gone); in the instant between
-    the swap and the end of the export the new bundle is complete, and the export has succeeded."""
-    from edgezoo.console import err_console
+    the swap and the end of the export the new bundle is complete, and the export has succeeded: its outcome
+    is read back from report.json so that the summary still prints."""
+    import json
 
+    from edgezoo.console import err_console
+    from edgezoo.export.pipeline import ExportOutcome
+
+    out_dir = checked.out_dir
     report = out_dir / "report.json"
     if report.is_file() and report.stat().st_mtime >= started:
         _ignore_ctrl_c()  # the export has succeeded: further presses while it shuts down change nothing
         err_console.print(f"interrupted after the bundle was written: {out_dir} is complete", highlight=False,
                           soft_wrap=True)
-        raise typer.Exit(0)
+        triton = {"triton": checked.triton_entry} if checked.triton_entry is not None else {}
+        return ExportOutcome(out_dir, json.loads(report.read_text()), files=triton)
     kept = f"the earlier bundle {out_dir} is unchanged" if existed else f"no bundle was written to {out_dir}"
     err_console.print(f"[bold red]interrupted:[/bold red] {kept}", highlight=False, soft_wrap=True)
     raise typer.Exit(130)
