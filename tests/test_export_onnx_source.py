@@ -112,21 +112,39 @@ def test_onnx_classifier_with_hardswish_and_dynamic_hw_to_verified_int8(tmp_path
     assert "bundle" in r.stdout and "Traceback" not in r.stderr
 
 
-def test_two_output_model_is_verified_per_output(tmp_path, photos):
+@pytest.mark.parametrize("given", ["onnx", "module"])
+def test_two_output_model_is_verified_per_output(tmp_path, photos, given):
+    """A model with two outputs, given as its ONNX file or as the nn.Module: the bundle's int8 and fp16 figures
+    and every target's row cover both outputs, not only the first."""
     calib_dir, _, images = photos
     model = _trained(Net(two_outputs=True), images)
-    path = _to_onnx(model, tmp_path / "two.onnx", outputs=("logits", "seg"))
     import edgezoo
 
-    result = edgezoo.export(path, int8=True, fp16=True, calib=calib_dir, calib_count=24, out=tmp_path / "b")
+    common = dict(int8=True, fp16=True, calib=calib_dir, calib_count=24, out=tmp_path / "b")
+    if given == "onnx":
+        names = ["logits", "seg"]
+        result = edgezoo.export(_to_onnx(model, tmp_path / "two.onnx", outputs=names),
+                                targets=("onnxruntime", "openvino", "mnn"), **common)
+        built = {("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8"), ("mnn", "fp32"), ("mnn", "int8")}
+    else:
+        names = ["output_0", "output_1"]
+        result = edgezoo.export(model, example_inputs=torch.zeros(1, 3, SIZE, SIZE),
+                                targets=("onnxruntime", "litert", "mnn"), **common)
+        built = {("onnxruntime", "int8"), ("litert", "fp32"), ("litert", "int8"), ("mnn", "fp32"), ("mnn", "int8")}
     assert result.report["fp16"]["agreement"]["sqnr_db"] > 40
     a = result.report["int8"]["agreement"]
-    assert [o["output"] for o in a["outputs"]] == ["logits", "seg"]
+    assert [o["output"] for o in a["outputs"]] == names
     logits, seg = a["outputs"]
     assert logits["top1_agreement"] is not None and seg["top1_agreement"] is None  # a map is not class scores
     assert a["sqnr_db"] == min(logits["sqnr_db"], seg["sqnr_db"]) and a["sqnr_db"] > 15
     assert any("--mean" in w for w in result.warnings)  # the defaults assumed, named once
     assert result.files["int8"].exists()
+    rows = [r for r in result.rows if r.status == "ok"]
+    assert {(r.target, r.precision) for r in rows} >= built, [(r.target, r.precision, r.error) for r in result.rows]
+    for r in rows:  # every runtime's file is verified on both outputs, not only the first
+        assert [o["output"] for o in r.agreement["outputs"]] == names, r
+        assert r.agreement["sqnr_db"] == min(o["sqnr_db"] for o in r.agreement["outputs"])
+        assert r.agreement["sqnr_db"] > (12 if r.precision == "int8" else 40), r
 
 
 def test_python_api_on_an_nn_module(tmp_path, photos):

@@ -25,7 +25,7 @@ from edgezoo.runtimes.mnn import MNNRunner  # noqa: E402
 @functools.lru_cache(maxsize=None)
 def mnn_model():
     path = _folder() / "tiny.mnn"
-    convert(onnx_model(), path)
+    convert(onnx_model(), path, (3, SIZE, SIZE))
     return path
 
 

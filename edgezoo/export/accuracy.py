@@ -91,11 +91,12 @@ def compare_to_reference(ref_logits: np.ndarray, logits: np.ndarray, labels: np.
 
 
 def outputs_of(target_name: str, path: Path, precision: str, images: np.ndarray, threads: int | None = 1):
-    """A file's outputs on ``images`` through its target's own Runner."""
+    """A file's first output (the class scores top-1/top-5 are read from) on ``images``, through its target's
+    own Runner."""
     from edgezoo.export.targets import get_target, run_on
 
     with get_target(target_name).runner(path, threads, precision) as r:
-        return run_on(r, images)
+        return run_on(r, images)[0]
 
 
 def outputs_on(labelled, target_name: str, path: Path, precision: str, threads: int | None = 1) -> np.ndarray:

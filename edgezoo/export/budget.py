@@ -184,7 +184,7 @@ def keep_float_until(ctx, target_name: str, budget: Budget, ranking: list[str], 
         ctx.progress(f"accuracy budget: {target_name} int8 with {k} layer(s) in float")
         target.build(sub, "int8", path)
         with target.runner(path, ctx.threads, "int8") as r:
-            out = run_on(r, images)
+            out = run_on(r, images)[0]  # the class scores the budget is set on
         m = budget.measure(reference, out, labels)
         steps.append({"float_layers": kept, "added": kept[len(steps and steps[-1]["float_layers"] or []):],
                       "path": path, **m})
@@ -262,7 +262,7 @@ def meet_budget(run) -> dict:
                 run.files[f"{name}.int8.budget"] = final
                 m = {k: v for k, v in s.items() if k not in ("path", "float_layers", "added")}
                 with get_target(name).runner(final, ctx.threads, "int8") as runner:
-                    agreed = agreement(ctx.reference, run_on(runner, ctx.eval_inputs))
+                    agreed = agreement(ctx.reference, run_on(runner, ctx.eval_inputs), ctx.output_names)
                 rows.append({"target": name, "precision": "int8", "variant": "budget", "file": final.name,
                              "status": "ok", "size_bytes": _size(final), "float_layers": s["float_layers"],
                              "agreement": agreed,

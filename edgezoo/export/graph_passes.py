@@ -4,6 +4,9 @@
   Conv's weights and bias; BatchNormalization anywhere else stays.
 - ``fold_hardsigmoid_gates``: a HardSigmoid right after a Conv (an SE gate) folds its ``alpha`` and ``beta``
   into the Conv, leaving Clip(0, 1), which every int8 runtime quantizes.
+- ``spatial_mean_to_global_pool``: a ReduceMean over H and W of an NCHW tensor as GlobalAveragePool (and a
+  Flatten when it dropped those axes): the same numbers, in the op every runtime's quantizer knows (MNN's
+  crashes on ReduceMean).
 - ``decompose_hardsigmoid`` / ``rewrite_hardswish``: HardSigmoid as Mul/Add/Clip and HardSwish as
   x * clip(x + 3, 0, 6) / 6 (Add, Clip, Mul: onnxruntime has no int8 kernel for either op).
 
@@ -297,6 +300,39 @@ def rewrite_hardswish(model: onnx.ModelProto, form: str = "mul_relu6") -> GraphP
         changes.append(f"{base}: HardSwish -> Add, Clip, Mul, Mul")
     _rebuild(m, edits)
     return GraphPassResult(name, m, changes)
+
+
+def spatial_mean_to_global_pool(model: onnx.ModelProto) -> GraphPassResult:
+    """ReduceMean(x, axes=H,W) of a 4-D x == GlobalAveragePool(x), then Flatten(axis=1) when keepdims=0."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = _Graph(m)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim)
+             for v in (*onnx.shape_inference.infer_shapes(m).graph.value_info, *m.graph.input)
+             if v.type.tensor_type.HasField("shape")}
+    changes = []
+    edits: dict[int, list] = {}
+    for k, node in enumerate(m.graph.node):
+        if node.op_type != "ReduceMean" or ranks.get(node.input[0]) != 4:
+            continue
+        a = _attrs(node)
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = g.array(node.input[1])  # opset 18: the axes are an input
+        if axes is None or sorted(int(x) % 4 for x in np.ravel(axes)) != [2, 3]:
+            continue
+        base = node.name or node.output[0]
+        if int(a.get("keepdims", 1)):
+            new = [helper.make_node("GlobalAveragePool", [node.input[0]], [node.output[0]], name=g.fresh(f"{base}_gap"))]
+        else:
+            pooled = g.fresh(f"{base}_pooled")
+            new = [helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=g.fresh(f"{base}_gap")),
+                   helper.make_node("Flatten", [pooled], [node.output[0]], name=g.fresh(f"{base}_flatten"), axis=1)]
+        edits[k] = new
+        changes.append(f"{base}: ReduceMean over H, W -> GlobalAveragePool")
+    _rebuild(m, edits)
+    _prune_initializers(m)
+    return GraphPassResult("spatial_mean_to_global_pool", m, changes)
 
 
 def check_graph_pass(before: onnx.ModelProto, result: GraphPassResult, input_size, batch: int = 2,

@@ -433,16 +433,22 @@ class PassCheck:
                 "tolerance": self.tolerance, "exact": self.exact, "ok": self.ok}
 
 
+def _tensors(out) -> list[torch.Tensor]:
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
 @torch.no_grad()
 def check_pass(before: nn.Module, result: PassResult, input_size: tuple[int, int, int], batch: int = 2,
                seed: int = 0, tolerance: float | None = None) -> PassCheck:
-    """Max |before(x) - after(x)| on a fixed random batch (eval mode); tolerance None for inexact passes."""
+    """Max |before(x) - after(x)| over every output on a fixed random batch (eval mode); tolerance None for
+    inexact passes."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *input_size, generator=g)
-    ref = before.eval()(x)
-    out = result.model.eval()(x)
-    diff = float((out - ref).abs().max())
-    scale = float(ref.abs().max())
+    refs, outs = _tensors(before.eval()(x)), _tensors(result.model.eval()(x))
+    if len(outs) != len(refs):
+        raise RuntimeError(f"pass {result.name} changed the number of outputs ({len(refs)} -> {len(outs)})")
+    diff = max(float((o - r).abs().max()) for o, r in zip(outs, refs))
+    scale = max(float(r.abs().max()) for r in refs)
     if tolerance is None and result.exact:
         tolerance = 1e-4 * max(1.0, scale)
     return PassCheck(result.name, diff, scale, tolerance if result.exact else None, result.exact)

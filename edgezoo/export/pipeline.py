@@ -368,18 +368,21 @@ def _context(run: ExportRun) -> "TargetContext":
     if run.source.is_onnx:
         from edgezoo.export.agreement import run_model
 
-        ref = run_model(run.files["fp32"], inputs)[0]
+        refs = run_model(run.files["fp32"], inputs)
     else:
         import torch
 
         step = o.batch or 8  # a model fixed at a batch (a .pt2 exported at batch 1) runs no other
         with torch.no_grad():
-            ref = torch.cat([_first_output(run.fp32_model(torch.from_numpy(_pad(inputs[i:i + step], step))))[:len(inputs[i:i + step])]
-                             for i in range(0, len(inputs), step)]).numpy()
+            chunks = [_outputs(run.fp32_model(torch.from_numpy(_pad(inputs[i:i + step], step))))
+                      for i in range(0, len(inputs), step)]
+        n = [len(inputs[i:i + step]) for i in range(0, len(inputs), step)]
+        refs = [torch.cat([c[k][:m] for c, m in zip(chunks, n)]).numpy() for k in range(len(chunks[0]))]
+    names = [out.name for out in run.source.outputs]
     run.context = TargetContext(run.source.name, tuple(run.size), run.fp32_model,
                                 run.calibration[: o.calib_count] if run.calibration is not None else inputs[:1],
-                                inputs, ref, run.tmp, per_channel=not o.per_tensor, threads=1, progress=run.step,
-                                recipe=run.recipe)
+                                inputs, refs, run.tmp, per_channel=not o.per_tensor, threads=1, progress=run.step,
+                                recipe=run.recipe, output_names=names if len(names) == len(refs) else None)
     run.context.files["onnxruntime:fp32"] = run.files["fp32"]
     return run.context
 
@@ -390,8 +393,9 @@ def _pad(x: np.ndarray, rows: int) -> np.ndarray:
     return pad_rows(x, rows)
 
 
-def _first_output(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
+def _outputs(out) -> list:
+    """A PyTorch model's outputs, in the order torch.onnx writes them (sources return a tensor or a flat tuple)."""
+    return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
 def _targets(run: ExportRun) -> None:

@@ -33,7 +33,7 @@ class TargetContext:
     model: Any  # torch.nn.Module after the function-preserving passes (BN folded, ...); None: an ONNX source
     calibration: np.ndarray  # (N, C, H, W) float32, the images int8 ranges come from
     eval_inputs: np.ndarray  # held-out images the agreement is measured on
-    reference: np.ndarray  # the PyTorch fp32 model's outputs on eval_inputs
+    reference: Sequence[np.ndarray]  # the fp32 model's outputs on eval_inputs, every one (one array: one output)
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)  # already written: "onnxruntime:fp32" -> path
     per_channel: bool = True
@@ -41,6 +41,11 @@ class TargetContext:
     progress: Callable[[str], None] = lambda s: None
     cache: dict[str, Any] = field(default_factory=dict)  # models derived once and shared by targets
     recipe: Any = None  # edgezoo.export.int8_recipe.Int8Recipe; None: derived from the fp32 ONNX on first use
+    output_names: Sequence[str] | None = None  # of ``reference``, for the report
+
+    def __post_init__(self):
+        if isinstance(self.reference, np.ndarray):
+            self.reference = [self.reference]
 
     def int8_recipe(self):
         """The int8 recipe every target applies (float head, bias correction, 7-bit weights where needed)."""
@@ -151,17 +156,28 @@ def missing_message(target: Target, why: str) -> str:
     return f"target {target.name} skipped: {why} (install it with: pip install 'edgezoo[{target.extra}]')"
 
 
-def agreement(reference: np.ndarray, outputs: np.ndarray) -> dict:
-    from edgezoo.export.agreement import output_agreement  # top-1 only for an output shaped [N, classes]
+def agreement(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
+              names: Sequence[str] | None = None) -> dict:
+    """Every output of a target's file against the fp32 model's (the worst one on top; top-1 only for an
+    output shaped [N, classes]). A file whose outputs differ in number or shape fails verification."""
+    from edgezoo.export.agreement import outputs_agreement
 
-    return output_agreement(reference, outputs)
+    if len(outputs) != len(reference):
+        raise EdgezooError(f"the file gives {len(outputs)} outputs, the fp32 model {len(reference)}")
+    for i, (r, o) in enumerate(zip(reference, outputs)):
+        if np.shape(r) != np.shape(o):
+            which = names[i] if names else f"output {i}"
+            raise EdgezooError(f"{which}: the file gives shape {list(np.shape(o))}, the fp32 model "
+                               f"{list(np.shape(r))}")
+    return outputs_agreement(reference, outputs, names)
 
 
-def run_on(runner, inputs: np.ndarray) -> np.ndarray:
-    """Outputs of an active runner, one image at a time (.pte and .tflite programs are planned for batch 1)."""
+def run_on(runner, inputs: np.ndarray) -> list[np.ndarray]:
+    """Every output of an active runner, one image at a time (.pte and .tflite programs are planned for
+    batch 1)."""
     from edgezoo.export.agreement import run_batched  # the one padded-batch loop (a fixed batch is padded)
 
-    return run_batched(runner, inputs, batch=1)[0]
+    return run_batched(runner, inputs, batch=1)
 
 
 def file_name(target: str, precision: str, suffix: str) -> str:
@@ -201,7 +217,7 @@ def run_targets(ctx: TargetContext, names: Sequence[str], precisions: Sequence[s
                 row["build_seconds"] = round(time.perf_counter() - t0, 1)
                 if path is not None and precision != "engine" and getattr(target, "runnable", True):
                     with target.runner(path, ctx.threads, precision) as r:
-                        row["agreement"] = agreement(ctx.reference, run_on(r, ctx.eval_inputs))
+                        row["agreement"] = agreement(ctx.reference, run_on(r, ctx.eval_inputs), ctx.output_names)
                     row["runtime"] = r.describe()
                 row.update(status="ok", file=path.name, size_bytes=_size(path))
                 ctx.files[f"{name}:{precision}"] = path

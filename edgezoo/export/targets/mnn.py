@@ -50,14 +50,30 @@ def run_tool(code: str, args: list[str], what: str, out: Path) -> str:
     return log
 
 
-def convert(onnx_path: Path, out: Path) -> None:
+def convert(onnx_path: Path, out: Path, input_size: tuple[int, int, int]) -> None:
+    """The ONNX file as an .mnn; a ReduceMean over H, W first becomes GlobalAveragePool (checked through
+    onnxruntime), because MNN's quantization tool crashes (SIGSEGV) on a ReduceMean."""
+    import onnx
+
+    from edgezoo.export import graph_passes as G
+
     part = out.with_name(out.name + ".part")
+    ready = out.with_name(out.name + ".onnx.part")
     try:
+        model = onnx.load(os.fspath(onnx_path))
+        result = G.spatial_mean_to_global_pool(model)
+        if result.changes:
+            check = G.check_graph_pass(model, result, input_size)
+            if not check.ok:
+                raise InputError(f"{result.name} changed the outputs by {check.max_abs_diff:.3g}")
+            onnx.save(result.model, os.fspath(ready))
+            onnx_path = ready
         run_tool(CONVERT, ["mnnconvert", "-f", "ONNX", "--modelFile", os.fspath(onnx_path), "--MNNModel",
                            os.fspath(part), "--bizCode", "edgezoo"], "converter", part)
         os.replace(part, out)
     finally:
         part.unlink(missing_ok=True)
+        ready.unlink(missing_ok=True)
 
 
 def calibration_images(calibration: np.ndarray, folder: Path) -> dict:
@@ -119,7 +135,7 @@ class MNNTarget:
         if src is None:
             raise RuntimeError("the mnn target converts the verified fp32 ONNX, which was not written")
         if precision == "fp32":
-            convert(src, path)
+            convert(src, path, ctx.input_size)
             return {"method": "MNN converter (mnnconvert) of the fp32 ONNX"}
         return self._int8(ctx, src, path)
 
@@ -137,7 +153,7 @@ class MNNTarget:
             fp32 = ctx.files.get("mnn:fp32")
             if fp32 is None:
                 fp32 = tmp / "source.fp32.mnn"
-                convert(src, fp32)
+                convert(src, fp32, ctx.input_size)
             names = set(op_names(fp32))
             skip = [n for n in head if n in names]
             images = tmp / "images"
