@@ -423,6 +423,7 @@ class PassCheck:
     max_abs_ref: float
     tolerance: float | None
     exact: bool
+    outputs: list = field(default_factory=list, repr=False)  # after(x), for the next pass's check
 
     @property
     def ok(self) -> bool:
@@ -439,16 +440,18 @@ def _tensors(out) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def check_pass(before: nn.Module, result: PassResult, input_size: tuple[int, int, int], batch: int = 2,
-               seed: int = 0, tolerance: float | None = None) -> PassCheck:
+               seed: int = 0, tolerance: float | None = None, before_outputs: list | None = None) -> PassCheck:
     """Max |before(x) - after(x)| over every output on a fixed random batch (eval mode); tolerance None for
-    inexact passes."""
+    inexact passes. ``before_outputs``: before(x) already computed on this batch (the previous check's
+    after(x), when passes run in a chain); ``PassCheck.outputs`` keeps after(x) for the next check."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *input_size, generator=g)
-    refs, outs = _tensors(before.eval()(x)), _tensors(result.model.eval()(x))
+    refs = before_outputs if before_outputs is not None else _tensors(before.eval()(x))
+    outs = refs if result.model is before else _tensors(result.model.eval()(x))  # unchanged: nothing to run
     if len(outs) != len(refs):
         raise RuntimeError(f"pass {result.name} changed the number of outputs ({len(refs)} -> {len(outs)})")
     diff = max(float((o - r).abs().max()) for o, r in zip(outs, refs))
     scale = max(float(r.abs().max()) for r in refs)
     if tolerance is None and result.exact:
         tolerance = 1e-4 * max(1.0, scale)
-    return PassCheck(result.name, diff, scale, tolerance if result.exact else None, result.exact)
+    return PassCheck(result.name, diff, scale, tolerance if result.exact else None, result.exact, outs)

@@ -76,6 +76,7 @@ class ExportRun:
     fp32_graph: "onnx.ModelProto | None" = None  # an ONNX source after the graph passes
     recipe: "Int8Recipe | None" = None  # shared by every target's int8
     context: "TargetContext | None" = None  # what the targets build from, made once
+    last_check: tuple | None = None  # (model, its outputs on the pass checks' batch): the last pass checked
     tmp: Path | None = None  # the bundle's temporary folder
     triton_tmp: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
@@ -110,7 +111,10 @@ class ExportRun:
         result = fn(current, *args, **kwargs)
         if label:
             result.name = label
-        check = P.check_pass(current, result, self.size, batch=self.options.batch or 2)
+        last = self.last_check  # passes run in a chain: the last check's after(x) is this before(x)
+        check = P.check_pass(current, result, self.size, batch=self.options.batch or 2,
+                             before_outputs=last[1] if last is not None and last[0] is current else None)
+        self.last_check = (result.model, check.outputs)
         self.passes.append({"name": result.name, "changes": result.changes, "n_changes": len(result.changes),
                             **{k: v for k, v in check.to_dict().items() if k != "pass"}})
         if not check.ok:
