@@ -1,5 +1,7 @@
 """The export passes on an ONNX graph: what edgezoo.export.passes does on PyTorch modules, for ONNX sources.
 
+- ``upgrade_opset``: a graph older than the opset int8 needs (QuantizeLinear's per-channel axis: 13), as
+  onnx.version_converter rewrites it; many published CNNs are opset 7-12.
 - ``fold_batchnorm``: a BatchNormalization right after a Conv (the Conv's only consumer) folds into the
   Conv's weights and bias; BatchNormalization anywhere else stays.
 - ``fold_hardsigmoid_gates``: a HardSigmoid right after a Conv (an SE gate) folds its ``alpha`` and ``beta``
@@ -118,6 +120,27 @@ def simplify(model: onnx.ModelProto, fix_hw: tuple[int, int] | None = None) -> G
         if len(m.graph.node) != before:
             changes.append(f"onnxsim: {before} -> {len(m.graph.node)} nodes")
     return GraphPassResult("simplify", m, changes)
+
+
+def upgrade_opset(model: onnx.ModelProto, target: int) -> GraphPassResult:
+    """The graph at opset ``target`` (onnx.version_converter); one clear error when it cannot convert."""
+    from edgezoo.errors import InputError
+
+    have = opset(model)
+    name = f"upgrade_opset({target})"
+    if have >= target:
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        return GraphPassResult(name, m, [])
+    try:
+        m = onnx.version_converter.convert_version(model, target)
+        onnx.checker.check_model(m)
+    except Exception as e:  # the converter raises plain RuntimeError/ValidationError with a C++ message
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise InputError(f"the graph is opset {have} and onnx's version converter cannot bring it to opset "
+                         f"{target}, which int8 needs: {first}",
+                         "export it again at opset 13 or newer, or leave out --int8") from None
+    return GraphPassResult(name, m, [f"opset {have} -> {target} (onnx.version_converter)"])
 
 
 def opset(model: onnx.ModelProto) -> int:

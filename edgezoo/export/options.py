@@ -140,7 +140,6 @@ def validate(options: ExportOptions) -> CheckedExport:
                      for flag, what, given in (("--batch", "batch", o.batch is not None),
                                                ("--num-classes", "head", o.num_classes is not None),
                                                ("--opset", "opset", o.opset != DEFAULT_OPSET)) if given]
-        _check_graph_opset(source, o)
     _check_memory(o, size)
 
     method = DEFAULT_METHOD if o.method is None else o.method.lower()
@@ -238,15 +237,11 @@ def _check_opset(o: ExportOptions) -> None:
                              "QuantizeLinear exists from opset 10 and takes a per-channel axis from 13")
 
 
-def _check_graph_opset(source: "ModelSource", o: ExportOptions) -> None:
-    from edgezoo.export.graph_passes import opset
-
-    have = opset(source.graph)
-    need = MIN_OPSET_INT8_PER_TENSOR if o.per_tensor else MIN_OPSET_INT8
-    if o.int8 and have < need:
-        raise InputError(f"{source.path} is opset {have}, too old for {'per-tensor' if o.per_tensor else 'per-channel'} "
-                         f"int8 (QuantizeLinear takes a per-channel axis from opset 13)",
-                         f"convert it first: onnx.version_converter.convert_version(model, {MIN_OPSET_INT8})")
+def int8_opset(o: ExportOptions) -> int | None:
+    """The opset an ONNX source's graph must have for the int8 asked (None: no int8)."""
+    if not o.int8:
+        return None
+    return MIN_OPSET_INT8_PER_TENSOR if o.per_tensor else MIN_OPSET_INT8
 
 
 def _no_effect(o: ExportOptions) -> list[str]:

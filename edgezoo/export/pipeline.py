@@ -29,7 +29,7 @@ import numpy as np
 
 from edgezoo.errors import InputError, VerificationError
 from edgezoo.export import int8_forms
-from edgezoo.export.options import DEFAULT_OUT_ROOT, CheckedExport, ExportOptions, default_out_dir, validate  # noqa: F401
+from edgezoo.export.options import DEFAULT_OUT_ROOT, CheckedExport, ExportOptions, default_out_dir, int8_opset, validate  # noqa: F401
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -260,7 +260,13 @@ def _passes(run: ExportRun) -> None:
 
         inp = run.source.input
         fix = tuple(run.size[1:]) if {"height", "width"} & set(inp.dynamic) else None
-        g = run.apply_graph(G.simplify, run.source.graph, fix)
+        g = run.source.graph
+        need = int8_opset(run.options)
+        if need is not None and G.opset(g) < need:
+            run.notes.append(f"{run.source.name} is opset {G.opset(g)}; int8 needs {need}, so its graph was "
+                             f"converted (onnx.version_converter) and checked through onnxruntime")
+            g = run.apply_graph(G.upgrade_opset, g, need)
+        g = run.apply_graph(G.simplify, g, fix)
         if fix is not None:
             run.notes.append(f"{run.source.name}'s input '{inp.name}' takes any height and width; the bundle's "
                              f"files are fixed at {fix[0]}x{fix[1]} (--input-size), the batch stays dynamic")
@@ -498,7 +504,7 @@ def run_export(options: ExportOptions | CheckedExport, progress: Progress | None
                    "input": src.input.name, "dynamic": list(src.input.dynamic),
                    "outputs": [{"name": out.name, "shape": list(out.shape)} for out in src.outputs],
                    "class_scores": src.classifier},
-        "input_size": list(run.size), "opset": _graph_opset(src.graph) if src.is_onnx else o.opset,
+        "input_size": list(run.size), "opset": _graph_opset(run.fp32_graph) if src.is_onnx else o.opset,
         "batch": "dynamic" if o.batch is None else o.batch,
         "weights": src.weights_described,
         "preset": {"name": p.name, "source": p.source, "mean": list(p.mean), "std": list(p.std),
