@@ -54,6 +54,7 @@ class SourceInput:
     size: tuple[int, int, int]
     dynamic: tuple[str, ...] = ()  # of "batch", "height", "width"
     fixed_batch: int | None = None  # a graph fixed at this batch
+    layout: str = "NCHW"  # the source's own; an NHWC graph gets a Transpose in front, so every file takes NCHW
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,10 @@ def _from_onnx(path: Path, pre: Preprocessing, name: str | None) -> ModelSource:
     if missing:
         notes.append(_defaults_warning(missing, preset))
     stem = name or (meta.model if meta.model else path.stem)
-    return ModelSource(stem, "onnx", inp, preset, layout=pre.layout or "NCHW", graph=graph, path=path,
+    if inp.layout == "NHWC":
+        notes.append(f"{path.name}'s input '{inp.name}' is channels-last (N,H,W,C{'' if pre.layout else ', read off its shape'}); "
+                     "the bundle's files take N,C,H,W (a Transpose is put in front of the graph)")
+    return ModelSource(stem, "onnx", inp, preset, layout=inp.layout, graph=graph, path=path,
                        outputs=outputs, weights_described=f"inside {path.name}", family="onnx", notes=notes)
 
 
@@ -299,10 +303,8 @@ def _graph_io(graph, path: Path, pre: Preprocessing, meta) -> tuple[SourceInput,
     dims = [_dim(d) for d in tt.shape.dim]
     if len(dims) != 4:
         raise InputError(f"{path}: input '{vi.name}' has rank {len(dims)}", "export takes one image input, N,C,H,W")
-    if (pre.layout or "NCHW") != "NCHW":
-        raise InputError(f"--layout {pre.layout}: export takes NCHW image inputs",
-                         "export the model with channels first")
-    n, c, h, w = dims
+    layout = pre.layout or ("NHWC" if _channels_last(dims) else "NCHW")
+    n, c, h, w = (dims[0], dims[3], dims[1], dims[2]) if layout == "NHWC" else dims
     if not isinstance(c, int):
         c = (pre.input_size[0] if pre.input_size and len(pre.input_size) == 3 else
              len(pre.mean) if pre.mean else (meta.input_size[0] if meta.input_size else 3))
@@ -321,7 +323,13 @@ def _graph_io(graph, path: Path, pre: Preprocessing, meta) -> tuple[SourceInput,
         raise InputError(f"{path.name}'s input '{vi.name}' has dynamic height and width "
                          f"({'x'.join(map(str, dims))}) and no size was given", "pass --input-size H,W")
     outputs = [SourceOutput(o.name, tuple(_dim(d) for d in o.type.tensor_type.shape.dim)) for o in graph.graph.output]
-    return SourceInput(vi.name, _chw(size), dynamic, n if isinstance(n, int) else None), outputs
+    return SourceInput(vi.name, _chw(size), dynamic, n if isinstance(n, int) else None, layout), outputs
+
+
+def _channels_last(dims: list) -> bool:
+    """N,H,W,C read off the shape: 1 or 3 channels last, and a second dimension that is no channel count
+    (TensorFlow-converted CNNs take NHWC)."""
+    return dims[3] in (1, 3) and dims[1] not in (1, 3)
 
 
 def _check_runs(graph, path: Path) -> None:

@@ -165,6 +165,41 @@ def test_an_old_opset_graph_is_converted_for_int8_and_checked(tmp_path, photos):
         assert rows[key].status == "ok" and rows[key].agreement["sqnr_db"] > 20, rows[key]
 
 
+class ChannelsLast(nn.Module):
+    """What a TensorFlow-converted CNN looks like from outside: an N,H,W,C input, transposed at once."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x.permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("layout", [None, "nhwc"])
+def test_a_channels_last_onnx_model_gets_channels_first_files(tmp_path, photos, layout):
+    calib_dir, _, images = photos
+    net = _trained(Net(), images)
+    path = tmp_path / "nhwc.onnx"
+    torch.onnx.export(ChannelsLast(net), (torch.zeros(1, SIZE, SIZE, 3),), str(path), dynamo=False, opset_version=17,
+                      input_names=["images:0"], dynamic_axes={"images:0": {0: "n"}})
+    import edgezoo
+    from edgezoo.export.agreement import run_model
+
+    result = edgezoo.export(path, int8=True, calib=calib_dir, calib_count=24, out=tmp_path / "b", layout=layout,
+                            targets=("onnxruntime", "openvino"), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert any("is channels-last (N,H,W,C" in w for w in result.warnings), result.warnings
+    fp32 = onnx.load(str(result.files["fp32"]))
+    dims = [d.dim_value or d.dim_param for d in fp32.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["n", 3, SIZE, SIZE] and fp32.graph.node[0].op_type != "Transpose"  # the two transposes cancel
+    x = images[:4].numpy()
+    given = run_model(str(path), np.ascontiguousarray(x.transpose(0, 2, 3, 1)))[0]
+    assert np.abs(run_model(str(result.files["fp32"]), x)[0] - given).max() < 1e-4
+    rows = {(r.target, r.precision): r for r in result.rows}
+    for key in (("onnxruntime", "int8"), ("openvino", "int8")):
+        assert rows[key].status == "ok" and rows[key].agreement["sqnr_db"] > 20, rows[key]
+
+
 def test_python_api_on_an_nn_module(tmp_path, photos):
     import edgezoo
 

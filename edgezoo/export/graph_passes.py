@@ -1,5 +1,8 @@
 """The export passes on an ONNX graph: what edgezoo.export.passes does on PyTorch modules, for ONNX sources.
 
+- ``channels_first_input``: an N,H,W,C image input becomes N,C,H,W through a Transpose in front (which
+  cancels against the Transpose to NCHW a TensorFlow-converted graph starts with), so that every file and
+  every step after takes NCHW.
 - ``upgrade_opset``: a graph older than the opset int8 needs (QuantizeLinear's per-channel axis: 13), as
   onnx.version_converter rewrites it; many published CNNs are opset 7-12.
 - ``fold_batchnorm``: a BatchNormalization right after a Conv (the Conv's only consumer) folds into the
@@ -31,6 +34,7 @@ class GraphPassResult:
     name: str
     model: onnx.ModelProto
     changes: list[str] = field(default_factory=list)
+    before_layout: str = "NCHW"  # of the input of the graph the pass was given (its check feeds it so)
 
 
 @dataclass
@@ -120,6 +124,33 @@ def simplify(model: onnx.ModelProto, fix_hw: tuple[int, int] | None = None) -> G
         if len(m.graph.node) != before:
             changes.append(f"onnxsim: {before} -> {len(m.graph.node)} nodes")
     return GraphPassResult("simplify", m, changes)
+
+
+def channels_first_input(model: onnx.ModelProto) -> GraphPassResult:
+    """Input x [N,H,W,C] -> a new input [N,C,H,W] and Transpose(perm 0,2,3,1) to x, which the graph reads."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = _Graph(m)
+    vi = next(i for i in m.graph.input if i.name not in g.inits)
+    inner = g.fresh(f"{vi.name}_nhwc")
+    for node in m.graph.node:
+        for k, name in enumerate(node.input):
+            if name == vi.name:
+                node.input[k] = inner
+    for out in m.graph.output:  # an input passed through as an output keeps its layout
+        if out.name == vi.name:
+            raise ValueError("the image input is also a graph output")
+    dims = list(vi.type.tensor_type.shape.dim)
+    new_dims = [dims[0], dims[3], dims[1], dims[2]]
+    copies = [onnx.TensorShapeProto.Dimension() for _ in new_dims]
+    for c, d in zip(copies, new_dims):
+        c.CopyFrom(d)
+    del vi.type.tensor_type.shape.dim[:]
+    vi.type.tensor_type.shape.dim.extend(copies)
+    _rebuild(m, {0: [helper.make_node("Transpose", [vi.name], [inner], name=g.fresh(f"{vi.name}_to_nhwc"),
+                                      perm=[0, 2, 3, 1]), m.graph.node[0]]})
+    return GraphPassResult("channels_first_input", m, [f"{vi.name}: N,H,W,C -> N,C,H,W (a Transpose in front)"],
+                           before_layout="NHWC")
 
 
 def upgrade_opset(model: onnx.ModelProto, target: int) -> GraphPassResult:
@@ -364,7 +395,7 @@ def check_graph_pass(before: onnx.ModelProto, result: GraphPassResult, input_siz
     from edgezoo.export.agreement import run_model
 
     x = np.random.default_rng(seed).standard_normal((batch, *input_size), dtype=np.float32)
-    ref = run_model(before, x)
+    ref = run_model(before, x.transpose(0, 2, 3, 1) if result.before_layout == "NHWC" else x)
     out = run_model(result.model, x)
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(ref, out))
     scale = max(float(np.max(np.abs(a))) for a in ref)

@@ -163,9 +163,11 @@ def _parity(batch: int, refs, outs, tolerance: float) -> ParityCheck:
 
 
 def write_graph(graph: onnx.ModelProto, original: onnx.ModelProto, path: str | os.PathLike,
-                input_size: tuple[int, int, int], metadata: ModelMetadata, tolerance: float = 1e-4) -> ExportResult:
+                input_size: tuple[int, int, int], metadata: ModelMetadata, tolerance: float = 1e-4,
+                original_layout: str = "NCHW") -> ExportResult:
     """An ONNX source's fp32 file: ``graph`` (after the graph passes) simplified, its metadata stamped, checked
-    and verified against the user's ``original`` through onnxruntime; written only when every check passes."""
+    and verified against the user's ``original`` through onnxruntime (fed N,H,W,C when ``original_layout``
+    says so; the file takes N,C,H,W); written only when every check passes."""
     from edgezoo.export.agreement import fixed_batch, run_model
 
     proto, simplified = simplify_keep_batch(graph)
@@ -181,7 +183,8 @@ def write_graph(graph: onnx.ModelProto, original: onnx.ModelProto, path: str | o
     checks = []
     for b in ((fixed,) if fixed > 1 else (1, 4)):
         x = np.random.default_rng(0).standard_normal((b, *input_size), dtype=np.float32)
-        checks.append(_parity(b, run_model(original, x), run_model(data, x), tolerance))
+        given = x.transpose(0, 2, 3, 1) if original_layout == "NHWC" else x
+        checks.append(_parity(b, run_model(original, given), run_model(data, x), tolerance))
     bad = [c for c in checks if not c.ok]
     if bad:
         raise VerificationError(f"the fp32 ONNX disagrees with the source graph at batch {bad[0].batch}: "

@@ -261,6 +261,8 @@ def _passes(run: ExportRun) -> None:
         inp = run.source.input
         fix = tuple(run.size[1:]) if {"height", "width"} & set(inp.dynamic) else None
         g = run.source.graph
+        if run.source.layout == "NHWC":
+            g = run.apply_graph(G.channels_first_input, g)
         need = int8_opset(run.options)
         if need is not None and G.opset(g) < need:
             run.notes.append(f"{run.source.name} is opset {G.opset(g)}; int8 needs {need}, so its graph was "
@@ -287,7 +289,8 @@ def _fp32(run: ExportRun) -> None:
     if run.source.is_onnx:
         from edgezoo.export.onnx import write_graph
 
-        res = write_graph(run.fp32_graph, run.source.graph, path, run.size, run.meta("fp32", names))
+        res = write_graph(run.fp32_graph, run.source.graph, path, run.size, run.meta("fp32", names),
+                          original_layout=run.source.layout)
     else:
         res = run.export(run.fp32_model, path, "fp32", names)
     run.files["fp32"] = path
