@@ -175,6 +175,7 @@ def test_export_with_triton_swaps_bundle_and_entry_in(capsys, tmp_path, old_bund
     (repo / MODEL / "1").mkdir()  # an entry an earlier export wrote
     (repo / MODEL / "1" / "model.onnx").write_bytes(b"old entry")
     (repo / MODEL / "config.pbtxt").write_text(f'name: "{MODEL}"\n')
+    (old_bundle / "export.log").write_text("other libraries' messages")  # moved in by the earlier export
     code, out, err = run(capsys, "export", MODEL, "--input-size", "64", "-o", str(old_bundle),
                          "--triton", str(repo), "--method", "entropy")
     text = " ".join((out + err).split())

@@ -306,7 +306,8 @@ def earlier_export_files(folder: Path) -> set[str] | None:
     """The entries of ``folder`` that an earlier `edgezoo export` wrote, or None when it is no such output.
 
     A bundle: its report.json names the edgezoo version, the model and its files (side files such as
-    ``model.fp32.onnx.data`` or OpenVINO's ``.bin`` share a listed file's stem). A Triton entry written by
+    ``model.fp32.onnx.data`` or OpenVINO's ``.bin`` share a listed file's stem), and export.log, which the
+    export moves in after the report is written (other libraries' messages). A Triton entry written by
     the export: its config.pbtxt, labels.txt and version 1. Anything else in the folder is the user's.
     """
     import json
@@ -321,7 +322,8 @@ def earlier_export_files(folder: Path) -> set[str] | None:
             return None
         listed = {str(f.get("file")) for f in r["files"].values() if isinstance(f, dict) and f.get("file")}
         stems = tuple(Path(name).stem + "." for name in listed)
-        return {"report.json", "report.md", *listed} | {n for n in os.listdir(folder) if n.startswith(stems)}
+        return ({"report.json", "report.md", "export.log", *listed}
+                | {n for n in os.listdir(folder) if n.startswith(stems)})
     from edgezoo.serve.triton import earlier_entry_files
 
     return earlier_entry_files(folder)

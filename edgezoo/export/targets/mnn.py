@@ -34,6 +34,7 @@ TIMEOUT_S = 1800
 # crashed MNN's tool (SIGSEGV) on every torch-exported test model here and EMA gave constant outputs; KL ran
 # on all. Lite0's figures: benchmarks/results/mnn_ncnn.json.
 FEATURE_METHOD = "KL"
+OUTPUT_SUFFIX = "__edgezoo_out"
 
 
 def run_tool(code: str, args: list[str], what: str, out: Path) -> str:
@@ -51,8 +52,10 @@ def run_tool(code: str, args: list[str], what: str, out: Path) -> str:
 
 
 def convert(onnx_path: Path, out: Path, input_size: tuple[int, int, int]) -> None:
-    """The ONNX file as an .mnn; a ReduceMean over H, W first becomes GlobalAveragePool (checked through
-    onnxruntime), because MNN's quantization tool crashes (SIGSEGV) on a ReduceMean."""
+    """The ONNX file as an .mnn, in the forms MNN's quantization tool survives (it crashes with SIGSEGV on a
+    ReduceMean, and on a graph output that a Resize or Reshape writes): a ReduceMean over H, W becomes
+    GlobalAveragePool, and every graph output is written by an Add of zero (kept in float by ``_int8``).
+    Both are exact; the changed graph is checked through onnxruntime."""
     import onnx
 
     from edgezoo.export import graph_passes as G
@@ -62,18 +65,39 @@ def convert(onnx_path: Path, out: Path, input_size: tuple[int, int, int]) -> Non
     try:
         model = onnx.load(os.fspath(onnx_path))
         result = G.spatial_mean_to_global_pool(model)
-        if result.changes:
-            check = G.check_graph_pass(model, result, input_size)
-            if not check.ok:
-                raise InputError(f"{result.name} changed the outputs by {check.max_abs_diff:.3g}")
-            onnx.save(result.model, os.fspath(ready))
-            onnx_path = ready
-        run_tool(CONVERT, ["mnnconvert", "-f", "ONNX", "--modelFile", os.fspath(onnx_path), "--MNNModel",
+        result.model = _outputs_through_add(result.model)
+        check = G.check_graph_pass(model, result, input_size)
+        if not check.ok:
+            raise InputError(f"MNN's forms of the graph changed the outputs by {check.max_abs_diff:.3g}")
+        onnx.save(result.model, os.fspath(ready))
+        run_tool(CONVERT, ["mnnconvert", "-f", "ONNX", "--modelFile", os.fspath(ready), "--MNNModel",
                            os.fspath(part), "--bizCode", "edgezoo"], "converter", part)
         os.replace(part, out)
     finally:
         part.unlink(missing_ok=True)
         ready.unlink(missing_ok=True)
+
+
+def _outputs_through_add(model):
+    """Each graph output y written as Add(y', 0), the op named y as MNN names ops after their first output."""
+    from onnx import helper, numpy_helper
+
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for out in model.graph.output:
+        node = producers.get(out.name)
+        if node is None:  # an input or initializer passed through: nothing is computed
+            continue
+        inner = f"{out.name}{OUTPUT_SUFFIX}"
+        node.output[list(node.output).index(out.name)] = inner
+        for other in model.graph.node:  # the output may also feed other nodes
+            for k, name in enumerate(other.input):
+                if name == out.name:
+                    other.input[k] = inner
+        zero = numpy_helper.from_array(np.zeros((), np.float32), f"{out.name}{OUTPUT_SUFFIX}_zero")
+        model.graph.initializer.append(zero)
+        model.graph.node.append(helper.make_node("Add", [inner, zero.name], [out.name],
+                                                 name=f"{out.name}{OUTPUT_SUFFIX}_add"))
+    return model
 
 
 def calibration_images(calibration: np.ndarray, folder: Path) -> dict:
@@ -156,11 +180,12 @@ class MNNTarget:
                 convert(src, fp32, ctx.input_size)
             names = set(op_names(fp32))
             skip = [n for n in head if n in names]
+            outputs = [o.name for o in graph.output if o.name in names]  # the Adds of zero stay float
             images = tmp / "images"
             images.mkdir()
             config = {**calibration_images(np.asarray(ctx.calibration, np.float32), images),
                       "path": os.fspath(images) + os.sep, "feature_quantize_method": FEATURE_METHOD,
-                      "weight_quantize_method": "MAX_ABS", "skip_quant_op_names": skip}
+                      "weight_quantize_method": "MAX_ABS", "skip_quant_op_names": skip + outputs}
             (tmp / "config.json").write_text(json.dumps(config))
             part = tmp / "model.int8.mnn"
             run_tool(QUANTIZE, ["quantized.out", os.fspath(fp32), os.fspath(part), os.fspath(tmp / "config.json")],
