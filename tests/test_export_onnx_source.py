@@ -200,6 +200,36 @@ def test_a_channels_last_onnx_model_gets_channels_first_files(tmp_path, photos, 
         assert rows[key].status == "ok" and rows[key].agreement["sqnr_db"] > 20, rows[key]
 
 
+class Segmenter(nn.Module):
+    """A map output upsampled to the input's size (computed from the input's shape) and a mean over H, W:
+    forms MNN's quantization tool crashed on, as the graph's last op and anywhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Conv2d(16, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.head = nn.Conv2d(16, 5, 1)
+
+    def forward(self, x):
+        y = self.body(x)
+        y = y * torch.sigmoid(y.mean((2, 3), keepdim=True))
+        return nn.functional.interpolate(self.head(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def test_a_segmentation_map_is_quantized_by_every_onnx_target(tmp_path, photos):
+    calib_dir, _, images = photos
+    path = _to_onnx(_trained(Segmenter(), images), tmp_path / "seg.onnx", outputs=("map",))
+    import edgezoo
+
+    result = edgezoo.export(path, int8=True, calib=calib_dir, calib_count=24, out=tmp_path / "b",
+                            targets=("onnxruntime", "openvino", "mnn"), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    rows = {(r.target, r.precision): r for r in result.rows}
+    for target in ("onnxruntime", "openvino", "mnn"):
+        r = rows[(target, "int8")]
+        assert r.status == "ok" and r.agreement["top1_agreement"] is None, (target, r.error)
+        assert r.agreement["shape"] == [5, SIZE, SIZE] and r.agreement["sqnr_db"] > 15, (target, r.agreement)
+
+
 def test_python_api_on_an_nn_module(tmp_path, photos):
     import edgezoo
 

@@ -206,3 +206,15 @@ def test_fastest_int8_must_keep_the_answers():
     assert T.fastest_int8(rows)["target"] == "c"  # b is faster but changes the answers
     assert T.fastest_int8(rows[:1])["target"] == "a"
     assert T.fastest_int8([rows[3]]) is None
+
+
+def test_fastest_int8_of_a_map_output_must_keep_its_sqnr():
+    """Outputs without a top-1 (a segmentation map): a fast file far below the others' SQNR is not chosen."""
+    def row(target, latency, sqnr):
+        return {"target": target, "precision": "int8", "status": "ok", "latency_ms": latency, "file": target,
+                "agreement": {"top1_agreement": None, "sqnr_db": sqnr}}
+
+    rows = [row("onnxruntime", 10.0, 46.7), row("mnn", 6.0, 8.5), row("openvino", 9.0, 24.0)]
+    assert T.fastest_int8(rows)["target"] == "openvino"  # mnn is faster but its map is 8.5 dB off
+    weak = [row("a", 10.0, 14.0), row("b", 6.0, 8.0), row("c", 8.0, 12.5)]
+    assert T.fastest_int8(weak)["target"] == "c"  # none reaches 20 dB: those within 3 dB of the best

@@ -266,18 +266,26 @@ def bench_rows(ctx: TargetContext, rows: list[dict], rounds: int = 7, runs: int 
 
 
 KEEPS_ANSWERS = 0.05  # an int8 file keeps the model's answers: top-1 agreement within 5 points of the best int8
+# outputs without a top-1 (maps, embeddings): SQNR against fp32 at least this, or within KEEPS_SQNR_SPREAD_DB of the
+# best row's when none reaches it
+KEEPS_SQNR_DB = 20.0
+KEEPS_SQNR_SPREAD_DB = 3.0
 
 
 def fastest_verified(rows: list[dict], precision: str | None = None) -> dict | None:
     """The fastest verified file (of ``precision``, or of any: on a CPU where int8 gains little an fp32 file
     can beat every int8 one) among those that keep the model's answers: top-1 agreement with the fp32 model
-    at most ``KEEPS_ANSWERS`` below the best such row's (where the outputs have a top-1). By latency when
-    measured; untimed, the only candidate there is, else None."""
+    at most ``KEEPS_ANSWERS`` below the best such row's where the outputs have a top-1, else SQNR at least
+    ``KEEPS_SQNR_DB`` (or near the best row's). By latency when measured; untimed, the only candidate there
+    is, else None."""
     ok = candidates = [r for r in rows if r.get("status") == "ok" and "agreement" in r
                        and (precision is None or r.get("precision") == precision)]
     if ok and all(r["agreement"].get("top1_agreement") is not None for r in ok):
         best = max(r["agreement"]["top1_agreement"] for r in ok)
         ok = [r for r in ok if r["agreement"]["top1_agreement"] >= best - KEEPS_ANSWERS]
+    elif ok:
+        best = max(r["agreement"]["sqnr_db"] for r in ok)
+        ok = [r for r in ok if r["agreement"]["sqnr_db"] >= min(KEEPS_SQNR_DB, best - KEEPS_SQNR_SPREAD_DB)]
     timed = [r for r in ok if "latency_ms" in r]
     if timed:
         return min(timed, key=lambda r: r["latency_ms"])

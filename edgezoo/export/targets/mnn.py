@@ -51,11 +51,12 @@ def run_tool(code: str, args: list[str], what: str, out: Path) -> str:
     return log
 
 
-def convert(onnx_path: Path, out: Path, input_size: tuple[int, int, int]) -> None:
+def convert(onnx_path: Path, out: Path, input_size: tuple[int, int, int], batch_one: bool = False) -> None:
     """The ONNX file as an .mnn, in the forms MNN's quantization tool survives (it crashes with SIGSEGV on a
     ReduceMean, and on a graph output that a Resize or Reshape writes): a ReduceMean over H, W becomes
     GlobalAveragePool, and every graph output is written by an Add of zero (kept in float by ``_int8``).
-    Both are exact; the changed graph is checked through onnxruntime."""
+    ``batch_one``: the batch fixed at 1 and the shape arithmetic folded (the tool also crashes on a Resize
+    whose size is computed at run time). All exact; the changed graph is checked through onnxruntime."""
     import onnx
 
     from edgezoo.export import graph_passes as G
@@ -64,9 +65,9 @@ def convert(onnx_path: Path, out: Path, input_size: tuple[int, int, int]) -> Non
     ready = out.with_name(out.name + ".onnx.part")
     try:
         model = onnx.load(os.fspath(onnx_path))
-        result = G.spatial_mean_to_global_pool(model)
+        result = G.spatial_mean_to_global_pool(_at_batch_one(model) if batch_one else model)
         result.model = _outputs_through_add(result.model)
-        check = G.check_graph_pass(model, result, input_size)
+        check = G.check_graph_pass(model, result, input_size, batch=1 if batch_one else 2)
         if not check.ok:
             raise InputError(f"MNN's forms of the graph changed the outputs by {check.max_abs_diff:.3g}")
         onnx.save(result.model, os.fspath(ready))
@@ -78,22 +79,51 @@ def convert(onnx_path: Path, out: Path, input_size: tuple[int, int, int]) -> Non
         ready.unlink(missing_ok=True)
 
 
+def computes_shapes(graph) -> bool:
+    """Whether a graph reads tensor shapes at run time (Shape ops: a dynamic batch kept them from folding)."""
+    return any(n.op_type == "Shape" for n in graph.node)
+
+
+def _at_batch_one(model):
+    """``model`` with its image input's batch fixed at 1 and onnxsim's constant folding (shapes fold away)."""
+    import onnx
+    import onnxsim
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {t.name for t in m.graph.initializer}
+    dim = next(i for i in m.graph.input if i.name not in inits).type.tensor_type.shape.dim[0]
+    dim.ClearField("dim_param")
+    dim.dim_value = 1
+    try:
+        simplified, ok = onnxsim.simplify(m)
+    except Exception:  # onnxsim fails on some graphs: the graph at batch 1 is still correct
+        return m
+    return simplified if ok else m
+
+
 def _outputs_through_add(model):
-    """Each graph output y written as Add(y', 0), the op named y as MNN names ops after their first output."""
+    """Each float graph output y [N, C, ...] written as Add(y', zeros [1, C, 1...]), the op named y as MNN names
+    ops after their first output."""
     from onnx import helper, numpy_helper
+    from onnx.shape_inference import infer_shapes as onnx_shape_inference
 
     producers = {o: n for n in model.graph.node for o in n.output}
+    inferred = onnx_shape_inference(model)
+    types = {v.name: v.type.tensor_type for v in (*inferred.graph.value_info, *inferred.graph.output)}
     for out in model.graph.output:
-        node = producers.get(out.name)
-        if node is None:  # an input or initializer passed through: nothing is computed
-            continue
+        node, t = producers.get(out.name), types.get(out.name)
+        if node is None or t is None or t.elem_type != 1 or len(t.shape.dim) < 2 or not t.shape.dim[1].dim_value:
+            continue  # passed through, not float32, or no channel count: left as it is
+        # one zero per channel: MNN's converter folds away an Add of a scalar zero
+        zeros = np.zeros([1, t.shape.dim[1].dim_value] + [1] * (len(t.shape.dim) - 2), np.float32)
         inner = f"{out.name}{OUTPUT_SUFFIX}"
         node.output[list(node.output).index(out.name)] = inner
         for other in model.graph.node:  # the output may also feed other nodes
             for k, name in enumerate(other.input):
                 if name == out.name:
                     other.input[k] = inner
-        zero = numpy_helper.from_array(np.zeros((), np.float32), f"{out.name}{OUTPUT_SUFFIX}_zero")
+        zero = numpy_helper.from_array(zeros, f"{out.name}{OUTPUT_SUFFIX}_zero")
         model.graph.initializer.append(zero)
         model.graph.node.append(helper.make_node("Add", [inner, zero.name], [out.name],
                                                  name=f"{out.name}{OUTPUT_SUFFIX}_add"))
@@ -174,10 +204,11 @@ class MNNTarget:
         head = [n.output[0] for n in graph.node if n.name in set(float_head(graph, recipe.head_convs))]
         with tempfile.TemporaryDirectory(prefix=".mnn-int8-", dir=path.parent) as tmp:
             tmp = Path(tmp)
-            fp32 = ctx.files.get("mnn:fp32")
+            batch_one = computes_shapes(graph)
+            fp32 = None if batch_one else ctx.files.get("mnn:fp32")
             if fp32 is None:
                 fp32 = tmp / "source.fp32.mnn"
-                convert(src, fp32, ctx.input_size)
+                convert(src, fp32, ctx.input_size, batch_one=batch_one)
             names = set(op_names(fp32))
             skip = [n for n in head if n in names]
             outputs = [o.name for o in graph.output if o.name in names]  # the Adds of zero stay float
@@ -193,9 +224,11 @@ class MNNTarget:
             os.replace(part, path)
         kept = f"first {len(skip)} conv(s) kept in float" if skip else "no float head"
         missed = f" ({len(head) - len(skip)} head op(s) not found by name in the .mnn)" if len(skip) < len(head) else ""
+        fixed = "; fixed at batch 1 (the graph computes shapes at run time, which MNN's tool cannot quantize)" \
+            if batch_one else ""
         return {"method": f"MNN quantization tool (mnnquant: {FEATURE_METHOD} feature ranges, max-abs symmetric weights; "
                           f"{len(ctx.calibration)} calibration images; {kept}{missed}; "
-                          "no bias correction: MNN's tool has no such option)",
+                          f"no bias correction: MNN's tool has no such option){fixed}",
                 "float_head_ops": skip}
 
     def runner(self, path: Path, threads: int | None, precision: str):
