@@ -12,6 +12,7 @@ from torch import nn  # noqa: E402
 
 from edgezoo.errors import EdgezooError, InputError  # noqa: E402
 from edgezoo.export import lite  # noqa: E402
+from edgezoo.export.options import ExportOptions  # noqa: E402
 from edgezoo.export import passes as P  # noqa: E402
 from edgezoo.models.layers import ConvBNAct, SqueezeExcitation  # noqa: E402
 from edgezoo.testing import randomize_bn  # noqa: E402
@@ -214,7 +215,7 @@ def spec_of(name="tiny", input_size=(3, 32, 32)):
 def test_apply_lite_rewrites_distills_and_reports(tmp_path):
     model = tiny()
     calib = images(60, seed=1).numpy()
-    opts = SimpleNamespace(distill_images=None, calib=None, distill_steps=6, seed=0)
+    opts = ExportOptions(name="tiny", distill_steps=6)
     new, report = lite.apply_lite(model, spec_of(), opts, calib)
     assert lite.lite_rewrites_available(new) == {"hswish": 0, "hsigmoid": 0, "se": 1}  # only NotSE's shape left
     assert report["rewrites"] == ["remove_se", "hswish_to_relu"]
@@ -230,14 +231,14 @@ def test_apply_lite_rewrites_distills_and_reports(tmp_path):
 
 def test_apply_lite_on_a_model_with_nothing_to_rewrite_says_so():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
-    opts = SimpleNamespace(distill_images=None, distill_steps=2)
+    opts = ExportOptions(name="plain", distill_steps=2)
     with pytest.raises(EdgezooError, match="nothing to rewrite in plain"):
         lite.apply_lite(model, spec_of("plain"), opts, images(4).numpy())
 
 
 def test_apply_lite_with_an_empty_image_folder_is_a_clear_error(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
-    opts = SimpleNamespace(distill_images=tmp_path, distill_steps=2)
+    opts = ExportOptions(name="tiny", distill_images=tmp_path, distill_steps=2)
     with pytest.raises(InputError, match="has no images"):
         lite.apply_lite(tiny(), spec_of(), opts, images(4).numpy())
     opts.distill_images = tmp_path / "missing"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from torch import nn
 
 from edgezoo.errors import EdgezooError, InputError
 from edgezoo.export.passes import PassResult, fold_hardsigmoid_gates
+
+if TYPE_CHECKING:
+    from edgezoo.export.options import ExportOptions
 from edgezoo.export.passes import is_hsigmoid as _is_hsigmoid
 from edgezoo.export.passes import is_hswish as _is_hswish
 from edgezoo.export.passes import se_candidates as _se_candidates
@@ -257,13 +260,11 @@ class LiteReport(dict):
     heldout: np.ndarray | None = None
 
 
-def apply_lite(model: nn.Module, spec: Any, options: Any, calibration: np.ndarray) -> tuple[nn.Module, LiteReport]:
+def apply_lite(model: nn.Module, spec: Any, options: "ExportOptions", calibration: np.ndarray) -> tuple[nn.Module, LiteReport]:
     """Rewrite ``model`` for fast int8, distill it back towards the original, and report what happened.
 
     ``spec``: what the model is (name, input_size, mean, std; an edgezoo.sources.ModelSource in the pipeline);
-    ``options``: an ExportOptions, which declares every knob read here (duck-typed callers may leave some out).
-
-    Reads from ``options`` (attributes, all optional): ``distill_images`` (a folder; default: the ``calib``
+    ``options``: the ExportOptions; read here: ``distill_images`` (a folder; default: the ``calib``
     folder, else the calibration array), ``distill_steps`` (default 300 within a 20-minute budget), ``distill_time_budget`` (seconds),
     ``distill_checkpoint`` (path of a resumable checkpoint), ``lite_rewrites`` (default relu + se), ``seed``.
     A tenth or so of the images is held out to report how often the lite model agrees with the original.
@@ -276,7 +277,7 @@ def apply_lite(model: nn.Module, spec: Any, options: Any, calibration: np.ndarra
         raise _nothing_to_rewrite(name)
     input_size = tuple(calibration.shape[1:]) if calibration is not None and calibration.ndim == 4 else tuple(spec.input_size)
     # The issue's default: the calibration folder is enough. Distilling on synthetic images is a last resort.
-    folder = getattr(options, "distill_images", None) or getattr(options, "calib", None)
+    folder = options.distill_images or options.calib
     notes = []
     if folder is not None:
         images = load_distill_images(folder, input_size, spec.mean, spec.std, getattr(spec, "preset", None))
@@ -288,12 +289,12 @@ def apply_lite(model: nn.Module, spec: Any, options: Any, calibration: np.ndarra
         source = f"{len(images)} synthetic calibration images"
         notes.append("distilled on synthetic images: pass --distill-images DIR (or --calib DIR) with real, "
                      "unlabelled images for the lite model to keep the original's accuracy")
-    seed = int(getattr(options, "seed", 0) or 0)
+    seed = options.seed
     train, heldout = split_heldout(images, seed=seed)
     train_t = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32))
 
     original = copy.deepcopy(model).eval()
-    rewrites = tuple(getattr(options, "lite_rewrites", None) or DEFAULT_REWRITES)
+    rewrites = tuple(options.lite_rewrites or DEFAULT_REWRITES)
     t0 = time.perf_counter()
     results = lite_passes(original, train_t, rewrites)
     changes = [c for r in results for c in r.changes]
@@ -303,15 +304,14 @@ def apply_lite(model: nn.Module, spec: Any, options: Any, calibration: np.ndarra
 
     heldout_t = torch.from_numpy(np.ascontiguousarray(heldout, dtype=np.float32))
     before = agreement(original, student, heldout_t) if len(heldout) else None
-    steps = getattr(options, "distill_steps", None)
-    budget = getattr(options, "distill_time_budget", None)
+    steps, budget = options.distill_steps, options.distill_time_budget
     if steps is None and budget is None:
         budget = DEFAULT_TIME_BUDGET_S  # the default run must end on a slow CPU too; the report says where
     cfg = DistillConfig(
         steps=int(steps or DEFAULT_DISTILL_STEPS),
         time_budget_s=budget,
         seed=seed,
-        checkpoint=getattr(options, "distill_checkpoint", None),
+        checkpoint=options.distill_checkpoint,
     )
     run = distill(student, original, train_t, cfg, progress=True)
     after = agreement(original, run.model, heldout_t) if len(heldout) else None
