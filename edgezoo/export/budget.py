@@ -262,7 +262,8 @@ def meet_budget(run) -> dict:
                 run.files[f"{name}.int8.budget"] = final
                 m = {k: v for k, v in s.items() if k not in ("path", "float_layers", "added")}
                 with get_target(name).runner(final, ctx.threads, "int8") as runner:
-                    agreed = agreement(ctx.reference, run_on(runner, ctx.eval_inputs), ctx.output_names)
+                    agreed = agreement(ctx.reference, run_on(runner, ctx.eval_inputs, ctx.output_names),
+                                       ctx.output_names)
                 rows.append({"target": name, "precision": "int8", "variant": "budget", "file": final.name,
                              "status": "ok", "size_bytes": _size(final), "float_layers": s["float_layers"],
                              "agreement": agreed,

@@ -172,12 +172,15 @@ def agreement(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
     return outputs_agreement(reference, outputs, names)
 
 
-def run_on(runner, inputs: np.ndarray) -> list[np.ndarray]:
+def run_on(runner, inputs: np.ndarray, names: Sequence[str] | None = None) -> list[np.ndarray]:
     """Every output of an active runner, one image at a time (.pte and .tflite programs are planned for
-    batch 1)."""
+    batch 1). ``names``: the model's output names, in its order; a runtime that keeps the names but lists
+    the outputs in another order (MNN sorts them) is read in this one."""
     from edgezoo.export.agreement import run_batched  # the one padded-batch loop (a fixed batch is padded)
 
-    return run_batched(runner, inputs, batch=1)
+    have = [o.name for o in runner.outputs]
+    order = names if names and sorted(names) == sorted(have) else None
+    return run_batched(runner, inputs, batch=1, outputs=order)
 
 
 def file_name(target: str, precision: str, suffix: str) -> str:
@@ -217,7 +220,8 @@ def run_targets(ctx: TargetContext, names: Sequence[str], precisions: Sequence[s
                 row["build_seconds"] = round(time.perf_counter() - t0, 1)
                 if path is not None and precision != "engine" and getattr(target, "runnable", True):
                     with target.runner(path, ctx.threads, precision) as r:
-                        row["agreement"] = agreement(ctx.reference, run_on(r, ctx.eval_inputs), ctx.output_names)
+                        row["agreement"] = agreement(ctx.reference, run_on(r, ctx.eval_inputs, ctx.output_names),
+                                                     ctx.output_names)
                     row["runtime"] = r.describe()
                 row.update(status="ok", file=path.name, size_bytes=_size(path))
                 ctx.files[f"{name}:{precision}"] = path
