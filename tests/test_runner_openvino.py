@@ -46,6 +46,19 @@ def test_onnx_f32_matches_onnxruntime_and_reads_back_settings():
     np.testing.assert_allclose(y, ref, atol=1e-4, rtol=0)
 
 
+def test_a_dynamic_batch_is_compiled_at_batch_one_and_other_batches_still_run():
+    """benchmark_app times a static shape; so does the runner at batch 1 (what bench and the targets feed).
+    Another batch runs the model as it is, with the same numbers."""
+    x = _x(batch=3)
+    ref = ort_reference(onnx_model(), x)
+    with OpenVinoRunner(onnx_model(), threads=1) as r:
+        assert [tuple(d.get_length() for d in p.get_partial_shape()) for p in r.compiled.inputs] == [(1, 3, SIZE, SIZE)]
+        assert r.inputs[0].shape == (None, 3, SIZE, SIZE) and r.outputs[0].shape[0] is None
+        ones = np.concatenate([r.infer({"input": x[i:i + 1]})[0] for i in range(3)])
+        (three,) = r.infer({"input": x})
+    assert np.abs(ones - ref).max() <= 1e-4 and np.abs(three - ref).max() <= 1e-4
+
+
 def test_threads_setting_is_what_openvino_compiled_with():
     for threads in (1, 2):
         with OpenVinoRunner(onnx_model(), threads=threads) as r:
