@@ -241,8 +241,9 @@ def _from_onnx(path: Path, pre: Preprocessing, name: str | None) -> ModelSource:
         notes.append(_defaults_warning(missing, preset))
     stem = name or (meta.model if meta.model else path.stem)
     if inp.layout == "NHWC":
-        notes.append(f"{path.name}'s input '{inp.name}' is channels-last (N,H,W,C{'' if pre.layout else ', read off its shape'}); "
-                     "the bundle's files take N,C,H,W (a Transpose is put in front of the graph)")
+        how = "" if pre.layout else ", read off its shape"
+        notes.append(f"{path.name}'s input '{inp.name}' is channels-last (N,H,W,C{how}); the bundle's files take "
+                     "N,C,H,W (a Transpose is put in front of the graph)")
     return ModelSource(stem, "onnx", inp, preset, layout=inp.layout, graph=graph, path=path,
                        outputs=outputs, weights_described=f"inside {path.name}", family="onnx", notes=notes)
 

@@ -132,14 +132,16 @@ def channels_first_input(model: onnx.ModelProto) -> GraphPassResult:
     m.CopyFrom(model)
     g = _Graph(m)
     vi = next(i for i in m.graph.input if i.name not in g.inits)
+    if vi.name in g.outputs:
+        from edgezoo.errors import InputError
+
+        raise InputError(f"the image input '{vi.name}' is also a graph output, which would change its layout",
+                         "export the model with channels first")
     inner = g.fresh(f"{vi.name}_nhwc")
     for node in m.graph.node:
         for k, name in enumerate(node.input):
             if name == vi.name:
                 node.input[k] = inner
-    for out in m.graph.output:  # an input passed through as an output keeps its layout
-        if out.name == vi.name:
-            raise ValueError("the image input is also a graph output")
     dims = list(vi.type.tensor_type.shape.dim)
     new_dims = [dims[0], dims[3], dims[1], dims[2]]
     copies = [onnx.TensorShapeProto.Dimension() for _ in new_dims]

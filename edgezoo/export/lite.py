@@ -30,12 +30,12 @@ from torch import nn
 
 from edgezoo.errors import EdgezooError, InputError
 from edgezoo.export.passes import PassResult, fold_hardsigmoid_gates
-
-if TYPE_CHECKING:
-    from edgezoo.export.options import ExportOptions
 from edgezoo.export.passes import is_hsigmoid as _is_hsigmoid
 from edgezoo.export.passes import is_hswish as _is_hswish
 from edgezoo.export.passes import se_candidates as _se_candidates
+
+if TYPE_CHECKING:
+    from edgezoo.export.options import ExportOptions
 
 DEFAULT_REWRITES = ("relu", "se")
 DEFAULT_DISTILL_STEPS = 300  # batch 32: ~10k image presentations, enough to recover a few points of top-1
@@ -260,7 +260,8 @@ class LiteReport(dict):
     heldout: np.ndarray | None = None
 
 
-def apply_lite(model: nn.Module, spec: Any, options: "ExportOptions", calibration: np.ndarray) -> tuple[nn.Module, LiteReport]:
+def apply_lite(model: nn.Module, spec: Any, options: "ExportOptions",
+               calibration: np.ndarray) -> tuple[nn.Module, LiteReport]:
     """Rewrite ``model`` for fast int8, distill it back towards the original, and report what happened.
 
     ``spec``: what the model is (name, input_size, mean, std; an edgezoo.sources.ModelSource in the pipeline);
