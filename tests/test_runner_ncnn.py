@@ -116,6 +116,22 @@ def test_corrupt_param_and_missing_bin_are_one_line(tmp_path):
     assert r.returncode == 2 and "ncnn cannot load" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+def test_a_layer_this_ncnn_build_lacks_is_named(tmp_path):
+    """pnnx writes ArgMax for an argmax output, which the ncnn wheel is built without: ncnn only prints
+    "layer ArgMax not exists or registered"; the runner names the layer."""
+    param = tmp_path / "argmax.param"
+    lines = ncnn_model().read_text().splitlines()
+    last = lines[-1].split()  # type name n_in n_out inputs... outputs... key=value...
+    out = last[4 + int(last[2])]  # the last layer's first output blob
+    layers, blobs = (int(t) for t in lines[1].split())
+    lines[1] = f"{layers + 1} {blobs + 1}"
+    lines.append(f"ArgMax argmax_0 1 1 {out} label")
+    param.write_text("\n".join(lines) + "\n")
+    (tmp_path / "argmax.bin").write_bytes(ncnn_model().with_suffix(".bin").read_bytes())
+    with pytest.raises(InputError, match="this ncnn build has no ArgMax layer"):
+        open_runner(param).activate()
+
+
 def test_bench_compare_and_serve_take_param_files_without_torch(tmp_path):
     r = run_edgezoo("bench", str(ncnn_model()), "-t", "1", "-n", "3", "--warmup", "1", block_torch=True)
     assert r.returncode == 0, r.stderr

@@ -104,7 +104,13 @@ class NcnnRunner(Runner):
 
     def _activate(self) -> None:
         ncnn = self._ncnn
-        self._declared = declared_inputs(read_param(self.path))
+        layers = read_param(self.path)
+        self._declared = declared_inputs(layers)
+        missing = sorted({ln[0] for ln in layers if ncnn.create_layer(ln[0]) is None})
+        if missing:  # ncnn itself only prints "layer X not exists or registered" and fails the load
+            raise InputError(f"this ncnn build has no {', '.join(missing)} layer ({self.path} uses "
+                             f"{'it' if len(missing) == 1 else 'them'})",
+                             "run the model on another runtime, or end the graph before that layer")
         net = ncnn.Net()
         net.opt.use_vulkan_compute = False
         if self.threads is not None:
