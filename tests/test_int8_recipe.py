@@ -134,3 +134,14 @@ def test_clip_as_relu6_gives_the_pt2e_targets_relu6_back():
     assert isinstance(out[1], nn.ReLU6) and isinstance(out[3], ClipAct) and isinstance(m[1], ClipAct)
     x = torch.randn(2, 3, 8, 8) * 10
     assert torch.equal(out(x), m(x))
+
+
+def test_float_nodes_is_the_one_answer_to_what_runs_in_float():
+    """The activation forms' float layers, then the head, then the budget's layers, each once."""
+    from edgezoo.export.int8_forms import Int8Forms
+
+    recipe = R.Int8Recipe(head_convs=2, float_nodes=("pw", "late"))
+    forms = Int8Forms("test", "keep", "", float_stem=True)
+    every, head = R.float_nodes(_graph(), recipe, forms)
+    assert head == ["stem", "dw"] and every == ["stem", "dw", "pw", "late"]
+    assert R.float_nodes(_graph(), recipe) == (["stem", "dw", "pw", "late"], ["stem", "dw"])

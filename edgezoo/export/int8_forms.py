@@ -26,7 +26,6 @@ Backends:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from edgezoo.errors import InputError
@@ -63,13 +62,9 @@ class Int8Forms:
             s += f"; kept in float: {self.intended_float}"
         return s + f" ({self.reason})"
 
-    def exclude_nodes(self, onnx_path: str | os.PathLike) -> list[str]:
-        """Names of the nodes of ``onnx_path`` to leave in float."""
-        if not self.float_op_types and not self.float_depthwise and not self.float_stem:
-            return []
-        import onnx
-
-        graph = onnx.load(os.fspath(onnx_path)).graph
+    def float_layers(self, graph) -> list[str]:
+        """Names of the nodes of an ONNX ``graph`` these forms leave in float (read through
+        ``int8_recipe.float_nodes``, which adds the recipe's own)."""
         out = [n.name for n in graph.node if n.op_type in self.float_op_types]
         if self.float_stem:
             out += small_stem_convs(graph)

@@ -110,6 +110,18 @@ def float_head(graph, limit: int = HEAD_CONVS) -> list[str]:
     return head
 
 
+def float_nodes(graph, recipe: "Int8Recipe", forms=None) -> tuple[list[str], list[str]]:
+    """What runs in float in an int8 file of the ONNX ``graph``, the one reader of it: the layers the
+    activation ``forms`` leave float (edgezoo.export.int8_forms), the recipe's float head and the layers the
+    accuracy budget keeps float. Returns (every such node, in that order without repeats; the head)."""
+    head = float_head(graph, recipe.head_convs)
+    out: list[str] = []
+    for name in (forms.float_layers(graph) if forms is not None else []) + head + list(recipe.float_nodes):
+        if name not in out:
+            out.append(name)
+    return out, head
+
+
 def recipe_for(fp32_onnx, head: bool = True, bias_correction: bool = True,
                reduce_range: bool | None = None) -> Int8Recipe:
     import onnx

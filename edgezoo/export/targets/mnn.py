@@ -196,12 +196,13 @@ class MNNTarget:
     def _int8(self, ctx: TargetContext, src: Path, path: Path) -> dict:
         import onnx
 
-        from edgezoo.export.int8_recipe import float_head
+        from edgezoo.export.int8_recipe import float_nodes
 
         recipe = ctx.int8_recipe()
         graph = onnx.load(os.fspath(src), load_external_data=False).graph
+        floats, _ = float_nodes(graph, recipe)
         # MNN's converter names each op after the ONNX node's first output, not after the node
-        head = [n.output[0] for n in graph.node if n.name in set(float_head(graph, recipe.head_convs))]
+        head = [n.output[0] for n in graph.node if n.name in set(floats)]
         with tempfile.TemporaryDirectory(prefix=".mnn-int8-", dir=path.parent) as tmp:
             tmp = Path(tmp)
             batch_one = computes_shapes(graph)

@@ -148,12 +148,10 @@ def write_int8(src, out, calibration, forms, recipe, per_channel: bool = True, m
 
     import onnx
 
-    from edgezoo.export.int8_recipe import float_head
+    from edgezoo.export.int8_recipe import float_nodes
     from edgezoo.export.quantize import quantize_int8
 
-    exclude = list(forms.exclude_nodes(src))
-    head = float_head(onnx.load(str(src), load_external_data=False).graph, recipe.head_convs)
-    exclude += [n for n in head + list(recipe.float_nodes) if n not in exclude]
+    exclude, head = float_nodes(onnx.load(str(src), load_external_data=False).graph, recipe, forms)
     clipped = None
     if recipe.weight_ranges == "mse":
         from edgezoo.export.weight_rounding import write_clipped
