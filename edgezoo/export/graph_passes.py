@@ -90,9 +90,24 @@ class _Graph:
         return name
 
 
-def simplify(model: onnx.ModelProto, fix_hw: tuple[int, int] | None = None) -> GraphPassResult:
+def _working_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, _Graph]:
+    """A copy for a pass to edit (the caller's graph is never changed), and its index."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    return m, _Graph(m)
+
+
+def _hardsigmoid_params(node) -> tuple[float, float]:
+    """HardSigmoid's alpha and beta, with ONNX's defaults."""
+    a = _attrs(node)
+    return float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+
+
+def simplify(model: onnx.ModelProto, fix_hw: tuple[int, int] | None = None,
+             batch: int | None = None) -> GraphPassResult:
     """onnxsim's constant folding and fusions (a constant Pad into the Conv after it, ...), the batch kept
-    dynamic; ``fix_hw``: first fix a dynamic height and width of the image input at this size.
+    dynamic; ``fix_hw``: first fix a dynamic height and width of the image input at this size; ``batch``:
+    first fix a dynamic batch (then shape arithmetic on the batch folds away too).
 
     A graph with dynamic H/W computes shapes at run time (TF-style "same" padding: Shape, Gather, Ceil, Sub
     feeding a Pad); quantized, that float arithmetic on shapes gets Q/DQ too and pads by the wrong amount.
@@ -100,15 +115,16 @@ def simplify(model: onnx.ModelProto, fix_hw: tuple[int, int] | None = None) -> G
     m = onnx.ModelProto()
     m.CopyFrom(model)
     changes = []
-    if fix_hw is not None:
+    fixed = {**({0: batch} if batch is not None else {}), **(dict(zip((2, 3), fix_hw)) if fix_hw else {})}
+    if fixed:
         inits = {t.name for t in m.graph.initializer}
         vi = next(i for i in m.graph.input if i.name not in inits)
         dims = vi.type.tensor_type.shape.dim
-        for axis, value in zip((2, 3), fix_hw):
+        for axis, value in fixed.items():
             if not dims[axis].dim_value:
                 dims[axis].ClearField("dim_param")
                 dims[axis].dim_value = int(value)
-                changes.append(f"{vi.name} {('height', 'width')[axis - 2]} fixed at {value}")
+                changes.append(f"{vi.name} {('batch', '', 'height', 'width')[axis]} fixed at {value}")
     before = len(m.graph.node)
     try:
         import onnxsim
@@ -128,9 +144,7 @@ def simplify(model: onnx.ModelProto, fix_hw: tuple[int, int] | None = None) -> G
 
 def channels_first_input(model: onnx.ModelProto) -> GraphPassResult:
     """Input x [N,H,W,C] -> a new input [N,C,H,W] and Transpose(perm 0,2,3,1) to x, which the graph reads."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = _Graph(m)
+    m, g = _working_copy(model)
     vi = next(i for i in m.graph.input if i.name not in g.inits)
     if vi.name in g.outputs:
         from edgezoo.errors import InputError
@@ -236,24 +250,28 @@ def _prune_initializers(model: onnx.ModelProto) -> None:
         model.graph.initializer.extend(keep)
 
 
-def fold_batchnorm(model: onnx.ModelProto) -> GraphPassResult:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = _Graph(m)
-    changes = []
-    drop: dict[int, list] = {}
-    for conv in m.graph.node:
+def _conv_then(g: _Graph, op_type: str):
+    """(conv, its only consumer of ``op_type``, (W, b)) for each Conv of constant weights so followed."""
+    for conv in list(g.model.graph.node):
         if conv.op_type != "Conv":
             continue
-        bn = g.only_consumer(conv.output[0], "BatchNormalization")
+        after = g.only_consumer(conv.output[0], op_type)
         params = _conv_params(g, conv)
-        if bn is None or params is None or len(bn.output) != 1:
+        if after is not None and params is not None:
+            yield conv, after, params
+
+
+def fold_batchnorm(model: onnx.ModelProto) -> GraphPassResult:
+    m, g = _working_copy(model)
+    changes = []
+    drop: dict[int, list] = {}
+    for conv, bn, (w, b) in _conv_then(g, "BatchNormalization"):
+        if len(bn.output) != 1:
             continue
         scale, shift, mean, var = (g.array(n) for n in bn.input[1:5])
         if any(v is None for v in (scale, shift, mean, var)):
             continue
         eps = float(_attrs(bn).get("epsilon", 1e-5))
-        w, b = params
         k = (scale / np.sqrt(var + eps)).astype(np.float64)
         _set_conv_params(g, conv, w * k.reshape(-1, *([1] * (w.ndim - 1))), (b - mean) * k + shift, "bnfold")
         drop[_position(m, bn)] = []
@@ -277,22 +295,12 @@ def _clip(g: _Graph, x: str, y: str, lo: float, hi: float, name: str, version: i
 
 def fold_hardsigmoid_gates(model: onnx.ModelProto) -> GraphPassResult:
     """Conv -> HardSigmoid(alpha, beta) == Conv(alpha W, alpha b + beta) -> Clip(0, 1)."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = _Graph(m)
+    m, g = _working_copy(model)
     version = opset(m)
     changes = []
     edits: dict[int, list] = {}
-    for conv in m.graph.node:
-        if conv.op_type != "Conv":
-            continue
-        hs = g.only_consumer(conv.output[0], "HardSigmoid")
-        params = _conv_params(g, conv)
-        if hs is None or params is None:
-            continue
-        a = _attrs(hs)
-        alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
-        w, b = params
+    for conv, hs, (w, b) in _conv_then(g, "HardSigmoid"):
+        alpha, beta = _hardsigmoid_params(hs)
         _set_conv_params(g, conv, w * alpha, b * alpha + beta, "hsigfold")
         edits[_position(m, hs)] = [_clip(g, conv.output[0], hs.output[0], 0.0, 1.0,
                                          g.fresh(f"{hs.name or 'hsig'}_clip"), version)]
@@ -304,17 +312,14 @@ def fold_hardsigmoid_gates(model: onnx.ModelProto) -> GraphPassResult:
 
 def decompose_hardsigmoid(model: onnx.ModelProto) -> GraphPassResult:
     """HardSigmoid(x) = clip(alpha x + beta, 0, 1) as Mul, Add, Clip."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = _Graph(m)
+    m, g = _working_copy(model)
     version = opset(m)
     changes = []
     edits: dict[int, list] = {}
     for k, hs in enumerate(m.graph.node):
         if hs.op_type != "HardSigmoid":
             continue
-        a = _attrs(hs)
-        alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+        alpha, beta = _hardsigmoid_params(hs)
         base = hs.name or hs.output[0]
         t1, t2 = g.fresh(f"{base}_scaled"), g.fresh(f"{base}_shifted")
         new = [helper.make_node("Mul", [hs.input[0], g.add_init(f"{base}_alpha", np.array(alpha, np.float32))], [t1],
@@ -360,9 +365,7 @@ def rewrite_hardswish(model: onnx.ModelProto, form: str = "mul_relu6") -> GraphP
 
 def spatial_mean_to_global_pool(model: onnx.ModelProto) -> GraphPassResult:
     """ReduceMean(x, axes=H,W) of a 4-D x == GlobalAveragePool(x), then Flatten(axis=1) when keepdims=0."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = _Graph(m)
+    m, g = _working_copy(model)
     ranks = {v.name: len(v.type.tensor_type.shape.dim)
              for v in (*onnx.shape_inference.infer_shapes(m).graph.value_info, *m.graph.input)
              if v.type.tensor_type.HasField("shape")}

@@ -65,7 +65,7 @@ def convert(onnx_path: Path, out: Path, input_size: tuple[int, int, int], batch_
     ready = out.with_name(out.name + ".onnx.part")
     try:
         model = onnx.load(os.fspath(onnx_path))
-        result = G.spatial_mean_to_global_pool(_at_batch_one(model) if batch_one else model)
+        result = G.spatial_mean_to_global_pool(G.simplify(model, batch=1).model if batch_one else model)
         result.model = _outputs_through_add(result.model)
         check = G.check_graph_pass(model, result, input_size, batch=1 if batch_one else 2)
         if not check.ok:
@@ -82,24 +82,6 @@ def convert(onnx_path: Path, out: Path, input_size: tuple[int, int, int], batch_
 def computes_shapes(graph) -> bool:
     """Whether a graph reads tensor shapes at run time (Shape ops: a dynamic batch kept them from folding)."""
     return any(n.op_type == "Shape" for n in graph.node)
-
-
-def _at_batch_one(model):
-    """``model`` with its image input's batch fixed at 1 and onnxsim's constant folding (shapes fold away)."""
-    import onnx
-    import onnxsim
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    inits = {t.name for t in m.graph.initializer}
-    dim = next(i for i in m.graph.input if i.name not in inits).type.tensor_type.shape.dim[0]
-    dim.ClearField("dim_param")
-    dim.dim_value = 1
-    try:
-        simplified, ok = onnxsim.simplify(m)
-    except Exception:  # onnxsim fails on some graphs: the graph at batch 1 is still correct
-        return m
-    return simplified if ok else m
 
 
 def _outputs_through_add(model):
