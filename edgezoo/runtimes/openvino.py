@@ -84,6 +84,7 @@ class OpenVinoRunner(Runner):
         self._ov = import_openvino()
         self.compiled = self.request = self._model = None
         self._dynamic: tuple[Any, Any] | None = None  # (compiled, request) of the model as it is, when apart
+        self._fixed_at_one = False  # compiled at batch 1 from a model whose batch is open
         self._settings: dict[str, Any] = {}
 
     def _config(self) -> dict[str, Any]:
@@ -101,7 +102,9 @@ class OpenVinoRunner(Runner):
         where = self.path or "the model bytes"
         try:
             self._model = core.read_model(self._bytes if self._bytes is not None else os.fspath(self.path))
-            self.compiled = core.compile_model(self._at_batch_one(self._model), self.device, self._config())
+            one = self._at_batch_one(self._model)
+            self.compiled = core.compile_model(one, self.device, self._config())
+            self._fixed_at_one = one is not self._model
         except Exception as e:  # OpenVINO raises RuntimeError with pages of frontend detail
             raise InputError(f"openvino cannot load {where}: {first_line(e)}",
                              "is it a complete, valid ONNX file or OpenVINO IR?") from None
@@ -120,16 +123,12 @@ class OpenVinoRunner(Runner):
 
     def _request_for(self, feeds: dict[str, np.ndarray]):
         """The batch-1 request, or (another batch) the model compiled as it is, made once."""
-        if all(np.shape(v)[:1] == (1,) for v in feeds.values()) or not self._batch_fixed_at_one():
+        if not self._fixed_at_one or all(np.shape(v)[:1] == (1,) for v in feeds.values()):
             return self.request
         if self._dynamic is None:
             compiled = self._ov.Core().compile_model(self._model, self.device, self._config())
             self._dynamic = (compiled, compiled.create_infer_request())
         return self._dynamic[1]
-
-    def _batch_fixed_at_one(self) -> bool:
-        return any(p.get_partial_shape().is_dynamic for p in self._model.inputs) and \
-            all(p.get_partial_shape().is_static for p in self.compiled.inputs)
 
     def _read_back(self) -> dict[str, Any]:
         def prop(key):
