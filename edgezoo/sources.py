@@ -327,6 +327,12 @@ def _graph_io(graph, path: Path, pre: Preprocessing, meta) -> tuple[SourceInput,
     return SourceInput(vi.name, _chw(size), dynamic, n if isinstance(n, int) else None, layout), outputs
 
 
+def output_list(out) -> list:
+    """A PyTorch source's outputs as a list, in the order torch.onnx writes them: a model returns one tensor
+    or a flat tuple/list of them (``_from_module`` refuses anything else)."""
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
 def _channels_last(dims: list) -> bool:
     """N,H,W,C read off the shape: 1 or 3 channels last, and a second dimension that is no channel count
     (TensorFlow-converted CNNs take NHWC)."""
@@ -591,7 +597,7 @@ def _from_torch(module, kind: str, name: str, pre: Preprocessing, weights=None, 
 
         raise InputError(f"{origin or name} does not run on a 1x{'x'.join(map(str, size))} input: "
                          f"{type(e).__name__}: {first_line(e)[:200]}", "check --input-size") from None
-    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    outs = output_list(out)
     if not outs or not all(isinstance(o, torch.Tensor) for o in outs):
         raise InputError(f"{origin or name} returns {type(out).__name__}", "export takes models that return tensors")
     names = ["logits"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]

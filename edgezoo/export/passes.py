@@ -434,20 +434,18 @@ class PassCheck:
                 "tolerance": self.tolerance, "exact": self.exact, "ok": self.ok}
 
 
-def _tensors(out) -> list[torch.Tensor]:
-    return list(out) if isinstance(out, (tuple, list)) else [out]
-
-
 @torch.no_grad()
 def check_pass(before: nn.Module, result: PassResult, input_size: tuple[int, int, int], batch: int = 2,
                seed: int = 0, tolerance: float | None = None, before_outputs: list | None = None) -> PassCheck:
     """Max |before(x) - after(x)| over every output on a fixed random batch (eval mode); tolerance None for
     inexact passes. ``before_outputs``: before(x) already computed on this batch (the previous check's
     after(x), when passes run in a chain); ``PassCheck.outputs`` keeps after(x) for the next check."""
+    from edgezoo.sources import output_list
+
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *input_size, generator=g)
-    refs = before_outputs if before_outputs is not None else _tensors(before.eval()(x))
-    outs = refs if result.model is before else _tensors(result.model.eval()(x))  # unchanged: nothing to run
+    refs = before_outputs if before_outputs is not None else output_list(before.eval()(x))
+    outs = refs if result.model is before else output_list(result.model.eval()(x))  # unchanged: nothing to run
     if len(outs) != len(refs):
         raise RuntimeError(f"pass {result.name} changed the number of outputs ({len(refs)} -> {len(outs)})")
     diff = max(float((o - r).abs().max()) for o, r in zip(outs, refs))

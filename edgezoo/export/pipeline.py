@@ -385,12 +385,16 @@ def _context(run: ExportRun) -> "TargetContext":
     else:
         import torch
 
+        from edgezoo.sources import output_list
+
         step = o.batch or 8  # a model fixed at a batch (a .pt2 exported at batch 1) runs no other
+        chunks = []  # per chunk, every output (the padding's rows dropped)
         with torch.no_grad():
-            chunks = [_outputs(run.fp32_model(torch.from_numpy(_pad(inputs[i:i + step], step))))
-                      for i in range(0, len(inputs), step)]
-        n = [len(inputs[i:i + step]) for i in range(0, len(inputs), step)]
-        refs = [torch.cat([c[k][:m] for c, m in zip(chunks, n)]).numpy() for k in range(len(chunks[0]))]
+            for i in range(0, len(inputs), step):
+                part = inputs[i:i + step]
+                outs = output_list(run.fp32_model(torch.from_numpy(_pad(part, step))))
+                chunks.append([t[:len(part)] for t in outs])
+        refs = [torch.cat(per_output).numpy() for per_output in zip(*chunks)]
     names = [out.name for out in run.source.outputs]
     run.context = TargetContext(run.source.name, tuple(run.size), run.fp32_model,
                                 run.calibration[: o.calib_count] if run.calibration is not None else inputs[:1],
@@ -404,11 +408,6 @@ def _pad(x: np.ndarray, rows: int) -> np.ndarray:
     from edgezoo.export.agreement import pad_rows
 
     return pad_rows(x, rows)
-
-
-def _outputs(out) -> list:
-    """A PyTorch model's outputs, in the order torch.onnx writes them (sources return a tensor or a flat tuple)."""
-    return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
 def _targets(run: ExportRun) -> None:
